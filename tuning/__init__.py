@@ -1,0 +1,67 @@
+"""tuning: declarative hyperparameter search for Keras image-classification CNNs.
+
+Light on import: TensorFlow, Keras and KerasTuner load only when a search or a model needs them.
+
+Example:
+    >>> import tuning
+    >>> spec = tuning.load_spec("search_spaces/digits.yaml")
+    >>> tuning.plan(spec).total_trials
+    >>> run = tuning.search(spec, name="digits")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import DataError, Problem, RunError, SearchAborted, SpecError, TuningError
+from .spec import SearchSpec, load_spec
+
+if TYPE_CHECKING:
+    from .plan import Plan
+    from .run import Run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataError",
+    "Problem",
+    "Run",
+    "RunError",
+    "SearchAborted",
+    "SearchSpec",
+    "SpecError",
+    "TuningError",
+    "load_spec",
+    "open_run",
+    "plan",
+    "search",
+]
+
+
+def plan(spec: Any) -> Plan:
+    """The Hyperband plan and feasibility of a spec (path, mapping or loaded spec); trains nothing."""
+    from .plan import plan as _plan
+
+    return _plan(spec)
+
+
+def search(spec: Any, **options: Any) -> Run:
+    """Run or resume a search; see `tuning.search.search` for the options."""
+    from .search import search as _search
+
+    return _search(spec, **options)
+
+
+def open_run(path: Any) -> Run:
+    """A `Run` for a finished, interrupted or still-running search directory."""
+    from .run import open_run as _open
+
+    return _open(path)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Run":
+        from .run import Run
+
+        return Run
+    raise AttributeError(f"module 'tuning' has no attribute {name!r}")

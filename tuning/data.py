@@ -1,0 +1,362 @@
+"""Data sources: each turns the spec's `data` section into numpy arrays, loaded once per search.
+
+Images stay raw (uint8 where the source is uint8): rescaling and resizing are layers inside the model,
+so the saved model takes the same images the user has. Splits are stratified and seeded; the test set is
+held out for the final evaluation only. Numpy only: no TensorFlow on this path.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import tarfile
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError
+
+DIGIT_NAMES = tuple(str(i) for i in range(10))
+FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+# Input shape and class count of the built-in sources, known without loading anything.
+BUILTIN_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
+    "digits": ((8, 8, 1), 10),
+    "mnist": ((28, 28, 1), 10),
+    "fashion_mnist": ((28, 28, 1), 10),
+    "cifar10": ((32, 32, 3), 10),
+    "cifar100": ((32, 32, 3), 100),
+}
+
+
+@dataclass(frozen=True)
+class RawData:
+    """What a source yields before splitting: train arrays, optional test arrays, class names."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray | None
+    y_test: np.ndarray | None
+    class_names: tuple[str, ...]
+    origin: str
+    value_max: float | None = None  # brightest possible pixel, when the source knows it (digits: 16)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Split, validated arrays for one search (NHWC images, integer labels)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    origin: str
+    value_max: float
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(int(d) for d in self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "origin": self.origin,
+            "classes": list(self.class_names),
+            "image_shape": list(self.input_shape),
+            "dtype": str(self.x_train.dtype),
+            "train": int(len(self.y_train)),
+            "validation": int(len(self.y_val)),
+            "test": int(len(self.y_test)),
+        }
+
+
+Loader = Callable[[Any, Path], RawData]
+LOADERS: dict[str, Loader] = {}
+
+
+def register(name: str) -> Callable[[Loader], Loader]:
+    def add(loader: Loader) -> Loader:
+        LOADERS[name] = loader
+        return loader
+
+    return add
+
+
+def describe(data_spec: Any, base_dir: Path) -> tuple[tuple[int, int, int], int]:
+    """Input shape the model sees (after `image_size`) and class count, cheaply (for `validate`)."""
+    if data_spec.source in BUILTIN_SHAPES:
+        shape, classes = BUILTIN_SHAPES[data_spec.source]
+    else:
+        shape, classes = _npz_header(_resolve(data_spec.path, base_dir, "data.path"))
+    if data_spec.image_size:
+        shape = (data_spec.image_size[0], data_spec.image_size[1], shape[2])
+    return shape, classes
+
+
+def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.ndarray] | None = None) -> Dataset:
+    """Load, check and split the data once for a whole search."""
+    raw = from_arrays(arrays) if arrays is not None else LOADERS[data_spec.source](data_spec, base_dir)
+    rng = np.random.default_rng(seed)
+    x_train, y_train = _standardize(raw.x_train, raw.y_train, raw.origin, "train", len(raw.class_names))
+    if raw.x_test is not None and raw.y_test is not None:
+        x_test, y_test = _standardize(raw.x_test, raw.y_test, raw.origin, "test", len(raw.class_names))
+        if x_test.shape[1:] != x_train.shape[1:]:
+            raise DataError(f"{raw.origin}: test images are {x_test.shape[1:]} but training images are {x_train.shape[1:]}; both sets must have one image shape")
+    else:
+        keep, held = stratified_split(y_train, data_spec.test_split, rng, raw.origin)
+        x_train, y_train, x_test, y_test = x_train[keep], y_train[keep], x_train[held], y_train[held]
+    if data_spec.max_train_samples and data_spec.max_train_samples < len(y_train):
+        keep = stratified_subset(y_train, data_spec.max_train_samples, rng)
+        x_train, y_train = x_train[keep], y_train[keep]
+    if data_spec.max_test_samples and data_spec.max_test_samples < len(y_test):
+        keep = stratified_subset(y_test, data_spec.max_test_samples, rng)
+        x_test, y_test = x_test[keep], y_test[keep]
+    keep, held = stratified_split(y_train, data_spec.validation_split, rng, raw.origin)
+    present = np.unique(y_train[keep])
+    if len(present) < len(raw.class_names):
+        missing = sorted(set(range(len(raw.class_names))) - set(present.tolist()))
+        raise DataError(f"{raw.origin}: classes {[raw.class_names[i] for i in missing]} have no training images after the split; add images or raise data.max_train_samples")
+    value_max = raw.value_max or (255.0 if x_train.dtype == np.uint8 else (1.0 if np.max(x_train) <= 1.0 else 255.0))
+    return Dataset(x_train[keep], y_train[keep], x_train[held], y_train[held], x_test, y_test, raw.class_names, raw.origin, value_max)
+
+
+def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator, origin: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held out): `fraction` of every class held out, at least one image per class."""
+    kept, held = [], []
+    for label in np.unique(y):
+        index = rng.permutation(np.flatnonzero(y == label))
+        if len(index) < 2:
+            raise DataError(f"{origin}: class {int(label)} has {len(index)} image; every class needs at least 2 to be split into training and held-out sets")
+        n_held = min(len(index) - 1, max(1, int(round(len(index) * fraction))))
+        held.append(index[:n_held])
+        kept.append(index[n_held:])
+    return np.sort(np.concatenate(kept)), np.sort(np.concatenate(held))
+
+
+def stratified_subset(y: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """`size` indices keeping the class proportions of `y`."""
+    fraction = size / len(y)
+    picked = []
+    for label in np.unique(y):
+        index = rng.permutation(np.flatnonzero(y == label))
+        picked.append(index[: max(1, int(round(len(index) * fraction)))])
+    return np.sort(np.concatenate(picked))
+
+
+def _standardize(x: np.ndarray, y: np.ndarray, origin: str, part: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
+        raise DataError(f"{origin}: x_{part} has shape {x.shape}; expected (N, H, W) or (N, H, W, C) with C = 1, 3 or 4")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise DataError(f"{origin}: x_{part} has dtype {x.dtype}; expected numbers (uint8 0-255 or floats)")
+    if y.ndim == 2 and y.shape[1] > 1:
+        y = np.argmax(y, axis=1)
+    y = y.reshape(-1)
+    if len(y) != len(x):
+        raise DataError(f"{origin}: x_{part} has {len(x)} images but y_{part} has {len(y)} labels; they must match one to one")
+    if len(y) == 0:
+        raise DataError(f"{origin}: the {part} set is empty")
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(np.equal(np.mod(y, 1), 0)):
+            y = y.astype(np.int64)
+        else:
+            raise DataError(f"{origin}: y_{part} has dtype {y.dtype}; expected integer class indices 0..{num_classes - 1}")
+    if y.min() < 0 or y.max() >= num_classes:
+        raise DataError(f"{origin}: y_{part} has labels from {int(y.min())} to {int(y.max())}; expected 0..{num_classes - 1} ({num_classes} classes)")
+    if x.dtype != np.uint8:
+        x = x.astype(np.float32)
+    return x, y.astype(np.int64)
+
+
+def from_arrays(arrays: Sequence[np.ndarray], class_names: Sequence[str] | None = None, origin: str = "arrays") -> RawData:
+    """Arrays `(x_train, y_train)` or `(x_train, y_train, x_test, y_test)` as a source."""
+    if len(arrays) not in (2, 4):
+        raise DataError(f"{origin}: expected (x_train, y_train) or (x_train, y_train, x_test, y_test); received {len(arrays)} arrays")
+    labels = [np.asarray(a) for a in arrays[1::2]]
+    flat = [np.argmax(y, 1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1) for y in labels]
+    if class_names is None:
+        top = max(int(np.max(y)) for y in flat if y.size and np.issubdtype(y.dtype, np.number))
+        class_names = [str(i) for i in range(top + 1)]
+    if len(class_names) < 2:
+        raise DataError(f"{origin}: only one class ({class_names[0]!r}); classification needs at least 2")
+    x_test, y_test = (arrays[2], arrays[3]) if len(arrays) == 4 else (None, None)
+    return RawData(np.asarray(arrays[0]), np.asarray(arrays[1]), x_test, y_test, tuple(class_names), origin)
+
+
+def _resolve(path: str | None, base_dir: Path, field_name: str) -> Path:
+    if not path:
+        raise DataError(f"{field_name}: this source needs a path")
+    resolved = Path(path).expanduser()
+    resolved = resolved if resolved.is_absolute() else base_dir / resolved
+    if not resolved.exists():
+        raise DataError(f"{field_name}: {resolved} does not exist")
+    return resolved
+
+
+@register("digits")
+def _digits(data_spec: Any, base_dir: Path) -> RawData:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return RawData(digits.images.astype(np.uint8), digits.target, None, None, DIGIT_NAMES, "scikit-learn digits (8x8, values 0-16)", 16.0)
+
+
+@register("npz")
+def _npz(data_spec: Any, base_dir: Path) -> RawData:
+    path = _resolve(data_spec.path, base_dir, "data.path")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: not a readable .npz file ({exc}); save one with numpy.savez(path, x_train=..., y_train=...)") from None
+    missing = [k for k in ("x_train", "y_train") if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing {', '.join(missing)}; found {', '.join(sorted(arrays)) or 'no arrays'}. Expected x_train, y_train and optionally x_test, y_test, class_names")
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DataError(f"{path}: has only one of x_test and y_test; give both or neither")
+    names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else None
+    ordered = [arrays[k] for k in ("x_train", "y_train", "x_test", "y_test") if k in arrays]
+    return from_arrays(ordered, names, origin=str(path))
+
+
+def _npz_header(path: Path) -> tuple[tuple[int, int, int], int]:
+    """Image shape and class count of an .npz file, reading only the array headers and the labels."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("x_train.npy") as handle:
+            version = np.lib.format.read_magic(handle)
+            shape = np.lib.format._read_array_header(handle, version)[0]  # noqa: SLF001 - header only
+        with np.load(path, allow_pickle=False) as npz:
+            y = np.asarray(npz["y_train"])
+            names = npz["class_names"] if "class_names" in npz.files else None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: cannot read x_train and y_train ({exc})") from None
+    classes = len(names) if names is not None else (y.shape[1] if y.ndim == 2 and y.shape[1] > 1 else int(np.max(y)) + 1)
+    if len(shape) not in (3, 4):
+        raise DataError(f"{path}: x_train has shape {shape}; expected (N, H, W) or (N, H, W, C)")
+    return (int(shape[1]), int(shape[2]), int(shape[3]) if len(shape) == 4 else 1), int(classes)
+
+
+# --- Keras' built-in data sets: from a local folder (no network) or through keras.datasets ------------
+
+
+def _keras_download(name: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    import keras
+
+    try:
+        return getattr(keras.datasets, name).load_data()
+    except Exception as exc:  # noqa: BLE001 - any download failure gets the same advice
+        raise DataError(
+            f"data.source {name}: could not download it through keras.datasets ({type(exc).__name__}: {exc}). "
+            f"Without network, set data.path to a folder holding the files Keras downloads "
+            f"(for fashion_mnist, `apt-get install dataset-fashion-mnist` puts them in /usr/share/datasets/fashion-mnist)"
+        ) from None
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:  # type: ignore[operator]
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 8:
+        raise DataError(f"{path}: not an IDX file of unsigned bytes")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _mnist_like(name: str, class_names: tuple[str, ...]) -> Loader:
+    def load(data_spec: Any, base_dir: Path) -> RawData:
+        if not data_spec.path:
+            (x, y), (xt, yt) = _keras_download(name)
+            return RawData(x, y, xt, yt, class_names, f"keras.datasets.{name}")
+        folder = _resolve(data_spec.path, base_dir, "data.path")
+        if folder.is_file() and folder.suffix == ".npz" or (folder / "mnist.npz").exists():
+            npz = folder if folder.is_file() else folder / "mnist.npz"
+            with np.load(npz, allow_pickle=False) as f:
+                return RawData(f["x_train"], f["y_train"], f["x_test"], f["y_test"], class_names, str(npz))
+        stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+        files = [_find(folder, stem) for stem in stems]
+        if any(f is None for f in files):
+            missing = [s for s, f in zip(stems, files) if f is None]
+            raise DataError(f"data.path: {folder} lacks {', '.join(missing)} (.gz or uncompressed); expected the four IDX files Keras downloads for {name}, or mnist.npz")
+        x, y, xt, yt = (_read_idx(f) for f in files)  # type: ignore[arg-type]
+        return RawData(x, y, xt, yt, class_names, str(folder))
+
+    return load
+
+
+register("mnist")(_mnist_like("mnist", DIGIT_NAMES))
+register("fashion_mnist")(_mnist_like("fashion_mnist", FASHION_NAMES))
+
+
+def _cifar(name: str, train_files: list[str], test_file: str, label_key: bytes, meta: tuple[str, bytes]) -> Loader:
+    def load(data_spec: Any, base_dir: Path) -> RawData:
+        if not data_spec.path:
+            (x, y), (xt, yt) = _keras_download(name)
+            names = CIFAR10_NAMES if name == "cifar10" else tuple(str(i) for i in range(100))
+            return RawData(x, y, xt, yt, names, f"keras.datasets.{name}")
+        root = _resolve(data_spec.path, base_dir, "data.path")
+        read = _pickle_reader(root)
+        batches = [read(f) for f in train_files]
+        test = read(test_file)
+        try:
+            names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in read(meta[0])[meta[1]])
+        except DataError:
+            names = CIFAR10_NAMES if name == "cifar10" else tuple(str(i) for i in range(100))
+
+        def images(batch: dict[bytes, Any]) -> np.ndarray:
+            return np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+        x = np.concatenate([images(b) for b in batches])
+        y = np.concatenate([np.asarray(b[label_key]) for b in batches])
+        return RawData(x, y, images(test), np.asarray(test[label_key]), names, str(root))
+
+    return load
+
+
+def _pickle_reader(root: Path) -> Callable[[str], dict[bytes, Any]]:
+    """Read CIFAR's pickled batches from a folder, its usual sub-folder, or the downloaded .tar.gz."""
+    if root.is_file() and tarfile.is_tarfile(root):
+        archive = tarfile.open(root)
+        members = {Path(m.name).name: m for m in archive.getmembers() if m.isfile()}
+
+        def from_tar(name: str) -> dict[bytes, Any]:
+            if name not in members:
+                raise DataError(f"data.path: {root} has no member {name}")
+            return pickle.load(archive.extractfile(members[name]), encoding="bytes")  # noqa: S301 - the user's own CIFAR files
+
+        return from_tar
+    folders = [root, *[p for p in root.iterdir() if p.is_dir()]] if root.is_dir() else [root]
+
+    def from_folder(name: str) -> dict[bytes, Any]:
+        for folder in folders:
+            if (folder / name).exists():
+                with open(folder / name, "rb") as handle:
+                    return pickle.load(handle, encoding="bytes")  # noqa: S301 - the user's own CIFAR files
+        raise DataError(f"data.path: no file {name} in {root} or its sub-folders; expected the extracted CIFAR python batches")
+
+    return from_folder
+
+
+register("cifar10")(_cifar("cifar10", [f"data_batch_{i}" for i in range(1, 6)], "test_batch", b"labels", ("batches.meta", b"label_names")))
+register("cifar100")(_cifar("cifar100", ["train"], "test", b"fine_labels", ("meta", b"fine_label_names")))

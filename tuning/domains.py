@@ -1,0 +1,175 @@
+"""Tagged domains of a tunable value: `{choice: [...]}`, `{int: [low, high]}`, `{float: [low, high]}`.
+
+A field of the spec is either a constant or one of these. They are plain validated data: how a domain
+becomes a KerasTuner hyperparameter lives in `engine.py`, so this module stays light.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+T = TypeVar("T")
+
+
+class Frozen(BaseModel):
+    """Base of every spec model: immutable, strict about types, and unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=False)
+
+
+class Choice(Frozen, Generic[T]):
+    """One of a list of values, e.g. `{choice: [32, 64, 128]}`."""
+
+    choice: list[T] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Choice[T]:
+        seen: list[Any] = []
+        for value in self.choice:
+            if any(value == s and type(value) is type(s) for s in seen):
+                raise ValueError(f"choice lists {value!r} twice; list each value once")
+            seen.append(value)
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "choice"
+
+    def values(self) -> list[Any]:
+        return list(self.choice)
+
+    def describe(self) -> str:
+        return "{" + ", ".join(_fmt(v) for v in self.choice) + "}"
+
+
+class _Range(Frozen, Generic[T]):
+    """Inclusive `[low, high]`; `step` makes it discrete; `log: true` samples on a log scale."""
+
+    bounds: list[T]
+    step: T | None = None
+    log: bool = False
+
+    @property
+    def low(self) -> Any:
+        return self.bounds[0]
+
+    @property
+    def high(self) -> Any:
+        return self.bounds[1]
+
+    @model_validator(mode="after")
+    def _check(self) -> _Range[T]:
+        if len(self.bounds) != 2:
+            raise ValueError(f"expected [low, high]. Received: {self.bounds!r}")
+        low, high = self.bounds
+        if low > high:
+            raise ValueError(f"low must not exceed high. Received: [{_fmt(low)}, {_fmt(high)}]; did you mean [{_fmt(high)}, {_fmt(low)}]?")
+        if self.log and low <= 0:
+            raise ValueError(f"log sampling needs low > 0. Received: low={_fmt(low)}")
+        if self.step is not None:
+            if self.step <= 0:
+                raise ValueError(f"step must be > 0. Received: step={_fmt(self.step)}")
+            if self.log and self.step <= 1:
+                raise ValueError(f"with log: true the step is a factor and must be > 1. Received: step={_fmt(self.step)}")
+        return self
+
+    def values(self) -> list[Any] | None:
+        """All values when the range is discrete (as KerasTuner enumerates them), else None."""
+        return None
+
+    def describe(self) -> str:
+        extra = (f", step {_fmt(self.step)}" if self.step is not None else "") + (", log" if self.log else "")
+        return f"[{_fmt(self.low)}, {_fmt(self.high)}{extra}]"
+
+
+class IntRange(_Range[T], Generic[T]):
+    """Integers in `[low, high]`, e.g. `{int: [1, 4]}` (step 1 unless given)."""
+
+    bounds: list[T] = Field(alias="int")
+
+    @property
+    def kind(self) -> str:
+        return "int"
+
+    def values(self) -> list[Any]:
+        low, high = int(self.low), int(self.high)
+        step = self.step or 1
+        if self.log and self.step is not None:
+            out, v = [], float(low)
+            while v <= high + 1e-9:
+                out.append(int(round(v)))
+                v *= step
+            return sorted(set(out))
+        if self.log:
+            return list(range(low, high + 1))
+        return list(range(low, high + 1, int(step)))
+
+
+class FloatRange(_Range[T], Generic[T]):
+    """Real numbers in `[low, high]`, e.g. `{float: [1e-4, 1e-2], log: true}`."""
+
+    bounds: list[T] = Field(alias="float")
+
+    @property
+    def kind(self) -> str:
+        return "float"
+
+    def values(self) -> list[Any] | None:
+        if self.step is None:
+            return None
+        low, high, step = float(self.low), float(self.high), float(self.step)
+        if self.log:
+            n = int(math.floor(math.log(high / low) / math.log(step) + 1e-9)) + 1
+            return [low * step**i for i in range(n)]
+        n = int(math.floor((high - low) / step + 1e-9)) + 1
+        return [round(low + i * step, 12) for i in range(n)]
+
+
+Domain = Union[Choice[Any], IntRange[Any], FloatRange[Any]]
+DOMAIN_TAGS = {"<choice>": Choice, "<int range>": IntRange, "<float range>": FloatRange, "<constant>": None}
+
+
+def _domain_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        for key, tag in (("choice", "<choice>"), ("int", "<int range>"), ("float", "<float range>")):
+            if key in value:
+                return tag
+        return None
+    if isinstance(value, BaseModel):  # already validated (model_copy, re-validation)
+        return {"choice": "<choice>", "int": "<int range>", "float": "<float range>"}[value.kind]  # type: ignore[attr-defined]
+    return "<constant>"
+
+
+def Tunable(value_type: Any, *, ranges: Literal["int", "float", None] = None) -> Any:  # noqa: N802 - a type factory
+    """The type of a tunable field: a constant of `value_type`, a choice of them, or (if allowed) a range."""
+    members: list[Any] = [Annotated[value_type, Tag("<constant>")], Annotated[Choice[value_type], Tag("<choice>")]]
+    forms = ["a constant", "{choice: [...]}"]
+    if ranges == "int":
+        members.append(Annotated[IntRange[value_type], Tag("<int range>")])
+        forms.append("{int: [low, high]}")
+    elif ranges == "float":
+        members.append(Annotated[FloatRange[value_type], Tag("<float range>")])
+        forms.append("{float: [low, high]}")
+    expected = ", ".join(forms[:-1]) + " or " + forms[-1]
+    return Annotated[
+        Union[tuple(members)],  # type: ignore[valid-type]
+        Discriminator(_domain_tag, custom_error_type="domain", custom_error_message=f"expected {expected}"),
+    ]
+
+
+def is_domain(value: Any) -> bool:
+    return isinstance(value, (Choice, IntRange, FloatRange))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+format_value = _fmt

@@ -1,0 +1,316 @@
+"""KerasTuner as the engine: the spec's space declared up front, and the hooks we change.
+
+What this module changes in KerasTuner, and why (everything else is KerasTuner's own behaviour):
+- the space is declared once from the YAML (`allow_new_entries=False`), not discovered by building
+  models repeatedly (`_populate_initial_space`);
+- a Hyperband promotion reloads its parent's optimizer state as well as its weights (KerasTuner loads
+  the checkpoint before the optimizer has variables, so Adam's moments and step count are dropped);
+- infeasible configurations are redrawn instead of taking a Hyperband slot, and recorded;
+- no failure is retried (they are deterministic); NaN losses make a trial `diverged`; only runs of
+  `failed` trials stop the search, after the limit in the spec;
+- `seed: 0` is honoured (KerasTuner reads 0 as "no seed"); `max_trials` and `time_budget` stop cleanly.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import keras_tuner as kt
+import numpy as np
+
+from . import feasibility
+from .domains import Choice, FloatRange, IntRange
+from .errors import SearchAborted
+from .hypermodel import build_model, compile_model
+from .records import TrialRecord, utc_now
+from .space import Param, parameters, resolve
+
+UNLIMITED = 10**9
+
+
+def declare(hp: kt.HyperParameters, params: list[Param]) -> kt.HyperParameters:
+    """Declare every hyperparameter of the spec on `hp`, with its condition."""
+    for param in params:
+        if param.condition is None:
+            _declare_one(hp, param)
+        else:
+            with hp.conditional_scope(param.condition.parent, list(param.condition.values)):
+                _declare_one(hp, param)
+    return hp
+
+
+def _declare_one(hp: kt.HyperParameters, param: Param) -> None:
+    domain = param.domain
+    if isinstance(domain, Choice):
+        values = domain.values()
+        if sorted(values, key=str) == [False, True] and all(isinstance(v, bool) for v in values):
+            hp.Boolean(param.name)
+        else:
+            hp.Choice(param.name, values)
+    elif isinstance(domain, IntRange):
+        hp.Int(param.name, int(domain.low), int(domain.high), step=domain.step, sampling="log" if domain.log else "linear")
+    elif isinstance(domain, FloatRange):
+        hp.Float(param.name, float(domain.low), float(domain.high), step=domain.step, sampling="log" if domain.log else "linear")
+
+
+def active_values(hp: kt.HyperParameters) -> dict[str, Any]:
+    """The trial's own hyperparameter values, without KerasTuner's `tuner/*` bookkeeping."""
+    return {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
+
+
+class SpecHyperModel(kt.HyperModel):
+    """Builds the spec's CNN for a trial; reads only hyperparameters the spec declared."""
+
+    def __init__(self, spec: Any, input_shape: tuple[int, int, int], num_classes: int, value_max: float):
+        super().__init__(name="tuning")
+        self.spec = spec
+        self.params = parameters(spec)
+        self.input_shape = input_shape
+        self.num_classes = num_classes
+        self.value_max = value_max
+
+    def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
+        declare(hp, self.params)
+
+    def build(self, hp: kt.HyperParameters) -> keras.Model:
+        config = resolve(self.spec, active_values(hp))
+        image_size = tuple(self.spec.data.image_size) if self.spec.data.image_size else None
+        model = build_model(config, self.input_shape, self.num_classes, value_max=self.value_max, image_size=image_size)  # type: ignore[arg-type]
+        return compile_model(model, config)
+
+
+class _SearchOracleMixin:
+    """Feasibility-aware sampling and clean stops, mixed into each KerasTuner oracle."""
+
+    is_feasible: Callable[[dict[str, Any]], str | None] | None = None
+    on_infeasible: Callable[[dict[str, Any], str], None] | None = None
+    deadline: float | None = None
+    stop_reason: str | None = None
+
+    def _random_values(self) -> dict[str, Any] | None:
+        for _ in range(1000):
+            values = super()._random_values()  # type: ignore[misc]
+            if values is None or self.is_feasible is None:
+                return values
+            reason = self.is_feasible(values)
+            if reason is None:
+                return values
+            if self.on_infeasible is not None:
+                self.on_infeasible(values, reason)
+        return None
+
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
+        if self.deadline is not None and time.time() >= self.deadline:
+            self.stop_reason = "time budget reached"
+            return {"status": "STOPPED"}
+        return super().populate_space(trial_id)  # type: ignore[misc]
+
+
+def _oracle_class(base: type) -> type:
+    return type(f"Tuning{base.__name__}", (_SearchOracleMixin, base), {})
+
+
+ORACLES: dict[str, type] = {
+    "hyperband": _oracle_class(kt.oracles.HyperbandOracle),
+    "random": _oracle_class(kt.oracles.RandomSearchOracle),
+    "bayesian": _oracle_class(kt.oracles.BayesianOptimizationOracle),
+    "grid": _oracle_class(kt.oracles.GridSearchOracle),
+}
+
+
+def make_oracle(spec: Any, params: list[Param]) -> kt.Oracle:
+    search = spec.search
+    objective = kt.Objective(search.objective.metric, direction=search.objective.direction)
+    common: dict[str, Any] = dict(
+        objective=objective,
+        hyperparameters=declare(kt.HyperParameters(), params),
+        allow_new_entries=False,
+        tune_new_entries=False,
+        seed=search.seed,
+        max_retries_per_trial=0,
+        max_consecutive_failed_trials=UNLIMITED,  # we count only `failed` trials ourselves
+    )
+    if search.algorithm == "hyperband":
+        oracle = ORACLES["hyperband"](max_epochs=search.max_epochs, factor=search.factor, hyperband_iterations=search.iterations, **common)
+        oracle.max_trials = search.max_trials
+    else:
+        oracle = ORACLES[search.algorithm](max_trials=search.max_trials or 10, **common)
+    oracle.seed = search.seed  # KerasTuner turns seed 0 into a random one (`seed or random.randint`)
+    oracle._seed_state = search.seed
+    return oracle
+
+
+class _SaveBestEpoch(keras.callbacks.Callback):
+    """Weights and optimizer state at the trial's best epoch: what a promotion continues from."""
+
+    def __init__(self, metric: str, direction: str, path: str):
+        super().__init__()
+        self.metric, self.sign, self.path = metric, (1.0 if direction == "max" else -1.0), path
+        self.best = -math.inf
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        value = (logs or {}).get(self.metric)
+        if value is not None and math.isfinite(value) and self.sign * value > self.best:
+            self.best = self.sign * value
+            self.model.save_weights(self.path)
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """Per-epoch history (with learning rate and time), progress reports and the time budget."""
+
+    def __init__(self, on_epoch: Callable[[int, dict[str, float]], None], deadline: float | None):
+        super().__init__()
+        self.on_epoch, self.deadline = on_epoch, deadline
+        self.epochs: list[dict[str, float]] = []
+        self.budget_hit = False
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}}
+        row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row["seconds"] = time.perf_counter() - self._start
+        self.epochs.append(row)
+        self.on_epoch(epoch + 1, row)
+        if self.deadline is not None and time.time() >= self.deadline:
+            self.budget_hit = True
+            self.model.stop_training = True
+
+
+def trial_seed(run_seed: int, trial_id: str) -> int:
+    """A distinct, reproducible seed per trial, derived from the run's seed."""
+    return (run_seed * 1_000_003 + int(trial_id) * 7_919 + 17) % (2**31 - 1)
+
+
+class SpecTuner(kt.Tuner):
+    """Runs one trial at a time for any oracle; see the module docstring for what differs from KerasTuner."""
+
+    def __init__(self, *, spec: Any, oracle: kt.Oracle, hypermodel: SpecHyperModel, directory: str, events: Any, store: Any, overwrite: bool = False):
+        self.spec = spec
+        self.events = events
+        self.store = store
+        self.deadline: float | None = None
+        self._consecutive_failures = 0
+        super().__init__(oracle=oracle, hypermodel=hypermodel, directory=directory, project_name="kerastuner", overwrite=overwrite)
+
+    def _populate_initial_space(self) -> None:
+        # The YAML declares the whole space, conditions included: no discovery builds needed.
+        hp = self.oracle.get_space()
+        self.hypermodel.declare_hyperparameters(hp)
+        self.oracle.update_space(hp)
+
+    def _build_hypermodel(self, hp: kt.HyperParameters) -> keras.Model:
+        model = self.hypermodel.build(hp)
+        parent = hp.values.get("tuner/trial_id")
+        if parent is not None:
+            # Give the optimizer its variables first, so the checkpoint's moments and step count load too.
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(self._get_checkpoint_fname(parent))
+        return model
+
+    def load_trained(self, trial_id: str) -> keras.Model:
+        """The model of a finished trial at its best epoch, optimizer state included."""
+        hp = self.oracle.get_trial(trial_id).hyperparameters
+        model = self.hypermodel.build(hp)
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(self._get_checkpoint_fname(trial_id))
+        return model
+
+    def run_trial(self, trial: kt.engine.trial.Trial, *, train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray]) -> Any:
+        hp = trial.hyperparameters
+        values = active_values(hp)
+        hyperband = {k[6:]: v for k, v in hp.values.items() if k.startswith("tuner/")}
+        record = TrialRecord(trial_id=trial.trial_id, values=values, hyperband=hyperband, seed=trial_seed(self.spec.search.seed, trial.trial_id), started_at=utc_now())
+        start = time.perf_counter()
+        epochs = int(hyperband.get("epochs", self.spec.search.max_epochs))
+        initial_epoch = int(hyperband.get("initial_epoch", 0))
+        self.events.trial_started(record, epochs - initial_epoch)
+        log = _EpochLog(self.events.epoch_done, self.deadline)
+        try:
+            config = resolve(self.spec, values)
+            hm = self.hypermodel
+            reason = feasibility.check(config, hm.input_shape, hm.num_classes, self.spec.search.max_params)
+            if reason:
+                raise _TrialOutcome("infeasible", reason)
+            keras.utils.set_random_seed(record.seed)
+            model = self._try_build(hp)
+            record.params = int(model.count_params())
+            history = model.fit(
+                *train,
+                validation_data=validation,
+                batch_size=config.batch_size,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                callbacks=self._callbacks(trial.trial_id, log),
+                verbose=0,
+            )
+            record.history = log.epochs
+            losses = [row.get("loss", math.nan) for row in log.epochs]
+            if not losses or not all(math.isfinite(v) for v in losses):
+                bad = next((row["epoch"] for row in log.epochs if not math.isfinite(row.get("loss", math.nan))), initial_epoch + 1)
+                raise _TrialOutcome("diverged", f"training loss became NaN or infinite in epoch {bad}")
+            record.finish_completed(self.spec.search.objective, budget_hit=log.budget_hit)
+            return history
+        except _TrialOutcome as outcome:
+            record.history = log.epochs
+            record.status, record.reason = outcome.status, outcome.reason
+            raise kt.errors.FailedTrialError(f"{outcome.status}: {outcome.reason}") from None
+        except Exception as exc:  # noqa: BLE001 - any other error fails this trial only
+            record.history = log.epochs
+            record.status = "failed"
+            record.reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            record.traceback = traceback.format_exc(limit=-8)
+            raise kt.errors.FailedTrialError(f"failed: {record.reason}") from None
+        finally:
+            record.wall_time = time.perf_counter() - start
+            record.finished_at = utc_now()
+            if record.status != "running":
+                self.store.write_trial(record)
+                self._last_record = record
+
+    def _callbacks(self, trial_id: str, log: _EpochLog) -> list[keras.callbacks.Callback]:
+        training, objective = self.spec.training, self.spec.search.objective
+        callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+        if training.early_stopping:
+            es = training.early_stopping
+            callbacks.append(keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience, min_delta=es.min_delta, mode="auto"))
+        if training.reduce_lr_on_plateau:
+            rp = training.reduce_lr_on_plateau
+            callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=rp.monitor, factor=rp.factor, patience=rp.patience, min_lr=rp.min_lr, verbose=0))
+        callbacks.append(log)  # after the LR schedule, so the logged rate is the one used next epoch
+        callbacks.append(_SaveBestEpoch(objective.metric, objective.direction, self._get_checkpoint_fname(trial_id)))
+        return callbacks
+
+    def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
+        super().on_trial_end(trial)
+        record = getattr(self, "_last_record", None)
+        self._last_record = None
+        if record is None:
+            return
+        self.events.trial_finished(record)
+        if record.status == "completed":
+            self._consecutive_failures = 0
+        elif record.status == "failed":
+            self._consecutive_failures += 1
+            limit = self.spec.search.max_consecutive_failures
+            if self._consecutive_failures >= limit:
+                raise SearchAborted(
+                    f"stopped after {limit} consecutive failed trials (search.max_consecutive_failures); the last one, "
+                    f"trial {record.trial_id}, failed with {record.reason}. Finished trials are kept; fix the cause and run "
+                    f"the same command again to continue, or raise search.max_consecutive_failures."
+                )
+
+
+class _TrialOutcome(Exception):
+    """A trial that ends without a usable score, for a known reason (never retried)."""
+
+    def __init__(self, status: str, reason: str):
+        super().__init__(reason)
+        self.status, self.reason = status, reason

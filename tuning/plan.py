@@ -1,0 +1,136 @@
+"""What a search will cost before it runs: the Hyperband schedule exactly as KerasTuner runs it.
+
+KerasTuner's docstring estimate is about 2x too low; these are its own formulas (`HyperbandOracle.
+_get_size`, `_get_epochs`, `_get_num_brackets`), replayed without importing it, and pinned by a test
+that drives the real oracle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import data as data_module
+from .feasibility import FeasibilityReport, scan
+from .space import Param, count_configurations, parameters
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round of one bracket: `trials` models trained from `initial_epoch` to `epochs`."""
+
+    iteration: int
+    bracket: int
+    round: int
+    trials: int
+    initial_epoch: int
+    epochs: int
+
+    @property
+    def epochs_per_trial(self) -> int:
+        return self.epochs - self.initial_epoch
+
+    @property
+    def epochs_trained(self) -> int:
+        return self.trials * self.epochs_per_trial
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The schedule, the space and its feasibility: everything `tuning validate` prints."""
+
+    algorithm: str
+    rounds: tuple[Round, ...]
+    params: tuple[Param, ...]
+    space_size: int | None
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    feasibility: FeasibilityReport
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def total_trials(self) -> int:
+        return sum(r.trials for r in self.rounds)
+
+    @property
+    def distinct_configurations(self) -> int:
+        return sum(r.trials for r in self.rounds if r.round == 0)
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(r.epochs_trained for r in self.rounds)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "algorithm": self.algorithm,
+            "trials": self.total_trials,
+            "distinct_configurations": self.distinct_configurations,
+            "epochs": self.total_epochs,
+            "space_size": self.space_size,
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "rounds": [
+                {"iteration": r.iteration, "bracket": r.bracket, "round": r.round, "trials": r.trials, "initial_epoch": r.initial_epoch, "epochs": r.epochs}
+                for r in self.rounds
+            ],
+            "feasible_fraction": self.feasibility.fraction_feasible,
+            "warnings": list(self.warnings),
+        }
+
+
+def hyperband_rounds(max_epochs: int, factor: int, iterations: int) -> list[Round]:
+    """Every round KerasTuner's Hyperband runs, in order, before early stopping and failures."""
+    brackets, epochs = 0, float(max_epochs)
+    while epochs >= 1:  # HyperbandOracle.min_epochs is 1
+        epochs /= factor
+        brackets += 1
+    end_size = math.ceil(1 + math.log(max_epochs, factor))
+
+    def size(bracket: int, rnd: int) -> int:
+        return math.ceil(end_size / (bracket + 1) * factor ** (bracket - rnd))
+
+    def epochs_at(bracket: int, rnd: int) -> int:
+        return math.ceil(max_epochs / factor ** (bracket - rnd))
+
+    rounds = []
+    for iteration in range(iterations):
+        for bracket in range(brackets - 1, -1, -1):
+            for rnd in range(bracket + 1):
+                initial = epochs_at(bracket, rnd - 1) if rnd > 0 else 0
+                rounds.append(Round(iteration, bracket, rnd, size(bracket, rnd), initial, epochs_at(bracket, rnd)))
+    return rounds
+
+
+def plan(spec: Any) -> Plan:
+    """The search plan of a loaded spec (see `load_spec`); reads only data headers, never trains.
+
+    Example:
+        >>> p = plan(load_spec("search_spaces/digits.yaml"))
+        >>> p.total_trials, p.total_epochs
+    """
+    from .spec import load_spec
+
+    spec = load_spec(spec)
+    search = spec.search
+    params = parameters(spec)
+    space_size = count_configurations(params)
+    input_shape, num_classes = data_module.describe(spec.data, spec.base_dir)
+    warnings: list[str] = []
+    if search.algorithm == "hyperband":
+        rounds = hyperband_rounds(search.max_epochs, search.factor, search.iterations)
+    else:
+        trials = search.max_trials or 10
+        if search.algorithm == "grid" and space_size is not None:
+            trials = min(trials, space_size) if search.max_trials else space_size
+        rounds = [Round(0, 0, 0, trials, 0, search.max_epochs)]
+    feasibility = scan(spec, input_shape, num_classes, seed=search.seed)
+    result = Plan(search.algorithm, tuple(rounds), tuple(params), space_size, input_shape, num_classes, feasibility)
+    if space_size is not None and search.algorithm != "grid" and space_size < result.distinct_configurations:
+        warnings.append(
+            f"the space has {space_size} distinct configurations but the plan draws {result.distinct_configurations}; "
+            "KerasTuner never draws one twice, so the search ends early when it runs out. Widen the space, or lower max_epochs or iterations"
+        )
+    if search.max_trials and search.max_trials < result.total_trials:
+        warnings.append(f"max_trials = {search.max_trials} stops the search before the {result.total_trials} planned trials")
+    return Plan(search.algorithm, tuple(rounds), tuple(params), space_size, input_shape, num_classes, feasibility, tuple(warnings))

@@ -1,0 +1,132 @@
+"""Ranking and the tables a finished (or running) search leaves behind: `trials.csv`, `leaderboard.md`.
+
+The ranking rule: completed trials by score (the objective at their best epoch); on equal scores, the
+trial with the larger epoch budget first (a 1-epoch Hyperband trial never outranks its full-budget
+promotion with the same score); then by trial id. Diverged, failed and infeasible trials follow, unranked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .records import TrialRecord, write_atomic
+
+RANKING_RULE = (
+    "Ranked by the score (the objective at each trial's best epoch); on equal scores, trials trained to the "
+    "larger epoch budget rank first, so a short Hyperband round never outranks a full-budget trial. "
+    "Diverged, failed and infeasible trials are listed unranked."
+)
+METRIC_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def rank(records: Sequence[TrialRecord], direction: str) -> list[TrialRecord]:
+    """Completed trials best first (see `RANKING_RULE`), then the others by trial id."""
+    sign = -1.0 if direction == "max" else 1.0
+    done = [r for r in records if r.status == "completed" and r.score is not None]
+    done.sort(key=lambda r: (sign * r.score, -r.budget, r.trial_id))  # type: ignore[operator]
+    rest = sorted((r for r in records if r not in done), key=lambda r: (r.status != "running", r.status, r.trial_id))
+    return done + rest
+
+
+def trial_rows(records: Sequence[TrialRecord], param_names: Sequence[str], direction: str) -> list[dict[str, Any]]:
+    """One flat row per trial, in rank order: what `trials.csv` and `Run.trials` hold."""
+    rows = []
+    for position, record in enumerate(rank(records, direction), start=1):
+        completed = record.status == "completed"
+        row: dict[str, Any] = {
+            "rank": position if completed else None,
+            "trial_id": record.trial_id,
+            "status": record.status,
+            "reason": record.reason,
+        }
+        for name in param_names:
+            row[name] = record.values.get(name)
+        row.update(
+            bracket=record.hyperband.get("bracket"),
+            round=record.hyperband.get("round"),
+            epochs=record.hyperband.get("epochs"),
+            initial_epoch=record.hyperband.get("initial_epoch"),
+            parent_trial=record.parent,
+            best_epoch=record.best_epoch,
+            epochs_trained=record.epochs_trained,
+            score=record.score,
+        )
+        last = record.history[-1] if record.history else {}
+        for metric in METRIC_COLUMNS:
+            row[metric] = record.metrics.get(metric) if completed else last.get(metric)
+        row.update(params=record.params, wall_time_s=round(record.wall_time, 3), seed=record.seed)
+        rows.append(row)
+    return rows
+
+
+INTEGER_COLUMNS = ("rank", "bracket", "round", "epochs", "initial_epoch", "best_epoch", "epochs_trained", "params", "seed")
+
+
+def trials_frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> Any:
+    """The rows as a typed pandas DataFrame (integer columns stay integers despite missing values)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=list(columns))
+    for column in INTEGER_COLUMNS:
+        frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def write_trials_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
+    write_atomic(path, trials_frame(rows, columns).to_csv(index=False))
+
+
+def columns(param_names: Sequence[str]) -> list[str]:
+    return [
+        "rank", "trial_id", "status", "reason", *param_names, "bracket", "round", "epochs", "initial_epoch",
+        "parent_trial", "best_epoch", "epochs_trained", "score", *METRIC_COLUMNS, "params", "wall_time_s", "seed",
+    ]  # fmt: skip
+
+
+def leaderboard_markdown(rows: list[dict[str, Any]], param_names: Sequence[str], manifest: dict[str, Any], top: int = 20) -> str:
+    objective = manifest.get("objective", {})
+    metric = objective.get("metric", "score")
+    lines = [f"# Leaderboard: {manifest.get('name', '')}", ""]
+    status = manifest.get("status", "")
+    if status != "finished":
+        lines += [f"**Status: {status}** (partial results).", ""]
+    lines += [f"Objective: `{metric}` ({objective.get('direction', '')}). {RANKING_RULE}", ""]
+    best = manifest.get("best") or {}
+    if best.get("test"):
+        test = best["test"]
+        lines += [f"Best trial `{best['trial_id']}`: {metric} {best['score']:.4f}; test accuracy {test.get('accuracy', float('nan')):.4f}, test loss {test.get('loss', float('nan')):.4f}.", ""]
+    ranked = [r for r in rows if r["rank"] is not None][:top]
+    header = ["rank", "trial", "score", *param_names, "bracket", "round", "epochs", "best epoch", "params", "time (s)"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for row in ranked:
+        cells = [row["rank"], row["trial_id"], _fmt(row["score"]), *(_fmt(row[n]) for n in param_names), _fmt(row["bracket"]), _fmt(row["round"]), _fmt(row["epochs"]), _fmt(row["best_epoch"]), _fmt(row["params"]), _fmt(row["wall_time_s"])]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    others = [r for r in rows if r["rank"] is None]
+    if others:
+        lines += ["", "## Trials without a score", "", "| trial | status | reason |", "|---|---|---|"]
+        lines += [f"| {r['trial_id']} | {r['status']} | {str(r['reason']).replace('|', '/')} |" for r in others]
+    return "\n".join(lines) + "\n"
+
+
+def top_text(rows: list[dict[str, Any]], param_names: Sequence[str], k: int = 5) -> str:
+    """The top `k` as an aligned plain-text table, for the terminal."""
+    ranked = [r for r in rows if r["rank"] is not None][:k]
+    if not ranked:
+        return "no completed trials"
+    header = ["rank", "trial", "score", "epochs", *param_names]
+    table = [header] + [[str(r["rank"]), r["trial_id"], _fmt(r["score"]), _fmt(r["epochs_trained"]), *(_fmt(r[n]) for n in param_names)] for r in ranked]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}".rstrip("0").rstrip(".")
+    return str(value)

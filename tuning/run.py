@@ -1,0 +1,106 @@
+"""A run directory as an object: the same view of a finished, interrupted or running search."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import RunError
+from .records import RunStore, TrialRecord
+from .results import columns, rank, trial_rows, trials_frame
+
+
+class Run:
+    """A search's results, read from its directory (`reports/<name>/`).
+
+    Example:
+        >>> run = open_run("reports/digits")
+        >>> run.trials[["rank", "trial_id", "score"]].head()
+    """
+
+    def __init__(self, path: str | Path):
+        self.store = RunStore(path)
+        if not self.store.exists():
+            raise RunError(f"{path} is not a tuning run (no run.json); pass the folder `tuning search` wrote, e.g. reports/<name>")
+
+    @property
+    def path(self) -> Path:
+        return self.store.dir
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.store.read_manifest()
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def status(self) -> str:
+        return str(self.manifest.get("status", "unknown"))
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        return dict(self.manifest.get("plan", {}))
+
+    @property
+    def parameters(self) -> list[str]:
+        return list(self.manifest.get("parameters", []))
+
+    @property
+    def direction(self) -> str:
+        return str(self.manifest.get("objective", {}).get("direction", "max"))
+
+    def records(self) -> list[TrialRecord]:
+        """Trial records in rank order."""
+        return rank(self.store.read_trials(), self.direction)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return trial_rows(self.store.read_trials(), self.parameters, self.direction)
+
+    @property
+    def trials(self) -> Any:
+        """One row per trial, in rank order: the same rows and columns as `trials.csv` (a pandas DataFrame)."""
+        return trials_frame(self.rows(), columns(self.parameters))
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The winning trial: its id, score, values and test-set metrics."""
+        return self.manifest.get("best")
+
+    def history(self, trial_id: str) -> Any:
+        """Per-epoch DataFrame of a trial, with its Hyperband ancestors' epochs first (a promotion's curve)."""
+        import pandas as pd
+
+        by_id = {r.trial_id: r for r in self.store.read_trials()}
+        if trial_id not in by_id:
+            raise RunError(f"no trial {trial_id!r} in {self.path}; known: {', '.join(sorted(by_id)) or 'none'}")
+        chain, current = [], by_id.get(trial_id)
+        while current is not None:
+            chain.append(current)
+            current = by_id.get(current.parent) if current.parent else None
+        rows = []
+        for record in reversed(chain):
+            start = int(record.hyperband.get("initial_epoch", 0))
+            for row in record.history:
+                if row["epoch"] > start:
+                    rows = [r for r in rows if r["epoch"] < row["epoch"]]
+                    rows.append({"trial_id": record.trial_id, **row})
+        return pd.DataFrame(rows)
+
+    def best_model(self) -> Any:
+        """The best model, loaded in Keras' safe mode."""
+        import keras
+
+        path = self.path / "best_model.keras"
+        if not path.exists():
+            raise RunError(f"{self.path} has no best_model.keras yet (no trial has completed)")
+        return keras.saving.load_model(path, safe_mode=True)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, status={self.status!r}, trials={len(self.store.read_trials())})"
+
+
+def open_run(path: str | Path) -> Run:
+    """Open a finished, interrupted or still-running search's directory."""
+    return Run(path)

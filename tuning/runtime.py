@@ -1,0 +1,74 @@
+"""The machine a search runs on: quiet logs, GPU memory growth, versions and device for the manifest."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+
+
+def quiet_logs() -> None:
+    """Import Keras (and its backend) without TensorFlow's C++ start-up chatter on stderr.
+
+    TensorFlow prints CUDA probing lines before its logging is initialised, so `TF_CPP_MIN_LOG_LEVEL`
+    alone does not silence them; the process's stderr is muted for the import only.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    if "keras" in sys.modules:
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (some notebook kernels): nothing to mute
+        import keras  # noqa: F401
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def backend() -> str:
+    import keras
+
+    return str(keras.backend.backend())
+
+
+def prepare_devices() -> str:
+    """Configure accelerators the way the backends' guides prescribe; return the device in words."""
+    name = backend()
+    if name == "tensorflow":
+        from ._tensorflow import prepare_gpus
+
+        gpus = prepare_gpus()
+        return f"{len(gpus)} GPU ({', '.join(gpus)})" if gpus else "CPU"
+    if name == "jax":
+        import jax
+
+        devices = jax.devices()
+        return ", ".join(sorted({d.platform.upper() for d in devices}))
+    if name == "torch":
+        import torch
+
+        return f"GPU ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "CPU"
+    return "unknown"
+
+
+def versions() -> dict[str, str]:
+    """Versions recorded in `run.json`, read from package metadata (no heavy imports)."""
+    out = {"python": platform.python_version()}
+    for package in ("tuning", "tensorflow", "keras", "keras-tuner", "tensorboard", "numpy", "jax", "torch"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            if package == "tensorflow":
+                try:
+                    out[package] = metadata.version("tensorflow-cpu")
+                except metadata.PackageNotFoundError:
+                    pass
+    return out

@@ -1,0 +1,238 @@
+"""Run a search: spec -> plan -> data (once) -> KerasTuner -> records -> tables and best model.
+
+Running the same search again resumes it (finished trials are never retrained); a changed spec is
+refused unless the caller asks to overwrite or picks a new name.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import feasibility
+from .data import load_data
+from .errors import RunError, SearchAborted, SpecError, Problem
+from .plan import Plan, plan as make_plan
+from .records import RunStore, utc_now, write_atomic
+from .runtime import prepare_devices, quiet_logs, versions
+from .space import resolve
+from .spec import SearchSpec, load_spec
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DEFAULT_OUT = "reports"
+
+
+def run_directory(spec: SearchSpec, name: str | None, out: str | Path | None) -> Path:
+    """`out/name`, refusing names that could write outside `out` (no separators, no `..`)."""
+    name = name or spec.name or (Path(spec.file).stem if spec.file else "search")
+    if not NAME.match(name) or name in (".", ".."):
+        raise RunError(f"run name {name!r} is not allowed: use letters, digits, '_', '.' or '-' (no '/' or '..'), at most 64 characters")
+    return Path(out or DEFAULT_OUT) / name
+
+
+def search(
+    spec: str | Path | Mapping[str, Any] | SearchSpec,
+    *,
+    name: str | None = None,
+    out: str | Path | None = None,
+    data: Sequence[np.ndarray] | None = None,
+    class_names: Sequence[str] | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    quiet: bool = False,
+) -> Any:
+    """Run (or resume) a search and return its `Run`.
+
+    Args:
+        spec: a YAML path, a mapping, or a loaded spec.
+        name: the run's name (default: the spec's `name`, else the file's stem); results go to `out/name`.
+        out: the output root (default `reports/`).
+        data: `(x_train, y_train)` or `(x_train, y_train, x_test, y_test)` arrays replacing the spec's data source.
+        class_names: names of the classes of `data`, in label order (default "0", "1", ...).
+        overwrite: start over, deleting an existing run of that name.
+        progress: force the live view on or off (default: on for a terminal or notebook).
+        quiet: print nothing while searching.
+
+    Example:
+        >>> run = search("search_spaces/digits.yaml", name="quickstart")
+        >>> run.trials.head()
+    """
+    from .run import Run
+
+    spec = load_spec(spec)
+    run_dir = run_directory(spec, name, out)
+    store = RunStore(run_dir)
+    resumed = _prepare_directory(store, spec, overwrite)
+    the_plan = make_plan(spec)
+    if the_plan.feasibility.all_infeasible:
+        raise SpecError([Problem("model", "no configuration of the space can be built on these images: " + "; ".join(f"{s}: {r}" for s, r, _ in the_plan.feasibility.groups[:3]), spec.file)])
+
+    quiet_logs()
+    device = prepare_devices()
+    arrays = None
+    if data is not None:
+        from .data import from_arrays
+
+        arrays = data
+        raw = from_arrays(data, class_names)
+        arrays = [raw.x_train, raw.y_train] + ([raw.x_test, raw.y_test] if raw.x_test is not None else [])
+    dataset = load_data(spec.data, spec.base_dir, seed=spec.search.seed, arrays=arrays)
+    if class_names is not None:
+        dataset = _with_names(dataset, class_names)
+
+    from .engine import SpecHyperModel, SpecTuner, make_oracle
+
+    previous = store.read_manifest() if resumed else {}
+    elapsed_before = float(previous.get("elapsed_s", 0.0))
+    manifest = _manifest(spec, run_dir.name, the_plan, dataset, device, previous)
+    store.write_manifest(manifest)
+    if not (run_dir / "spec.yaml").exists():
+        write_atomic(run_dir / "spec.yaml", spec.text)
+
+    model_shape = (*spec.data.image_size, dataset.input_shape[2]) if spec.data.image_size else dataset.input_shape
+    hypermodel = SpecHyperModel(spec, dataset.input_shape, dataset.num_classes, dataset.value_max)
+    oracle = make_oracle(spec, list(the_plan.params))
+    events = _progress(spec, the_plan, store, progress, quiet)
+    tuner = SpecTuner(spec=spec, oracle=oracle, hypermodel=hypermodel, directory=str(run_dir), events=events, store=store)
+    oracle.verbose = 0  # KerasTuner's own printing is replaced by ours
+    oracle.is_feasible = lambda values: feasibility.check(resolve(spec, values), model_shape, dataset.num_classes, spec.search.max_params)
+    oracle.on_infeasible = store.record_infeasible
+    budget = spec.search.time_budget_seconds
+    started = time.time()
+    if budget is not None:
+        tuner.deadline = oracle.deadline = started + max(0.0, budget - elapsed_before)
+
+    one_hot = np.eye(dataset.num_classes, dtype="float32")
+    status, stop_reason, error = "finished", None, None
+    try:
+        tuner.search(train=(dataset.x_train, one_hot[dataset.y_train]), validation=(dataset.x_val, one_hot[dataset.y_val]))
+        stop_reason = oracle.stop_reason or _stop_reason(spec, the_plan, store)
+    except SearchAborted as exc:
+        status, stop_reason, error = "aborted", str(exc), exc
+    except KeyboardInterrupt:
+        status, stop_reason = "interrupted", "interrupted by the user"
+        raise
+    finally:
+        events.close()
+        elapsed = elapsed_before + time.time() - started
+        store.update_manifest(status=status, stop_reason=stop_reason, elapsed_s=round(elapsed, 3))
+        _finish(store, spec, tuner, dataset, one_hot)
+    if error is not None:
+        raise error
+    return Run(run_dir)
+
+
+def _prepare_directory(store: RunStore, spec: SearchSpec, overwrite: bool) -> bool:
+    """Returns True when resuming; refuses a changed spec and folders that are not runs."""
+    if overwrite and store.dir.exists():
+        if store.dir.is_dir() and not store.exists() and any(store.dir.iterdir()):
+            raise RunError(f"{store.dir} exists and is not a tuning run; refusing to delete it. Pick another --name or --out")
+        shutil.rmtree(store.dir)
+    if store.exists():
+        manifest = store.read_manifest()
+        if manifest.get("spec_hash") != spec.spec_hash():
+            changes = _spec_changes(manifest.get("spec", {}), spec.to_dict())
+            raise RunError(
+                f"{store.dir} was started with a different spec ({'; '.join(changes[:6]) or 'content differs'}). "
+                "Resuming would mix two searches: pass --overwrite to start over, or --name NEW to keep both"
+            )
+        return True
+    if store.dir.exists() and any(store.dir.iterdir()):
+        raise RunError(f"{store.dir} exists and is not a tuning run (no run.json). Pick another --name or --out")
+    return False
+
+
+def _spec_changes(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _spec_changes(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+        return out
+    return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
+
+
+def _with_names(dataset: Any, class_names: Sequence[str]) -> Any:
+    from dataclasses import replace
+
+    return replace(dataset, class_names=tuple(class_names))
+
+
+def _manifest(spec: SearchSpec, name: str, the_plan: Plan, dataset: Any, device: str, previous: dict[str, Any]) -> dict[str, Any]:
+    from .runtime import backend
+
+    return {
+        "name": name,
+        "status": "running",
+        "created_at": previous.get("created_at", utc_now()),
+        "updated_at": utc_now(),
+        "spec_file": spec.file,
+        "spec_hash": spec.spec_hash(),
+        "spec": spec.to_dict(),
+        "objective": {"metric": spec.search.objective.metric, "direction": spec.search.objective.direction},
+        "seeds": {"run": spec.search.seed, "oracle": spec.search.seed, "data_split": spec.search.seed, "trial_rule": "(run * 1000003 + int(trial_id) * 7919 + 17) mod (2^31 - 1)"},
+        "versions": versions(),
+        "backend": backend(),
+        "device": device,
+        "data": dataset.summary(),
+        "plan": the_plan.to_dict(),
+        "parameters": [p.name for p in the_plan.params],
+        "sessions": int(previous.get("sessions", 0)) + 1,
+        "elapsed_s": float(previous.get("elapsed_s", 0.0)),
+        "best": previous.get("best"),
+    }
+
+
+def _progress(spec: SearchSpec, the_plan: Plan, store: RunStore, live: bool | None, quiet: bool) -> Any:
+    from .progress import SearchProgress
+    from .results import rank
+
+    done = [r for r in store.read_trials() if not r.trial_id.startswith("infeasible-")]
+    ranked = rank(done, spec.search.objective.direction)
+    best = ranked[0].score if ranked and ranked[0].status == "completed" else None
+    planned = spec.search.max_trials and min(spec.search.max_trials, the_plan.total_trials) or the_plan.total_trials
+    return SearchProgress(planned_trials=planned, planned_epochs=the_plan.total_epochs, metric=spec.search.objective.metric, direction=spec.search.objective.direction, done_trials=len(done), best=best, live=live, quiet=quiet)
+
+
+def _stop_reason(spec: SearchSpec, the_plan: Plan, store: RunStore) -> str:
+    trials = [r for r in store.read_trials() if not r.trial_id.startswith("infeasible-")]
+    if spec.search.max_trials and len(trials) >= spec.search.max_trials:
+        return f"max_trials = {spec.search.max_trials} reached"
+    if len(trials) < the_plan.total_trials:
+        return f"the space ran out of new configurations after {len(trials)} of {the_plan.total_trials} planned trials"
+    return "plan complete"
+
+
+def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any, one_hot: np.ndarray) -> None:
+    """Tables, best model and its test metrics: written whenever the search ends, however it ends."""
+    from .results import columns, leaderboard_markdown, rank, trial_rows, write_trials_csv
+
+    records = store.read_trials()
+    names = [p for p in store.read_manifest().get("parameters", [])]
+    direction = spec.search.objective.direction
+    ranked = rank(records, direction)
+    best = ranked[0] if ranked and ranked[0].status == "completed" else None
+    manifest = store.read_manifest()
+    if best is not None and (manifest.get("best") or {}).get("trial_id") != best.trial_id:
+        model = tuner.load_trained(best.trial_id)
+        test = model.evaluate(dataset.x_test, one_hot[dataset.y_test], batch_size=256, verbose=0, return_dict=True)
+        tmp = store.dir / "best_model.tmp.keras"
+        model.save(tmp)
+        tmp.replace(store.dir / "best_model.keras")
+        manifest = store.update_manifest(best={
+            "trial_id": best.trial_id,
+            "score": best.score,
+            "metric": spec.search.objective.metric,
+            "best_epoch": best.best_epoch,
+            "values": best.values,
+            "test": {k: float(v) for k, v in test.items()},
+            "model": "best_model.keras",
+        })
+    rows = trial_rows(records, names, direction)
+    write_trials_csv(store.dir / "trials.csv", rows, columns(names))
+    write_atomic(store.dir / "leaderboard.md", leaderboard_markdown(rows, names, manifest))

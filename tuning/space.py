@@ -1,0 +1,250 @@
+"""The hyperparameter space a spec declares, and the concrete configuration of one trial.
+
+The YAML is the single definition of the space: `parameters(spec)` lists every tunable value with its
+domain and its condition (a 2-block model has no `filters_3`), and `resolve()` turns one trial's active
+values back into a complete `TrialConfig` for the model builder. No TensorFlow, no KerasTuner here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from .domains import Choice, IntRange, format_value, is_domain
+from .errors import TuningError
+
+MOMENTUM_OPTIMIZERS = ("sgd", "rmsprop")
+DECAY_OPTIMIZERS = ("adamw",)
+
+DESCRIPTIONS = {
+    "blocks": "Number of convolution blocks (each: convolutions, optional pooling and dropout).",
+    "convs_per_block": "Convolution layers in each block.",
+    "filters": "Filters of the first block; each later block multiplies them by filters_growth.",
+    "filters_growth": "Factor between the filters of consecutive blocks.",
+    "kernel_size": "Side of the square convolution kernels.",
+    "padding": "Convolution padding: 'same' keeps the size, 'valid' shrinks it by kernel_size - 1.",
+    "activation": "Activation after each convolution and dense layer.",
+    "batch_norm": "Batch normalization after each convolution.",
+    "pooling": "2x2 pooling at the end of each block.",
+    "block_dropout": "Dropout rate at the end of each block.",
+    "head": "How the feature maps become a vector: flatten or global average pooling.",
+    "dense_layers": "Dense layers between the features and the classifier.",
+    "dense_units": "Units of each dense layer.",
+    "head_dropout": "Dropout rate before the classifier and after each dense layer.",
+    "optimizer": "Optimizer.",
+    "learning_rate": "Initial learning rate.",
+    "momentum": "Momentum (sgd and rmsprop only).",
+    "weight_decay": "Decoupled weight decay (adamw only).",
+    "batch_size": "Training batch size.",
+    "label_smoothing": "Label smoothing of the cross-entropy loss.",
+}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Active only when `parent` takes one of `values` (KerasTuner's `conditional_scope`)."""
+
+    parent: str
+    values: tuple[Any, ...]
+
+    def describe(self) -> str:
+        return f"{self.parent} in {{{', '.join(format_value(v) for v in self.values)}}}"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable hyperparameter: its flat name, where it is in the spec, its domain and condition."""
+
+    name: str
+    path: tuple[str | int, ...]
+    domain: Any
+    condition: Condition | None = None
+
+    @property
+    def description(self) -> str:
+        base = self.name.split("_")[0] if self.name.startswith("filters_") and self.name[8:].isdigit() else self.name
+        if base == "filters" and self.name != "filters":
+            return f"Filters of block {self.name[8:]}."
+        return DESCRIPTIONS.get(base, self.name)
+
+    def count(self) -> int | None:
+        values = self.domain.values()
+        return None if values is None else len(values)
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    """Every value needed to build and train one model, constants and tuned values alike."""
+
+    blocks: int
+    convs_per_block: int
+    filters: tuple[int, ...]
+    kernel_size: int
+    padding: str
+    activation: str
+    batch_norm: bool
+    pooling: str
+    block_dropout: float
+    head: str
+    dense_layers: int
+    dense_units: int
+    head_dropout: float
+    optimizer: str
+    learning_rate: float
+    momentum: float | None
+    weight_decay: float | None
+    batch_size: int
+    label_smoothing: float
+
+
+def parameters(spec: Any) -> list[Param]:
+    """The tunable hyperparameters of `spec`, parents before the values they condition."""
+    model, training = spec.model, spec.training
+    out: list[Param] = []
+
+    def add(name: str, path: tuple[str | int, ...], value: Any, condition: Condition | None = None) -> None:
+        if is_domain(value):
+            out.append(Param(name, path, value, condition))
+
+    add("blocks", ("model", "blocks"), model.blocks)
+    add("convs_per_block", ("model", "convs_per_block"), model.convs_per_block)
+    if isinstance(model.filters, list):
+        block_values = _values(model.blocks)
+        for index, value in enumerate(model.filters[: max(block_values)]):
+            needed = tuple(b for b in block_values if b > index)
+            condition = Condition("blocks", needed) if is_domain(model.blocks) and len(needed) < len(block_values) else None
+            add(f"filters_{index + 1}", ("model", "filters", index), value, condition)
+    else:
+        add("filters", ("model", "filters"), model.filters)
+        add("filters_growth", ("model", "filters_growth"), model.filters_growth)
+    for name in ("kernel_size", "padding", "activation", "batch_norm", "pooling", "block_dropout", "head", "dense_layers"):
+        add(name, ("model", name), getattr(model, name))
+    add("dense_units", ("model", "dense_units"), model.dense_units, _when(model.dense_layers, "dense_layers", lambda n: n > 0))
+    add("head_dropout", ("model", "head_dropout"), model.head_dropout)
+    add("optimizer", ("training", "optimizer"), training.optimizer)
+    add("learning_rate", ("training", "learning_rate"), training.learning_rate)
+    add("momentum", ("training", "momentum"), training.momentum, _when(training.optimizer, "optimizer", lambda o: o in MOMENTUM_OPTIMIZERS))
+    add("weight_decay", ("training", "weight_decay"), training.weight_decay, _when(training.optimizer, "optimizer", lambda o: o in DECAY_OPTIMIZERS))
+    for name in ("batch_size", "label_smoothing"):
+        add(name, ("training", name), getattr(training, name))
+    return out
+
+
+def _values(value: Any) -> list[Any]:
+    return value.values() if is_domain(value) else [value]
+
+
+def _when(parent_value: Any, parent: str, active: Any) -> Condition | None:
+    """A condition on `parent` if it is tunable and only some of its values make the child active."""
+    if not is_domain(parent_value):
+        return None
+    values = [v for v in parent_value.values() if active(v)]
+    return None if len(values) == len(parent_value.values()) else Condition(parent, tuple(values))
+
+
+def is_active(param: Param, values: dict[str, Any]) -> bool:
+    return param.condition is None or values.get(param.condition.parent) in param.condition.values
+
+
+def cross_check(spec: Any) -> list[tuple[tuple[str | int, ...], str]]:
+    """Problems that involve more than one field; run by `load_spec` after the schema passes."""
+    model, training = spec.model, spec.training
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    max_blocks = max(_values(model.blocks))
+    if isinstance(model.filters, list):
+        if len(model.filters) != max_blocks:
+            problems.append((("model", "filters"), f"lists {len(model.filters)} per-block values but blocks can be {max_blocks}; give exactly {max_blocks} (one per block), or one base value with filters_growth"))
+        if is_domain(model.filters_growth) or model.filters_growth != 2.0:
+            problems.append((("model", "filters_growth"), "only applies when filters is one base value; with per-block filters, remove filters_growth"))
+    for field, users in (("momentum", MOMENTUM_OPTIMIZERS), ("weight_decay", DECAY_OPTIMIZERS)):
+        if is_domain(getattr(training, field)) and not any(o in users for o in _values(training.optimizer)):
+            problems.append((("training", field), f"is tuned but only used by {' and '.join(users)}, and optimizer can only be {', '.join(map(str, _values(training.optimizer)))}; make it a constant or add {users[0]} to the optimizers"))
+    if is_domain(model.dense_units) and max(_values(model.dense_layers)) == 0:
+        problems.append((("model", "dense_units"), "is tuned but dense_layers is 0, so no dense layer uses it"))
+    search = spec.search
+    if search.algorithm == "grid" and any(p.count() is None for p in parameters(spec)):
+        infinite = [p.name for p in parameters(spec) if p.count() is None]
+        problems.append((("search", "algorithm"), f"grid search needs every range discrete; give a step to: {', '.join(infinite)}"))
+    monitor = training.early_stopping.monitor if training.early_stopping else None
+    if monitor and search.objective.metric.startswith("val_") != monitor.startswith("val_"):
+        problems.append((("training", "early_stopping", "monitor"), f"monitors {monitor!r} while the objective is {search.objective.metric!r}; early stopping should watch validation data when the objective does"))
+    return problems
+
+
+def resolve(spec: Any, values: dict[str, Any]) -> TrialConfig:
+    """The complete configuration for one trial's active hyperparameter `values` (tuner/* keys ignored)."""
+    declared = {p.name: p for p in parameters(spec)}
+    for param in declared.values():
+        if is_active(param, values) and param.name not in values:
+            raise TuningError(f"hyperparameter {param.name!r} is active but the trial has no value for it; the space and the trial disagree (was the spec changed?)")
+
+    def get(name: str, constant: Any) -> Any:
+        return values[name] if name in declared else constant
+
+    model, training = spec.model, spec.training
+    blocks = int(get("blocks", model.blocks))
+    if isinstance(model.filters, list):
+        filters = tuple(int(get(f"filters_{i + 1}", model.filters[i])) for i in range(blocks))
+    else:
+        base, growth = int(get("filters", model.filters)), float(get("filters_growth", model.filters_growth))
+        filters = tuple(max(1, int(round(base * growth**i))) for i in range(blocks))
+    optimizer = str(get("optimizer", training.optimizer))
+    dense_layers = int(get("dense_layers", model.dense_layers))
+    return TrialConfig(
+        blocks=blocks,
+        convs_per_block=int(get("convs_per_block", model.convs_per_block)),
+        filters=filters,
+        kernel_size=int(get("kernel_size", model.kernel_size)),
+        padding=str(get("padding", model.padding)),
+        activation=str(get("activation", model.activation)),
+        batch_norm=bool(get("batch_norm", model.batch_norm)),
+        pooling=str(get("pooling", model.pooling)),
+        block_dropout=float(get("block_dropout", model.block_dropout)),
+        head=str(get("head", model.head)),
+        dense_layers=dense_layers,
+        dense_units=int(get("dense_units", model.dense_units)) if dense_layers else 0,
+        head_dropout=float(get("head_dropout", model.head_dropout)),
+        optimizer=optimizer,
+        learning_rate=float(get("learning_rate", training.learning_rate)),
+        momentum=float(get("momentum", training.momentum)) if optimizer in MOMENTUM_OPTIMIZERS else None,
+        weight_decay=float(get("weight_decay", training.weight_decay)) if optimizer in DECAY_OPTIMIZERS else None,
+        batch_size=int(get("batch_size", training.batch_size)),
+        label_smoothing=float(get("label_smoothing", training.label_smoothing)),
+    )
+
+
+def count_configurations(params: list[Param]) -> int | None:
+    """Distinct active-value combinations (what KerasTuner can draw), or None if a range is continuous."""
+    parents = [p for p in params if any(q.condition and q.condition.parent == p.name for q in params)]
+    others = [p for p in params if p not in parents]
+    total = 0
+    for combo in itertools.product(*(p.domain.values() for p in parents)):
+        assignment = {p.name: v for p, v in zip(parents, combo)}
+        if not all(is_active(p, assignment) for p in parents):
+            continue
+        counts = [p.count() for p in others if is_active(p, assignment)]
+        if any(c is None for c in counts):
+            return None
+        total += math.prod(c for c in counts if c is not None)
+    return total
+
+
+def enumerate_values(params: list[Param], limit: int) -> list[dict[str, Any]] | None:
+    """Every active-value combination of finite `params`, or None if there are more than `limit`."""
+    out: list[dict[str, Any]] = [{}]
+    for param in params:
+        grown: list[dict[str, Any]] = []
+        for values in out:
+            if is_active(param, values):
+                grown.extend({**values, param.name: v} for v in param.domain.values())
+            else:
+                grown.append(values)
+        out = grown
+        if len(out) > limit:
+            return None
+    return out
+
+
+__all__ = ["Param", "Condition", "TrialConfig", "parameters", "resolve", "count_configurations", "Choice", "IntRange"]

@@ -1,0 +1,324 @@
+"""The search-space file: YAML text becomes a validated, immutable `SearchSpec` in one place.
+
+Every check happens here, in one pass, so that everything downstream receives a spec that cannot be
+invalid. Problems are reported as `FILE:LINE: field.path: message` with what would be valid.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator
+
+from . import _yaml
+from .domains import DOMAIN_TAGS, Frozen, Tunable, is_domain
+from .errors import Problem, SpecError
+
+PosInt = Annotated[int, Field(ge=1)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Rate = Annotated[float, Field(ge=0, lt=1)]
+Growth = Annotated[float, Field(ge=1)]
+
+SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "npz")
+METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
+
+
+class DataSpec(Frozen):
+    """Where the images come from and how they are split (see README, "data")."""
+
+    source: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "npz"] = "digits"
+    path: str | None = None
+    validation_split: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    test_split: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    image_size: Annotated[list[PosInt], Field(min_length=2, max_length=2)] | None = None
+    max_train_samples: PosInt | None = None
+    max_test_samples: PosInt | None = None
+
+
+class ModelSpec(Frozen):
+    """The CNN family: conv blocks, then a head of optional dense layers and a softmax."""
+
+    blocks: Tunable(Annotated[int, Field(ge=1, le=8)], ranges="int") = 2
+    convs_per_block: Tunable(Annotated[int, Field(ge=1, le=4)], ranges="int") = 1
+    filters: Tunable(PosInt, ranges="int") | list[Tunable(PosInt, ranges="int")] = 32
+    filters_growth: Tunable(Growth, ranges="float") = 2.0
+    kernel_size: Tunable(Annotated[int, Field(ge=1, le=11)], ranges="int") = 3
+    padding: Tunable(Literal["same", "valid"]) = "same"
+    activation: Tunable(Literal["relu", "elu", "gelu", "selu", "swish", "leaky_relu", "tanh"]) = "relu"
+    batch_norm: Tunable(bool) = False
+    pooling: Tunable(Literal["max", "average", "none"]) = "max"
+    block_dropout: Tunable(Rate, ranges="float") = 0.0
+    head: Tunable(Literal["flatten", "global_average"]) = "flatten"
+    dense_layers: Tunable(Annotated[int, Field(ge=0, le=4)], ranges="int") = 1
+    dense_units: Tunable(PosInt, ranges="int") = 128
+    head_dropout: Tunable(Rate, ranges="float") = 0.0
+
+
+class EarlyStoppingSpec(Frozen):
+    monitor: Literal["val_accuracy", "val_loss", "accuracy", "loss"] = "val_loss"
+    patience: NonNegInt = 3
+    min_delta: NonNegFloat = 0.0
+
+
+class PlateauSpec(Frozen):
+    """ReduceLROnPlateau, as the seed tutorial uses it."""
+
+    monitor: Literal["val_accuracy", "val_loss", "accuracy", "loss"] = "val_loss"
+    factor: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    patience: NonNegInt = 2
+    min_lr: NonNegFloat = 1e-7
+
+
+class TrainingSpec(Frozen):
+    optimizer: Tunable(Literal["adam", "sgd", "rmsprop", "adamw"]) = "adam"
+    learning_rate: Tunable(PosFloat, ranges="float") = 1e-3
+    momentum: Tunable(Rate, ranges="float") = 0.9
+    weight_decay: Tunable(NonNegFloat, ranges="float") = 1e-4
+    batch_size: Tunable(PosInt, ranges="int") = 64
+    label_smoothing: Tunable(Rate, ranges="float") = 0.0
+    early_stopping: EarlyStoppingSpec | Literal[False] = EarlyStoppingSpec()
+    reduce_lr_on_plateau: PlateauSpec | None = None
+
+
+class ObjectiveSpec(Frozen):
+    metric: Literal["val_accuracy", "val_loss", "accuracy", "loss"] = "val_accuracy"
+    direction: Literal["max", "min"] = "max"
+
+
+class SearchSection(Frozen):
+    algorithm: Literal["hyperband", "random", "bayesian", "grid"] = "hyperband"
+    objective: ObjectiveSpec = ObjectiveSpec()
+    max_epochs: Annotated[int, Field(ge=1, le=10_000)] = 9
+    factor: Annotated[int, Field(ge=2, le=100)] = 3
+    iterations: Annotated[int, Field(ge=1, le=1000)] = 1
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    max_trials: PosInt | None = None
+    time_budget: str | int | None = None
+    max_consecutive_failures: PosInt = 3
+    max_params: PosInt | None = None
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _objective_shorthand(cls, value: Any) -> Any:
+        # `objective: val_loss` is short for {metric: val_loss, direction: min}.
+        if isinstance(value, str):
+            return {"metric": value, "direction": "min" if value.endswith("loss") else "max"}
+        return value
+
+    @field_validator("time_budget")
+    @classmethod
+    def _budget(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    @property
+    def time_budget_seconds(self) -> float | None:
+        return None if self.time_budget is None else parse_duration(self.time_budget)
+
+
+class SearchSpec(Frozen):
+    """A whole search: data, model space, training and search settings (`version: 1`)."""
+
+    version: Literal[1]
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] | None = None
+    description: str | None = None
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    training: TrainingSpec = TrainingSpec()
+    search: SearchSection = SearchSection()
+
+    _file: str | None = PrivateAttr(default=None)
+    _text: str | None = PrivateAttr(default=None)
+
+    @property
+    def file(self) -> str | None:
+        """The YAML file this spec was read from (None for a mapping)."""
+        return self._file
+
+    @property
+    def text(self) -> str:
+        """The spec as given: the file's text, or the mapping dumped as YAML."""
+        if self._text is not None:
+            return self._text
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder that relative data paths are resolved against: the spec file's, else the working one."""
+        return Path(self._file).resolve().parent if self._file else Path.cwd()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def spec_hash(self) -> str:
+        """Hash of the validated content: comments, key order and defaults written out do not change it."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+
+
+def parse_duration(value: str | int | float) -> float:
+    """`90`, `90s`, `30m`, `1.5h`, `2d` -> seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError(f"expected a positive duration such as 30m or 2h. Received: {value!r}")
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"expected a duration such as 90s, 30m, 2h or 1d. Received: {value!r}")
+    return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2) or "s"]
+
+
+def load_spec(source: str | Path | Mapping[str, Any] | SearchSpec) -> SearchSpec:
+    """Read and validate a search space from a YAML file, a mapping, or pass a loaded spec through.
+
+    Raises `SpecError` listing every problem at once, each with its file, line and field path.
+
+    Example:
+        >>> spec = load_spec({"version": 1, "model": {"blocks": {"int": [1, 3]}}})
+        >>> spec.model.blocks.values()
+        [1, 2, 3]
+    """
+    if isinstance(source, SearchSpec):
+        return source
+    if isinstance(source, Mapping):
+        return _validate(dict(source), lines={}, filename=None, text=None)
+    path = Path(source)
+    filename = str(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([Problem("", "file not found; pass the path of a YAML search space", filename)]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([Problem("", f"cannot read the file: {exc}", filename)]) from None
+    data, lines = _yaml.load_yaml(text, filename)
+    if data is None:
+        raise SpecError([Problem("", "the file is empty; a spec needs at least `version: 1`", filename, 1)])
+    if not isinstance(data, dict):
+        raise SpecError([Problem("", f"expected a mapping of sections (version, data, model, training, search). Received: {type(data).__name__}", filename, 1)])
+    return _validate(data, lines, filename, text)
+
+
+def _validate(data: dict[str, Any], lines: dict[Any, int], filename: str | None, text: str | None) -> SearchSpec:
+    problems: list[Problem] = []
+    spec: SearchSpec | None = None
+    try:
+        spec = SearchSpec.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            problems.append(_problem_from(error, lines, filename))
+    if spec is not None:
+        from .space import cross_check
+
+        for path, message in cross_check(spec):
+            problems.append(Problem(_format_path(path), message, filename, _yaml.line_of(lines, path)))
+    if problems:
+        raise SpecError(_dedupe(problems))
+    assert spec is not None
+    spec._file = filename
+    spec._text = text
+    return spec
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: set[str] = set()
+    out = []
+    for problem in problems:
+        if str(problem) not in seen:
+            seen.add(str(problem))
+            out.append(problem)
+    return out
+
+
+def _problem_from(error: Any, lines: dict[Any, int], filename: str | None) -> Problem:
+    raw_loc = tuple(error["loc"])
+    loc = tuple(part for part in raw_loc if not (isinstance(part, str) and part.startswith("<")))
+    kind, received = error["type"], error.get("input")
+    message = error["msg"]
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(raw_loc[:-1])
+        key = str(raw_loc[-1])
+        message = f"unknown key {key!r}. Allowed: {', '.join(allowed)}." + _did_you_mean(key, allowed)
+    elif kind == "missing":
+        message = "missing required key" + (" (write `version: 1` first)" if loc == ("version",) else "")
+    elif kind == "literal_error":
+        options = re.findall(r"'([^']*)'|(\d+)", error["ctx"]["expected"])
+        choices = [a or b for a, b in options]
+        message = f"expected {error['ctx']['expected']}. Received: {received!r}."
+        if isinstance(received, str):
+            message += _did_you_mean(received, choices)
+    elif kind == "value_error":
+        message = str(error["ctx"]["error"])
+    elif kind == "domain":
+        message = f"{message}. Received: {received!r}"
+    elif kind in {"too_short", "too_long"} and loc and loc[-1] in ("int", "float"):
+        message = f"expected [low, high]. Received: {received!r}"
+    elif kind == "string_pattern_mismatch":
+        message = f"expected letters, digits, '_', '.' or '-' (at most 64, no '/'). Received: {received!r}"
+    else:
+        message = _plain(message) + (f". Received: {received!r}" if not isinstance(received, (dict, list)) else "")
+        if kind.endswith("_type") and not isinstance(received, (dict, list)):
+            message += f" ({type(received).__name__})"
+    return Problem(_format_path(loc), message, filename, _yaml.line_of(lines, loc))
+
+
+def _plain(message: str) -> str:
+    return message.replace("Input should be", "expected").replace("Value error, ", "")
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _format_path(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Keys allowed at `loc`, found by walking the spec's model classes along the error's location."""
+    candidates: list[type[BaseModel]] = [SearchSpec]
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if part in DOMAIN_TAGS:
+            tag_cls = DOMAIN_TAGS[part]
+            candidates = [c for c in candidates if tag_cls is not None and issubclass(c, tag_cls)]
+            continue
+        nxt: list[type[BaseModel]] = []
+        for cls in candidates:
+            for name, field in cls.model_fields.items():
+                if part in (name, field.alias):
+                    nxt.extend(_models_in(field.annotation))
+        candidates = nxt
+    if not candidates:
+        return []
+    return [field.alias or name for name, field in candidates[0].model_fields.items()]
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in get_args(annotation):
+        found.extend(_models_in(arg))
+    return found
+
+
+__all__ = ["SearchSpec", "load_spec", "parse_duration", "is_domain", "SOURCES", "METRICS"]
