@@ -177,6 +177,9 @@ def _standardize(x: np.ndarray, y: np.ndarray, origin: str, part: str, num_class
             raise DataError(f"{origin}: y_{part} has dtype {y.dtype}; expected integer class indices 0..{num_classes - 1}")
     if y.min() < 0 or y.max() >= num_classes:
         raise DataError(f"{origin}: y_{part} has labels from {int(y.min())} to {int(y.max())}; expected 0..{num_classes - 1} ({num_classes} classes)")
+    empty = sorted(set(range(num_classes)) - set(np.unique(y).tolist()))
+    if part == "train" and empty:
+        raise DataError(f"{origin}: classes {empty} have no images in y_{part}; labels must run from 0 to {num_classes - 1} with every class present")
     if x.dtype != np.uint8:
         x = x.astype(np.float32)
     return x, y.astype(np.int64)
@@ -237,8 +240,9 @@ def _npz_header(path: Path) -> tuple[tuple[int, int, int], int]:
     """Image shape and class count of an .npz file, reading only the array headers and the labels."""
     try:
         with zipfile.ZipFile(path) as archive, archive.open("x_train.npy") as handle:
-            version = np.lib.format.read_magic(handle)
-            shape = np.lib.format._read_array_header(handle, version)[0]  # noqa: SLF001 - header only
+            fmt = np.lib.format
+            version = fmt.read_magic(handle)
+            shape = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(handle)[0]
         with np.load(path, allow_pickle=False) as npz:
             y = np.asarray(npz["y_train"])
             names = npz["class_names"] if "class_names" in npz.files else None

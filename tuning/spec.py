@@ -12,9 +12,9 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BaseModel, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, Discriminator, Field, PrivateAttr, Tag, ValidationError, field_validator
 
 from . import _yaml
 from .domains import DOMAIN_TAGS, Frozen, Tunable, is_domain
@@ -48,7 +48,10 @@ class ModelSpec(Frozen):
 
     blocks: Tunable(Annotated[int, Field(ge=1, le=8)], ranges="int") = 2
     convs_per_block: Tunable(Annotated[int, Field(ge=1, le=4)], ranges="int") = 1
-    filters: Tunable(PosInt, ranges="int") | list[Tunable(PosInt, ranges="int")] = 32
+    filters: Annotated[
+        Union[Annotated[Tunable(PosInt, ranges="int"), Tag("<base>")], Annotated[list[Tunable(PosInt, ranges="int")], Tag("<per block>")]],
+        Discriminator(lambda v: "<per block>" if isinstance(v, list) else "<base>"),
+    ] = 32
     filters_growth: Tunable(Growth, ranges="float") = 2.0
     kernel_size: Tunable(Annotated[int, Field(ge=1, le=11)], ranges="int") = 3
     padding: Tunable(Literal["same", "valid"]) = "same"
@@ -297,9 +300,10 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     for part in loc:
         if isinstance(part, int):
             continue
-        if part in DOMAIN_TAGS:
-            tag_cls = DOMAIN_TAGS[part]
-            candidates = [c for c in candidates if tag_cls is not None and issubclass(c, tag_cls)]
+        if isinstance(part, str) and part.startswith("<"):
+            tag_cls = DOMAIN_TAGS.get(part)
+            if tag_cls is not None:
+                candidates = [c for c in candidates if issubclass(c, tag_cls)]
             continue
         nxt: list[type[BaseModel]] = []
         for cls in candidates:

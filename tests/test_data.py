@@ -1,0 +1,115 @@
+"""Each data source, from files made here (no network), and the errors bad data gets."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from tuning import DataError
+from tuning.data import describe, load_data
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def data_spec(**fields):
+    base = dict(source="digits", path=None, validation_split=0.2, test_split=0.2, image_size=None, max_train_samples=None, max_test_samples=None)
+    return SimpleNamespace(**{**base, **fields})
+
+
+def test_digits_split_is_stratified_seeded_and_disjoint(tmp_path):
+    a = load_data(data_spec(), tmp_path, seed=0)
+    b = load_data(data_spec(), tmp_path, seed=0)
+    c = load_data(data_spec(), tmp_path, seed=1)
+    assert a.input_shape == (8, 8, 1) and a.num_classes == 10 and a.value_max == 16.0
+    assert len(a.y_train) + len(a.y_val) + len(a.y_test) == 1797
+    assert np.array_equal(a.y_val, b.y_val) and not np.array_equal(a.x_val, c.x_val)
+    for labels in (a.y_train, a.y_val, a.y_test):
+        assert set(np.unique(labels)) == set(range(10))
+    counts = np.bincount(a.y_val, minlength=10) / len(a.y_val)
+    assert np.all(np.abs(counts - 0.1) < 0.02)
+
+
+def test_subsets_keep_every_class(tmp_path):
+    data = load_data(data_spec(max_train_samples=200, max_test_samples=50), tmp_path, seed=0)
+    assert abs(len(data.y_train) + len(data.y_val) - 200) <= 10 and abs(len(data.y_test) - 50) <= 10
+    assert set(np.unique(data.y_train)) == set(range(10))
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as handle:
+        handle.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_from_a_folder_of_idx_files(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (60, 28, 28)), np.arange(60) % 10
+    for stem, array in (("train-images-idx3-ubyte", x), ("train-labels-idx1-ubyte", y), ("t10k-images-idx3-ubyte", x[:20]), ("t10k-labels-idx1-ubyte", y[:20])):
+        write_idx(tmp_path / f"{stem}.gz", array)
+    data = load_data(data_spec(source="fashion_mnist", path=str(tmp_path)), tmp_path, seed=0)
+    assert data.input_shape == (28, 28, 1) and data.x_train.dtype == np.uint8
+    assert data.class_names[0] == "T-shirt/top" and len(data.y_test) == 20
+    assert np.array_equal(np.sort(np.concatenate([data.y_train, data.y_val])), np.sort(y))
+
+
+@pytest.mark.skipif(not FASHION.exists(), reason="apt-get install dataset-fashion-mnist")
+def test_fashion_mnist_debian_files():
+    data = load_data(data_spec(source="fashion_mnist", path=str(FASHION), max_train_samples=500, max_test_samples=100), Path("."), seed=0)
+    assert data.input_shape == (28, 28, 1) and data.num_classes == 10 and len(data.y_test) == 100
+
+
+def test_missing_idx_files_are_named(tmp_path):
+    with pytest.raises(DataError, match="lacks train-images-idx3-ubyte"):
+        load_data(data_spec(source="mnist", path=str(tmp_path)), tmp_path, seed=0)
+
+
+def test_cifar10_from_python_batches(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 255, (20, 3072), dtype=np.uint8), b"labels": list(np.arange(20) % 10)}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}))
+    data = load_data(data_spec(source="cifar10", path=str(tmp_path)), tmp_path, seed=0)
+    assert data.input_shape == (32, 32, 3) and data.class_names[3] == "c3" and len(data.y_test) == 20
+
+
+def test_npz_with_and_without_test_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (90, 12, 10, 3), dtype=np.uint8), np.arange(90) % 3
+    np.savez(tmp_path / "train_only.npz", x_train=x, y_train=y, class_names=np.array(["a", "b", "c"]))
+    np.savez(tmp_path / "both.npz", x_train=x, y_train=y, x_test=x[:9], y_test=y[:9])
+    only = load_data(data_spec(source="npz", path="train_only.npz"), tmp_path, seed=0)
+    assert only.class_names == ("a", "b", "c") and len(only.y_test) == 18
+    assert describe(data_spec(source="npz", path="train_only.npz"), tmp_path) == ((12, 10, 3), 3)
+    both = load_data(data_spec(source="npz", path="both.npz"), tmp_path, seed=0)
+    assert len(both.y_test) == 9 and both.class_names == ("0", "1", "2")
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"x_train": np.zeros((10, 8, 8)), "y_train": np.arange(9) % 2}, "x_train has 10 images but y_train has 9 labels"),
+        ({"x_train": np.zeros((10, 8, 8)), "y_train": np.arange(10) % 2 + 5}, r"classes \[0, 1, 2, 3, 4\] have no images in y_train"),
+        ({"x_train": np.zeros((10, 8, 8)), "y_train": np.zeros(10)}, "only one class"),
+        ({"x_train": np.zeros((10, 8)), "y_train": np.arange(10) % 2}, r"x_train has shape \(10, 8\)"),
+        ({"y_train": np.arange(10) % 2}, "missing x_train"),
+        ({"x_train": np.zeros((10, 8, 8)), "y_train": np.arange(10) % 2, "x_test": np.zeros((4, 9, 9)), "y_test": np.arange(4) % 2}, "test images are"),
+    ],
+)
+def test_bad_npz_files_get_clear_errors(tmp_path, arrays, message):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError, match=message):
+        load_data(data_spec(source="npz", path="bad.npz"), tmp_path, seed=0)
+
+
+def test_not_an_npz_file(tmp_path):
+    (tmp_path / "bad.npz").write_text("hello")
+    with pytest.raises(DataError, match="not a readable .npz file"):
+        load_data(data_spec(source="npz", path="bad.npz"), tmp_path, seed=0)

@@ -1,0 +1,66 @@
+"""Shapes and sizes decided before training, checked against the models Keras really builds."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuning import load_spec
+from tuning.feasibility import check, count_params, feature_maps
+from tuning.space import TrialConfig
+
+BASE = dict(blocks=2, convs_per_block=1, filters=(8, 16), kernel_size=3, padding="same", activation="relu", batch_norm=False, pooling="max",
+            block_dropout=0.0, head="flatten", dense_layers=1, dense_units=32, head_dropout=0.0, optimizer="adam", learning_rate=1e-3,
+            momentum=None, weight_decay=None, batch_size=32, label_smoothing=0.0)  # fmt: skip
+
+
+def config(**changes) -> TrialConfig:
+    return TrialConfig(**{**BASE, **changes})
+
+
+def test_valid_padding_and_pooling_shrink_small_images():
+    assert feature_maps(config(), (8, 8))[0] == [(4, 4), (2, 2)]
+    assert feature_maps(config(padding="valid"), (8, 8)) == ([(3, 3)], "feature maps shrink below 1 pixel in block 2 (2x2 pooling of 1x1)")
+    reason = check(config(blocks=1, filters=(8,), kernel_size=9, padding="valid"), (8, 8, 1), 10, None)
+    assert reason == "feature maps shrink below 1 pixel in block 1 (9x9 'valid' convolution on 8x8)"
+    assert check(config(blocks=3, filters=(8, 8, 8), pooling="none", padding="valid"), (8, 8, 1), 10, None) is None
+
+
+def test_parameter_cap():
+    big = config(filters=(64, 128), dense_units=512)
+    assert check(big, (28, 28, 1), 10, max_params=10_000).endswith("parameters exceed search.max_params = 10,000")
+    assert check(big, (28, 28, 1), 10, max_params=10_000_000) is None
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"batch_norm": True, "convs_per_block": 2},
+        {"padding": "valid", "head": "global_average", "dense_layers": 0, "dense_units": 0},
+        {"blocks": 3, "filters": (4, 8, 16), "pooling": "average", "dense_layers": 2, "block_dropout": 0.2, "head_dropout": 0.3},
+        {"kernel_size": 5, "pooling": "none", "blocks": 1, "filters": (6,)},
+    ],
+)
+def test_parameter_count_equals_keras(changes):
+    from tuning.hypermodel import build_model
+
+    cfg = config(**changes)
+    model = build_model(cfg, (28, 28, 3), 7)
+    assert count_params(cfg, (28, 28, 3), 7) == model.count_params()
+
+
+def test_model_takes_raw_images_and_resizes_inside():
+    from tuning.hypermodel import build_model
+
+    model = build_model(config(), (8, 8, 1), 10, value_max=16.0, image_size=(16, 16))
+    assert model.input_shape == (None, 8, 8, 1)
+    assert [layer.name for layer in model.layers[:3]] == ["image", "rescale", "resize"]
+    assert model.get_layer("block1_conv1").output.shape[1:3] == (16, 16)
+    assert model.output_shape == (None, 10)
+
+
+def test_validate_fails_when_nothing_is_feasible():
+    from tuning import plan
+
+    spec = load_spec({"version": 1, "model": {"blocks": 4, "filters": 8, "padding": "valid"}})
+    assert plan(spec).feasibility.all_infeasible

@@ -1,0 +1,94 @@
+"""The space declared from the YAML: names, domains, conditions, and what KerasTuner records."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuning import load_spec
+from tuning.space import count_configurations, parameters, resolve
+
+SPEC = {
+    "version": 1,
+    "model": {
+        "blocks": {"int": [2, 4]},
+        "filters": [{"choice": [16, 32]}, {"choice": [32, 64]}, 64, {"choice": [64, 128]}],
+        "dense_layers": {"int": [0, 1]},
+        "dense_units": {"choice": [64, 128]},
+    },
+    "training": {"optimizer": {"choice": ["adam", "sgd"]}, "momentum": {"float": [0.5, 0.9], "step": 0.2}, "learning_rate": 1e-3},
+}
+
+
+def test_depth_dependent_values_are_conditional():
+    params = {p.name: p for p in parameters(load_spec(SPEC))}
+    assert list(params) == ["blocks", "filters_1", "filters_2", "filters_4", "dense_layers", "dense_units", "optimizer", "momentum"]
+    assert params["filters_1"].condition is None  # every model has two blocks
+    assert params["filters_4"].condition.describe() == "blocks in {4}"
+    assert params["dense_units"].condition.describe() == "dense_layers in {1}"
+    assert params["momentum"].condition.describe() == "optimizer in {sgd}"
+
+
+def test_count_configurations_respects_conditions():
+    # blocks 2: 2*2; blocks 3: 2*2 (filters_3 is constant); blocks 4: 2*2*2 -> 16 model shapes,
+    # times head (1 + 2) and optimizer (adam + 3 momentum values) = 16 * 3 * 4.
+    assert count_configurations(parameters(load_spec(SPEC))) == 16 * 3 * 4
+
+
+def test_resolve_gives_a_complete_config():
+    config = resolve(load_spec(SPEC), {"blocks": 3, "filters_1": 32, "filters_2": 64, "dense_layers": 0, "optimizer": "adam"})
+    assert config.filters == (32, 64, 64)
+    assert config.dense_units == 0 and config.momentum is None
+
+
+def test_resolve_refuses_a_missing_active_value():
+    from tuning import TuningError
+
+    with pytest.raises(TuningError, match="'filters_4' is active but the trial has no value"):
+        resolve(load_spec(SPEC), {"blocks": 4, "filters_1": 32, "filters_2": 64, "dense_layers": 0, "optimizer": "adam"})
+
+
+def test_growth_factor_filters():
+    spec = load_spec({"version": 1, "model": {"blocks": 3, "filters": 16, "filters_growth": 1.5}})
+    assert resolve(spec, {}).filters == (16, 24, 36)
+
+
+def test_kerastuner_space_and_trial_values_hold_only_active_entries(tmp_path):
+    """Declared up front, with conditions: a 2-block trial never records filters_3 or filters_4."""
+    import json
+
+    from tuning.engine import make_oracle
+
+    spec = load_spec({**SPEC, "search": {"algorithm": "random", "max_trials": 12, "seed": 3}})
+    oracle = make_oracle(spec, parameters(spec))
+    oracle._set_project_dir(str(tmp_path), "o")
+    oracle.verbose = 0
+    declared = {hp.name for hp in oracle.get_space().space}
+    assert declared == {p.name for p in parameters(spec)}
+    seen_two_blocks = 0
+    for _ in range(12):
+        trial = oracle.create_trial("tuner0")
+        values = trial.hyperparameters.values
+        if values["blocks"] == 2:
+            seen_two_blocks += 1
+            assert "filters_4" not in values
+            saved = json.loads((tmp_path / "o" / f"trial_{trial.trial_id}" / "trial.json").read_text())
+            assert "filters_4" not in saved["hyperparameters"]["values"]
+        assert ("momentum" in values) == (values["optimizer"] == "sgd")
+        assert ("dense_units" in values) == (values["dense_layers"] == 1)
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    assert seen_two_blocks > 0
+
+
+def test_seed_zero_is_honoured():
+    from tuning.engine import make_oracle
+
+    def draws(seed):
+        spec = load_spec({**SPEC, "search": {"algorithm": "random", "seed": seed}})
+        oracle = make_oracle(spec, parameters(spec))
+        assert oracle.seed == seed
+        return [oracle._random_values() for _ in range(5)]
+
+    assert draws(0) == draws(0)
+    assert draws(0) != draws(1)

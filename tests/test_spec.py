@@ -1,0 +1,137 @@
+"""Loading specs: every shipped space loads, and every kind of mistake is reported with file and line."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuning import SpecError, load_spec
+from tuning.domains import Choice, FloatRange, IntRange
+
+from .conftest import SPACES, tiny
+
+
+@pytest.mark.parametrize("path", sorted(SPACES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_space_loads(path):
+    spec = load_spec(path)
+    assert spec.version == 1
+    assert spec.file == str(path)
+
+
+def test_domains_and_scientific_notation(spec_file):
+    path = spec_file(text="""version: 1
+model:
+  blocks: {int: [1, 3]}
+  padding: {choice: [same, valid]}
+  block_dropout: {float: [0, 0.5], step: 0.1}
+training:
+  learning_rate: {float: [1e-4, 1e-2], log: true}
+  momentum: 0.9
+  optimizer: {choice: [adam, sgd]}
+""")
+    spec = load_spec(path)
+    assert isinstance(spec.model.blocks, IntRange) and spec.model.blocks.values() == [1, 2, 3]
+    assert isinstance(spec.model.padding, Choice) and spec.model.padding.values() == ["same", "valid"]
+    assert isinstance(spec.training.learning_rate, FloatRange)
+    assert spec.training.learning_rate.low == 1e-4 and spec.training.learning_rate.log
+    assert spec.model.block_dropout.values() == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+
+
+def test_spec_is_immutable():
+    spec = load_spec({"version": 1})
+    with pytest.raises(Exception):
+        spec.search.seed = 3  # type: ignore[misc]
+
+
+def problems_of(path) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    return [str(p) for p in info.value.problems]
+
+
+def test_every_problem_reported_at_once_with_lines_and_suggestions(spec_file):
+    path = spec_file(text="""version: 1
+data:
+  source: digits
+model:
+  blokcs: 2
+  padding: vaild
+  filters: {choice: [16, 0]}
+  dropout: 0.2
+training:
+  learning_rate: {float: [1e-2, 1e-4], log: true}
+search:
+  objective: {metric: val_accuracy, direction: up}
+  seed: -1
+""")
+    problems = problems_of(path)
+    text = "\n".join(problems)
+    assert f"{path}:5: model.blokcs: unknown key 'blokcs'" in text and "Did you mean 'blocks'?" in text
+    assert f"{path}:6: model.padding: expected 'same' or 'valid'. Received: 'vaild'. Did you mean 'valid'?" in text
+    assert f"{path}:7: model.filters.choice[1]: expected greater than or equal to 1. Received: 0" in text
+    assert f"{path}:8: model.dropout: unknown key 'dropout'" in text and "block_dropout" in text
+    assert f"{path}:10: training.learning_rate: low must not exceed high" in text
+    assert f"{path}:12: search.objective.direction: expected 'max' or 'min'. Received: 'up'" in text
+    assert f"{path}:13: search.seed: expected greater than or equal to 0" in text
+    assert len(problems) == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", ":1: the file is empty"),
+        ("version: 1\nmodel: [1, 2\n", "invalid YAML"),
+        ("version: 1\nversion: 1\n", ":2: version: duplicate key (first given on line 1)"),
+        ("model: {}\n", "version: missing required key (write `version: 1` first)"),
+        ("version: 2\n", "version: expected 1. Received: 2"),
+        ("- a\n- b\n", "expected a mapping of sections"),
+        ("version: 1\nmodel:\n  blocks: '3'\n", ":3: model.blocks: expected a valid integer. Received: '3' (str)"),
+        ("version: 1\nmodel:\n  blocks: {range: [1, 3]}\n", ":3: model.blocks: expected a constant, {choice: [...]} or {int: [low, high]}"),
+        ("version: 1\nmodel:\n  padding: {int: [1, 3]}\n", ":3: model.padding: expected a constant or {choice: [...]}"),
+        ("version: 1\nmodel:\n  blocks: {int: [1, 2, 3]}\n", ":3: model.blocks: expected [low, high]. Received: [1, 2, 3]"),
+        ("version: 1\nmodel:\n  block_dropout: {float: [0, 0.5], log: true}\n", "log sampling needs low > 0"),
+        ("version: 1\nmodel:\n  kernel_size: {choice: [3, 3]}\n", "choice lists 3 twice"),
+        ("version: 1\nsearch:\n  time_budget: soon\n", "expected a duration such as 90s, 30m, 2h or 1d"),
+        ("version: 1\nname: ../evil\n", "name: expected letters, digits"),
+        ("version: 1\nmodel:\n  blocks: {int: [1, 3]}\n  filters: [16, 32]\n", "model.filters: lists 2 per-block values but blocks can be 3"),
+        ("version: 1\ntraining:\n  momentum: {float: [0.5, 0.9]}\n", "training.momentum: is tuned but only used by sgd and rmsprop"),
+        ("version: 1\nsearch:\n  algorithm: grid\ntraining:\n  learning_rate: {float: [1e-3, 1e-2]}\n", "grid search needs every range discrete; give a step to: learning_rate"),
+    ],
+)
+def test_error_kinds(spec_file, text, expected):
+    path = spec_file(text=text)
+    assert any(expected in p for p in problems_of(path)), problems_of(path)
+
+
+def test_missing_file_names_it(tmp_path):
+    problems = problems_of(tmp_path / "nope.yaml")
+    assert problems == [f"{tmp_path / 'nope.yaml'}: file not found; pass the path of a YAML search space"]
+
+
+def test_mapping_problems_name_their_field_path():
+    with pytest.raises(SpecError) as info:
+        load_spec({"version": 1, "model": {"pooling": "maxx"}, "search": {"factor": 1}})
+    messages = [str(p) for p in info.value.problems]
+    assert "model.pooling: expected 'max', 'average' or 'none'. Received: 'maxx'. Did you mean 'max'?" in messages
+    assert any(m.startswith("search.factor: expected greater than or equal to 2") for m in messages)
+
+
+def test_seed_zero_is_kept_and_objective_shorthand():
+    spec = load_spec({"version": 1, "search": {"seed": 0, "objective": "val_loss"}})
+    assert spec.search.seed == 0
+    assert (spec.search.objective.metric, spec.search.objective.direction) == ("val_loss", "min")
+
+
+def test_time_budget_parsing():
+    assert load_spec({"version": 1, "search": {"time_budget": "30m"}}).search.time_budget_seconds == 1800
+    assert load_spec({"version": 1, "search": {"time_budget": 90}}).search.time_budget_seconds == 90
+
+
+def test_hash_ignores_formatting_but_not_content(spec_file):
+    a = load_spec(spec_file(text="version: 1\n# comment\nsearch: {seed: 1}\n", name="a.yaml"))
+    b = load_spec(spec_file(text="version: 1\nsearch:\n  seed: 1\n", name="b.yaml"))
+    c = load_spec(spec_file(text="version: 1\nsearch:\n  seed: 2\n", name="c.yaml"))
+    assert a.spec_hash() == b.spec_hash() != c.spec_hash()
+
+
+def test_tiny_fixture_is_valid():
+    assert load_spec(tiny()).search.max_epochs == 3
