@@ -1,0 +1,268 @@
+"""End-to-end searches on digits, through the CLI as a user runs them and through the engine's hooks."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tuning import RunError, SearchAborted, load_spec, open_run, search
+from tuning.cli import main
+
+from .conftest import ROOT, tiny, write_spec
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One tiny Hyperband search on digits, run through the CLI; shared by the tests that read it."""
+    folder = tmp_path_factory.mktemp("cli")
+    spec = write_spec(folder, tiny(model={"blocks": {"int": [1, 3]}, "padding": {"choice": ["same", "valid"]}}), "digits_tiny.yaml")
+    out = folder / "reports"
+    code = main(["search", str(spec), "--out", str(out), "--quiet"])
+    assert code == 0
+    return spec, out / "digits_tiny"
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_directory_holds_every_result(finished):
+    spec, run_dir = finished
+    for name in ("spec.yaml", "run.json", "trials.csv", "leaderboard.md", "best_model.keras", "kerastuner/oracle.json"):
+        assert (run_dir / name).exists(), name
+    assert (run_dir / "spec.yaml").read_text() == spec.read_text()
+    manifest = json.loads((run_dir / "run.json").read_text())
+    assert manifest["status"] == "finished" and manifest["stop_reason"] == "plan complete"
+    assert manifest["spec_hash"] == load_spec(spec).spec_hash()
+    assert manifest["seeds"]["run"] == 0
+    assert {"python", "tensorflow", "keras", "keras-tuner"} <= set(manifest["versions"])
+    assert manifest["backend"] == "tensorflow" and manifest["device"] == "CPU"
+    assert manifest["plan"]["trials"] == 6 and manifest["plan"]["epochs"] == 11
+
+
+def test_ranking_matches_scores_and_budget_rule(finished):
+    _, run_dir = finished
+    rows = read_csv(run_dir / "trials.csv")
+    trials = [r for r in rows if not r["trial_id"].startswith("infeasible-")]
+    assert len(trials) == 6 and {r["status"] for r in trials} == {"completed"}
+    ranked = [r for r in rows if r["rank"]]
+    assert [int(r["rank"]) for r in ranked] == list(range(1, len(ranked) + 1))
+    keys = [(-float(r["score"]), -int(r["epochs"])) for r in ranked]
+    assert keys == sorted(keys)
+    for row in trials:  # the score is the objective at the best epoch, not the last one
+        record = json.loads((run_dir / "trials" / f"{row['trial_id']}.json").read_text())
+        best = max(record["history"], key=lambda h: h["val_accuracy"])
+        assert math.isclose(float(row["score"]), best["val_accuracy"]) and int(row["best_epoch"]) == best["epoch"]
+    promoted = [r for r in trials if r["parent_trial"]]
+    assert promoted and all(int(r["initial_epoch"]) > 0 for r in promoted)
+    assert "trials trained to the larger epoch budget rank first" in (run_dir / "leaderboard.md").read_text()
+
+
+def test_infeasible_draws_are_recorded_never_trained(finished):
+    _, run_dir = finished
+    rows = read_csv(run_dir / "trials.csv")
+    infeasible = [r for r in rows if r["status"] == "infeasible"]
+    assert infeasible, "blocks 2-3 with valid padding cannot be built on 8x8 digits"
+    for row in infeasible:
+        assert row["padding"] == "valid" and int(row["blocks"]) >= 2 and row["epochs_trained"] == "0"
+        assert "shrink below 1 pixel" in row["reason"]
+    trained = [r for r in rows if r["status"] == "completed"]
+    assert not [r for r in trained if r["padding"] == "valid" and int(r["blocks"]) >= 2]
+
+
+def test_conditional_values_never_recorded(finished):
+    _, run_dir = finished
+    header = read_csv(run_dir / "trials.csv")[0].keys()
+    assert "filters_3" not in header and "momentum" not in header
+    for trial_json in (run_dir / "kerastuner").glob("trial_*/trial.json"):
+        values = json.loads(trial_json.read_text())["hyperparameters"]["values"]
+        assert "momentum" not in values
+
+
+def test_best_model_and_its_test_metrics(finished):
+    import keras
+
+    from tuning.data import load_data
+
+    spec_path, run_dir = finished
+    run = open_run(run_dir)
+    best = run.best
+    assert best["trial_id"] == run.trials.iloc[0]["trial_id"]
+    model = keras.saving.load_model(run_dir / "best_model.keras", safe_mode=True)
+    spec = load_spec(spec_path)
+    data = load_data(spec.data, spec.base_dir, seed=spec.search.seed)
+    y = np.eye(10, dtype="float32")[data.y_test]
+    test = model.evaluate(data.x_test, y, verbose=0, return_dict=True)
+    assert math.isclose(test["accuracy"], best["test"]["accuracy"], abs_tol=1e-6)
+    assert model.input_shape == (None, 8, 8, 1)  # raw images in: rescaling lives in the model
+
+
+def test_open_run_matches_trials_csv(finished):
+    _, run_dir = finished
+    frame = open_run(run_dir).trials
+    rows = read_csv(run_dir / "trials.csv")
+    assert list(frame.columns) == list(rows[0].keys())
+    assert list(frame["trial_id"]) == [r["trial_id"] for r in rows]
+    history = open_run(run_dir).history(frame[frame["parent_trial"].notna()].iloc[0]["trial_id"])
+    assert list(history["epoch"]) == list(range(1, len(history) + 1))  # the promotion continues its parent's curve
+
+
+def test_rerun_resumes_without_retraining(finished, capsys):
+    spec, run_dir = finished
+    before = {p.name: p.read_text() for p in (run_dir / "trials").glob("*.json")}
+    assert main(["search", str(spec), "--out", str(run_dir.parent), "--quiet"]) == 0
+    after = {p.name: p.read_text() for p in (run_dir / "trials").glob("*.json")}
+    assert after == before
+    assert "top 5 by val_accuracy" in capsys.readouterr().out
+
+
+def test_changed_spec_is_refused(finished, capsys):
+    spec, run_dir = finished
+    changed = spec.parent / "changed" / spec.name
+    changed.parent.mkdir(exist_ok=True)
+    changed.write_text(spec.read_text().replace("max_epochs: 3", "max_epochs: 9"))
+    assert main(["search", str(changed), "--out", str(run_dir.parent)]) == 2
+    err = capsys.readouterr().err
+    assert "was started with a different spec (search.max_epochs: 3 -> 9)" in err
+    assert "--overwrite" in err and "Traceback" not in err
+
+
+def test_optimizer_state_survives_a_promotion(finished):
+    """KerasTuner alone restarts Adam at step 0 on promotion; our tuner continues from the parent's."""
+    import keras
+
+    from tuning.data import load_data
+    from tuning.engine import SpecHyperModel, SpecTuner, make_oracle
+    from tuning.space import parameters
+
+    spec_path, run_dir = finished
+    spec = load_spec(spec_path)
+    data = load_data(spec.data, spec.base_dir, seed=0)
+    tuner = SpecTuner(spec=spec, oracle=make_oracle(spec, parameters(spec)), hypermodel=SpecHyperModel(spec, data.input_shape, 10, data.value_max), directory=str(run_dir), events=None, store=None)
+    promoted = next(t for t in tuner.oracle.trials.values() if "tuner/trial_id" in t.hyperparameters.values)
+    parent_id = promoted.hyperparameters.values["tuner/trial_id"]
+    parent = json.loads((run_dir / "trials" / f"{parent_id}.json").read_text())
+    steps_per_epoch = math.ceil(len(data.y_train) / spec.training.batch_size)
+
+    model = tuner._build_hypermodel(promoted.hyperparameters)
+    assert int(model.optimizer.iterations) == parent["best_epoch"] * steps_per_epoch
+    parent_model = tuner.load_trained(parent_id)
+    for ours, theirs in zip(model.optimizer.variables, parent_model.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs))
+    assert any(np.abs(keras.ops.convert_to_numpy(v)).sum() > 0 for v in model.optimizer.variables[2:])  # real moments
+
+    plain = tuner.hypermodel.build(promoted.hyperparameters)  # KerasTuner's way: load before the optimizer is built
+    plain.load_weights(tuner._get_checkpoint_fname(parent_id))
+    assert int(plain.optimizer.iterations) == 0
+
+
+def test_failures_are_not_retried_and_stop_after_the_limit(tmp_path, monkeypatch):
+    import tuning.engine as engine
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of luck")
+
+    monkeypatch.setattr(engine, "build_model", broken)
+    spec = tiny(search={"algorithm": "random", "max_trials": 10, "max_consecutive_failures": 3})
+    with pytest.raises(SearchAborted, match="stopped after 3 consecutive failed trials.*RuntimeError: out of luck"):
+        search(spec, name="broken", out=tmp_path, quiet=True)
+    rows = read_csv(tmp_path / "broken" / "trials.csv")
+    assert [r["status"] for r in rows] == ["failed"] * 3
+    assert all(r["reason"] == "RuntimeError: out of luck" for r in rows)
+    oracle = json.loads((tmp_path / "broken" / "kerastuner" / "oracle.json").read_text())
+    assert len(oracle["end_order"]) == 3  # each ran once: no retries
+    assert json.loads((tmp_path / "broken" / "run.json").read_text())["status"] == "aborted"
+
+
+def test_nan_loss_is_diverged_and_does_not_stop_the_search(tmp_path):
+    spec = tiny(
+        training={"optimizer": "sgd", "learning_rate": {"choice": [1e38, 1e-2]}, "momentum": 0.9},
+        model={"blocks": 1},
+        search={"algorithm": "grid", "max_epochs": 2, "max_consecutive_failures": 1},
+    )
+    run = search(spec, name="nan", out=tmp_path, quiet=True)
+    statuses = dict(zip(run.trials["learning_rate"], run.trials["status"]))
+    assert statuses[1e38] == "diverged" and statuses[1e-2] == "completed"
+    diverged = run.trials[run.trials["status"] == "diverged"].iloc[0]
+    assert diverged["reason"].startswith("training loss became NaN or infinite") and pd_isna(diverged["rank"])
+    assert run.best["values"]["learning_rate"] == 1e-2
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
+
+
+def test_max_trials_and_time_budget_stop_cleanly(tmp_path):
+    run = search(tiny(search={"max_trials": 2}), name="capped", out=tmp_path, quiet=True)
+    assert len(run.trials) - sum(run.trials["status"] == "infeasible") == 2
+    assert run.manifest["stop_reason"] == "max_trials = 2 reached"
+    timed = search(tiny(search={"time_budget": "1s"}), name="timed", out=tmp_path, quiet=True)
+    assert timed.manifest["stop_reason"] == "time budget reached" and timed.manifest["status"] == "finished"
+    assert len(timed.trials) < 6
+
+
+def test_search_on_numpy_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (120, 10, 10, 3), dtype=np.uint8)
+    y = np.arange(120) % 3
+    x[y == 1, :5] = 255  # learnable: class 1 is bright on top, class 2 on the left
+    x[y == 2, :, :5] = 255
+    run = search(tiny(search={"algorithm": "random", "max_trials": 2, "max_epochs": 2}), name="arrays", out=tmp_path, data=(x, y), class_names=["dark", "top", "left"], quiet=True)
+    assert run.manifest["data"]["classes"] == ["dark", "top", "left"] and run.manifest["data"]["image_shape"] == [10, 10, 3]
+    assert run.best_model().output_shape == (None, 3)
+
+
+def test_bad_run_names_cannot_escape_the_output_root(tmp_path):
+    with pytest.raises(RunError, match="is not allowed"):
+        search(tiny(), name="../outside", out=tmp_path)
+
+
+def test_interrupted_search_resumes_where_it_stopped(tmp_path):
+    """Killed with SIGKILL mid-search, the same command finishes it; finished trials are not retrained."""
+    spec = write_spec(tmp_path, tiny(search={"max_epochs": 9}), "resume.yaml")
+    out = tmp_path / "reports"
+    command = [sys.executable, "-m", "tuning", "search", str(spec), "--out", str(out), "--quiet"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trials = out / "resume" / "trials"
+    deadline = time.time() + 240
+    while time.time() < deadline and len([p for p in trials.glob("0*.json")]) < 3:
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    kept = {p.name: p.read_text() for p in trials.glob("0*.json")}
+    assert len(kept) >= 3
+    assert json.loads((out / "resume" / "run.json").read_text())["status"] == "running"
+
+    assert main(["search", str(spec), "--out", str(out), "--quiet"]) == 0
+    final = {p.name: p.read_text() for p in trials.glob("0*.json")}
+    assert all(final[name] == text for name, text in kept.items())
+    run = open_run(out / "resume")
+    assert run.status == "finished" and run.manifest["sessions"] == 2
+    assert len([t for t in run.trials["trial_id"] if not t.startswith("infeasible")]) == run.plan["trials"]
+
+
+def test_validate_does_not_import_tensorflow():
+    code = (
+        "import sys; from tuning.cli import main; rc = main(['validate', 'search_spaces/digits.yaml']);"
+        "heavy = [m for m in ('tensorflow', 'keras', 'keras_tuner', 'pandas', 'sklearn') if m in sys.modules];"
+        "print('HEAVY', heavy); sys.exit(rc)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+    assert "totals: 23 trials, 17 distinct configurations, 75 epochs before early stopping" in result.stdout
