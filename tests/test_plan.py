@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from tuning import load_spec, plan
-from tuning.plan import hyperband_rounds
+from tuning.planner import hyperband_rounds
 
 from .conftest import tiny
 

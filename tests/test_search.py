@@ -266,3 +266,24 @@ def test_validate_does_not_import_tensorflow():
     assert result.returncode == 0, result.stderr
     assert "HEAVY []" in result.stdout
     assert "totals: 23 trials, 17 distinct configurations, 75 epochs before early stopping" in result.stdout
+
+
+@pytest.mark.parametrize("algorithm", ["random", "bayesian", "grid"])
+def test_other_kerastuner_algorithms(tmp_path, algorithm):
+    spec = tiny(
+        model={"blocks": 1, "filters": {"choice": [8, 16]}},
+        training={"learning_rate": {"choice": [1e-3, 3e-3]}},
+        search={"algorithm": algorithm, "max_trials": 3, "max_epochs": 1},
+    )
+    run = search(spec, name=algorithm, out=tmp_path, quiet=True)
+    trials = run.trials
+    assert len(trials) == 3 and set(trials["status"]) == {"completed"}
+    assert list(trials["epochs_trained"]) == [1, 1, 1] and trials["bracket"].isna().all()
+    assert len({(r.filters, r.learning_rate) for r in trials.itertuples()}) == 3  # never the same configuration twice
+
+
+def test_shipped_digits_space_reaches_its_promised_accuracy(tmp_path):
+    """search_spaces/digits.yaml: the quickstart the README promises (>= 0.95 test accuracy)."""
+    run = search(ROOT / "search_spaces" / "digits.yaml", out=tmp_path, quiet=True)
+    assert run.status == "finished" and run.manifest["stop_reason"] == "plan complete"
+    assert run.best["test"]["accuracy"] >= 0.95

@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from .plan import plan
+    from .planner import plan
     from .spec import load_spec
 
     spec = load_spec(args.spec)
@@ -105,7 +105,7 @@ def describe_plan(spec: Any, the_plan: Any) -> str:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from .search import search
+    from .runner import search
 
     run = search(args.spec, name=args.name, out=args.out, overwrite=args.overwrite, quiet=args.quiet)
     manifest = run.manifest

@@ -13,6 +13,8 @@ What this module changes in KerasTuner, and why (everything else is KerasTuner's
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import time
 import traceback
@@ -198,7 +200,8 @@ class SpecTuner(kt.Tuner):
         self.store = store
         self.deadline: float | None = None
         self._consecutive_failures = 0
-        super().__init__(oracle=oracle, hypermodel=hypermodel, directory=directory, project_name="kerastuner", overwrite=overwrite)
+        with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner from ..."; we say it our way
+            super().__init__(oracle=oracle, hypermodel=hypermodel, directory=directory, project_name="kerastuner", overwrite=overwrite)
 
     def _populate_initial_space(self) -> None:
         # The YAML declares the whole space, conditions included: no discovery builds needed.

@@ -34,6 +34,8 @@ class SearchProgress:
         self.epoch_budget = 0
         self.epoch = 0
         self.trial_id = ""
+        if done_trials and not quiet:
+            print(f"resuming: {done_trials} finished trials kept, not retrained", file=self.stream, flush=True)
         use_live = (self.stream.isatty() or _in_notebook()) if live is None else live
         self._live: Any = None
         if use_live and not quiet:

@@ -18,7 +18,7 @@ import numpy as np
 from . import feasibility
 from .data import load_data
 from .errors import RunError, SearchAborted, SpecError, Problem
-from .plan import Plan, plan as make_plan
+from .planner import Plan, plan as make_plan
 from .records import RunStore, utc_now, write_atomic
 from .runtime import prepare_devices, quiet_logs, versions
 from .space import resolve

@@ -1,0 +1,24 @@
+"""The public Python API: pinned names, and functions that stay functions."""
+
+from __future__ import annotations
+
+import tuning
+
+
+def test_exported_names_are_pinned():
+    assert sorted(tuning.__all__) == sorted(
+        ["DataError", "Problem", "Run", "RunError", "SearchAborted", "SearchSpec", "SpecError", "TuningError", "load_spec", "open_run", "plan", "search"]
+    )
+    for name in tuning.__all__:
+        assert getattr(tuning, name) is not None
+
+
+def test_api_functions_survive_importing_every_module():
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(tuning.__path__):
+        if module.name != "__main__":
+            importlib.import_module(f"tuning.{module.name}")
+    assert callable(tuning.plan) and callable(tuning.search) and callable(tuning.open_run)
+    assert tuning.plan({"version": 1}).total_trials == 23
