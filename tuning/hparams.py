@@ -2,7 +2,8 @@
 
 KerasTuner's own integration writes no experiment config (the dashboard then guesses domains), shows
 last-epoch values instead of the trial's score, hides Hyperband's bracket and round, and writes nothing on
-JAX. Here: TensorBoard's TF-free `EventFileWriter` and the hparams summary protos, nothing from `tf.summary`.
+JAX. Here: TensorBoard's record framing and hparams protos, nothing from `tf.summary`. (TensorBoard's
+`EventFileWriter` imports TensorFlow for file I/O whenever it is installed, so `EventWriter` replaces it.)
 
 Layout under `reports/<name>/logs/`: the experiment config at the top, one run per trial (`<trial_id>/`)
 with its per-epoch scalars (`epoch_*`, numbered from the parent's epochs for a promotion), its session
@@ -11,19 +12,20 @@ start (hyperparameters and Hyperband fields), summary metrics (`score` first) an
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from tensorboard.compat.proto import event_pb2, summary_pb2
-from tensorboard.plugins.hparams import api_pb2
-from tensorboard.plugins.hparams import summary as hp_summary
+from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from tensorboard.plugins.text import summary_v2 as text_summary
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.summary.writer.record_writer import RecordWriter
 
-from .domains import Choice, FloatRange, IntRange, format_value
+from .domains import Choice, FloatRange, IntRange
 from .records import TrialRecord
 from .space import Param
 
@@ -87,21 +89,21 @@ class HParamsLog:
         self.dir = Path(log_dir)
         self.params, self.metric = params, metric
         self.max_epochs, self.brackets = max_epochs, brackets
-        self._writer: EventFileWriter | None = None
+        self._writer: EventWriter | None = None
         self._trial: TrialRecord | None = None
 
     def write_experiment(self) -> None:
         """Once per run: a resumed search finds the config already there and keeps it."""
         if any(self.dir.glob("events.out.tfevents.*")):
             return
-        writer = EventFileWriter(str(self.dir))
+        writer = EventWriter(str(self.dir))
         _add(writer, experiment_config(self.params, self.metric, self.max_epochs, self.brackets), step=0)
         writer.close()
 
     def trial_started(self, record: TrialRecord, epochs: int) -> None:
         run_dir = self.dir / record.trial_id
         shutil.rmtree(run_dir, ignore_errors=True)  # a trial interrupted earlier leaves no stale session
-        self._writer = EventFileWriter(str(run_dir))
+        self._writer = EventWriter(str(run_dir))
         self._trial = record
         _add(self._writer, self._session_start(record), step=0)
         self._writer.flush()
@@ -125,7 +127,7 @@ class HParamsLog:
         if record.status != "completed":
             _add(self._writer, text_summary.text_pb("status", f"{record.status}: {record.reason}"), step=step)
         status = api_pb2.STATUS_SUCCESS if record.status == "completed" else api_pb2.STATUS_FAILURE
-        _add(self._writer, hp_summary.session_end_pb(status), step=step)
+        _add(self._writer, session_end(status), step=step)
         self._writer.close()
         self._writer, self._trial = None, None
 
@@ -148,9 +150,39 @@ class HParamsLog:
         return hp.hparams_pb(values, trial_id=record.trial_id, start_time_secs=int(time.time()))
 
 
-def _add(writer: EventFileWriter, summary: summary_pb2.Summary, step: int) -> None:
+class EventWriter:
+    """An events file in `log_dir`, written with plain file I/O and TensorBoard's record framing."""
+
+    _count = 0
+
+    def __init__(self, log_dir: str):
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        EventWriter._count += 1
+        name = f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}.{os.getpid()}.{EventWriter._count}.tuning"
+        self._file = open(Path(log_dir) / name, "wb")  # noqa: SIM115 - closed in close()
+        self._records = RecordWriter(self._file)
+        self.add_event(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+    def add_event(self, event: event_pb2.Event) -> None:
+        self._records.write(event.SerializeToString())
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            self._file.close()
+
+
+def session_end(status: int) -> summary_pb2.Summary:
+    """The session-end summary, built from TensorBoard's protos (its `session_end_pb` needs TensorFlow)."""
+    data = plugin_data_pb2.HParamsPluginData(session_end_info=plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time()))
+    summary = summary_pb2.Summary()
+    summary.value.add(tag=metadata.SESSION_END_INFO_TAG, metadata=metadata.create_summary_metadata(data), tensor=metadata.NULL_TENSOR)
+    return summary
+
+
+def _add(writer: EventWriter, summary: summary_pb2.Summary, step: int) -> None:
     writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
 
-
-def describe(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={format_value(v)}" for k, v in values.items())

@@ -141,11 +141,13 @@ class RunStore:
     def write_trial(self, record: TrialRecord) -> None:
         write_json(self.trials_dir / f"{record.trial_id}.json", record.to_dict())
 
-    def record_infeasible(self, values: dict[str, Any], reason: str) -> None:
+    def record_infeasible(self, values: dict[str, Any], reason: str) -> TrialRecord:
         """A configuration drawn and rejected before training; it never becomes a KerasTuner trial."""
         count = len(list(self.trials_dir.glob("infeasible-*.json"))) if self.trials_dir.exists() else 0
         now = utc_now()
-        self.write_trial(TrialRecord(f"infeasible-{count + 1:03d}", dict(values), status="infeasible", reason=reason, started_at=now, finished_at=now))
+        record = TrialRecord(f"infeasible-{count + 1:03d}", dict(values), status="infeasible", reason=reason, started_at=now, finished_at=now)
+        self.write_trial(record)
+        return record
 
     def read_trials(self) -> list[TrialRecord]:
         if not self.trials_dir.exists():

@@ -98,11 +98,16 @@ def search(
     model_shape = (*spec.data.image_size, dataset.input_shape[2]) if spec.data.image_size else dataset.input_shape
     hypermodel = SpecHyperModel(spec, dataset.input_shape, dataset.num_classes, dataset.value_max)
     oracle = make_oracle(spec, list(the_plan.params))
-    events = _progress(spec, the_plan, store, progress, quiet)
+    from .hparams import HParamsLog
+
+    brackets = 1 + max(r.bracket for r in the_plan.rounds) if spec.search.algorithm == "hyperband" else None
+    board_log = HParamsLog(run_dir / "logs", list(the_plan.params), spec.search.objective.metric, max_epochs=spec.search.max_epochs, brackets=brackets)
+    board_log.write_experiment()
+    events = Events(_progress(spec, the_plan, store, progress, quiet), board_log)
     tuner = SpecTuner(spec=spec, oracle=oracle, hypermodel=hypermodel, directory=str(run_dir), events=events, store=store)
     oracle.verbose = 0  # KerasTuner's own printing is replaced by ours
     oracle.is_feasible = lambda values: feasibility.check(resolve(spec, values), model_shape, dataset.num_classes, spec.search.max_params)
-    oracle.on_infeasible = store.record_infeasible
+    oracle.on_infeasible = lambda values, reason: board_log.infeasible(store.record_infeasible(values, reason))
     budget = spec.search.time_budget_seconds
     started = time.time()
     if budget is not None:
@@ -126,6 +131,29 @@ def search(
     if error is not None:
         raise error
     return Run(run_dir)
+
+
+class Events:
+    """Hands each event of the tuner to every listener: the progress view and the TensorBoard log."""
+
+    def __init__(self, *listeners: Any):
+        self.listeners = listeners
+
+    def trial_started(self, record: Any, epochs: int) -> None:
+        for listener in self.listeners:
+            listener.trial_started(record, epochs)
+
+    def epoch_done(self, epoch: int, row: dict[str, float]) -> None:
+        for listener in self.listeners:
+            listener.epoch_done(epoch, row)
+
+    def trial_finished(self, record: Any) -> None:
+        for listener in self.listeners:
+            listener.trial_finished(record)
+
+    def close(self) -> None:
+        for listener in self.listeners:
+            listener.close()
 
 
 def _prepare_directory(store: RunStore, spec: SearchSpec, overwrite: bool) -> bool:

@@ -1,0 +1,153 @@
+"""TensorBoard HParams logs, read back with TensorBoard's own loading code and served by a real TensorBoard."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2, metadata
+
+from tuning import search
+
+from .conftest import ROOT, tiny
+
+pytestmark = pytest.mark.slow
+
+SPEC = tiny(
+    model={"blocks": {"int": [1, 2]}, "padding": {"choice": ["same", "valid"]}, "batch_norm": {"choice": [True, False]}, "filters": {"choice": [8, 16]}},
+)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return search(SPEC, name="board", out=tmp_path_factory.mktemp("hp"), quiet=True)
+
+
+def load(path):
+    accumulator = EventAccumulator(str(path), size_guidance={"tensors": 0, "scalars": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def plugin_data(accumulator, tag):
+    return metadata.parse_session_start_info_plugin_data if tag else None
+
+
+def test_experiment_config_has_true_domains_and_metrics(run):
+    acc = load(run.path / "logs")
+    content = acc.PluginTagToContent("hparams")[metadata.EXPERIMENT_TAG]
+    experiment = metadata.parse_experiment_plugin_data(content)
+    infos = {h.name: h for h in experiment.hparam_infos}
+    assert set(infos) == {"blocks", "filters", "padding", "batch_norm", "learning_rate", "bracket", "round", "epochs", "parent_trial"}
+    assert (infos["blocks"].domain_interval.min_value, infos["blocks"].domain_interval.max_value) == (1, 2)
+    assert [v.string_value for v in infos["padding"].domain_discrete.values] == ["same", "valid"]
+    assert sorted(v.bool_value for v in infos["batch_norm"].domain_discrete.values) == [False, True]
+    assert sorted(v.number_value for v in infos["filters"].domain_discrete.values) == [8.0, 16.0]
+    lr = infos["learning_rate"]
+    assert (lr.domain_interval.min_value, lr.domain_interval.max_value) == (1e-3, 1e-2) and "log scale" in lr.description
+    assert "training.learning_rate" in lr.description
+    tags = [m.name.tag for m in experiment.metric_infos]
+    assert tags[0] == "score" and {"val_loss", "val_accuracy", "loss", "accuracy", "epochs_trained", "params", "wall_time_s"} <= set(tags)
+
+
+def test_one_session_per_trial_with_values_status_and_score(run):
+    with open(run.path / "trials.csv", newline="") as handle:
+        rows = {r["trial_id"]: r for r in csv.DictReader(handle)}
+    runs = sorted(p.name for p in (run.path / "logs").iterdir() if p.is_dir())
+    assert runs == sorted(rows)
+    for trial_id, row in rows.items():
+        acc = load(run.path / "logs" / trial_id)
+        content = acc.PluginTagToContent("hparams")
+        start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+        end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
+        assert start.group_name == trial_id or start.hparams
+        record = json.loads((run.path / "trials" / f"{trial_id}.json").read_text())
+        for name, value in record["values"].items():
+            logged = start.hparams[name]
+            assert (logged.string_value or logged.bool_value or logged.number_value) == value or logged.number_value == pytest.approx(value)
+        if row["status"] == "completed":
+            assert end.status == api_pb2.STATUS_SUCCESS
+            score = acc.Scalars("score")
+            assert len(score) == 1 and score[0].value == pytest.approx(float(row["score"]))
+            epochs = [e.step for e in acc.Scalars("epoch_val_accuracy")]
+            assert epochs == [h["epoch"] for h in record["history"]]
+            assert "epoch_learning_rate" in acc.Tags()["scalars"]
+            if row["parent_trial"]:  # a promotion continues its parent's steps and names it
+                assert start.hparams["parent_trial"].string_value == row["parent_trial"]
+                assert epochs[0] == int(row["initial_epoch"]) + 1
+        else:
+            assert end.status == api_pb2.STATUS_FAILURE
+            assert row["status"] in acc.Tensors("status")[0].tensor_proto.string_val[0].decode()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_real_tensorboard_lists_every_trial_in_leaderboard_order(run):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(run.path / "logs"), "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}/data/plugin/hparams"
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                experiment = post(f"{base}/experiment", {"experimentName": ""})
+                groups = post(f"{base}/session_groups", {
+                    "experimentName": "", "startIndex": 0, "sliceSize": 1000,
+                    "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+                    "colParams": [{"metric": {"tag": "score", "group": ""}, "order": "ORDER_DESC", "missingValuesFirst": False}],
+                })  # fmt: skip
+                if len(groups.get("sessionGroups", [])) == len(run.trials):
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline, "TensorBoard did not serve the HParams data in time"
+            time.sleep(1)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert [h["name"] for h in experiment["hparamInfos"]][:1] and experiment["metricInfos"][0]["name"]["tag"] == "score"
+    listed = [g["name"] for g in groups["sessionGroups"]]
+    ranked = [t for t in run.trials[run.trials["rank"].notna()]["trial_id"]]
+    assert listed[: len(ranked)] == ranked
+
+
+def test_logging_module_never_imports_tensorflow(tmp_path):
+    code = f"""
+import sys
+from tuning import load_spec
+from tuning.space import parameters
+from tuning.hparams import HParamsLog
+from tuning.records import TrialRecord
+spec = load_spec({SPEC!r})
+log = HParamsLog(__import__('pathlib').Path({str(tmp_path)!r}), parameters(spec), 'val_accuracy', max_epochs=3, brackets=2)
+log.write_experiment()
+record = TrialRecord('0000', {{'blocks': 1, 'filters': 8, 'padding': 'same', 'batch_norm': True, 'learning_rate': 0.002}}, {{'bracket': 1, 'round': 0, 'epochs': 1}})
+log.trial_started(record, 1); log.epoch_done(1, {{'epoch': 1, 'loss': 1.0}})
+record.status, record.score, record.history = 'completed', 0.5, [{{'epoch': 1, 'loss': 1.0}}]
+log.trial_finished(record)
+print('TF', 'tensorflow' in sys.modules, 'keras' in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "TF False False" in result.stdout
+    assert list((tmp_path / "0000").glob("events.out.tfevents.*"))
