@@ -151,3 +151,32 @@ print('TF', 'tensorflow' in sys.modules, 'keras' in sys.modules)
     assert result.returncode == 0, result.stderr
     assert "TF False False" in result.stdout
     assert list((tmp_path / "0000").glob("events.out.tfevents.*"))
+
+
+def test_board_command_serves_runs_side_by_side_and_stops_on_ctrl_c(run, tmp_path):
+    import signal
+
+    from tuning.board import logdir_spec
+
+    assert logdir_spec([run.path]) == ["--logdir", str(run.path / "logs")]
+    spec = logdir_spec([run.path, run.path])
+    assert spec[0] == "--logdir_spec" and spec[1].count(":") == 2
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tuning", "board", str(run.path), "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith(f"TensorBoard: http://127.0.0.1:{port}/")
+        runs = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=30).read())
+        assert set(runs) >= set(run.trials["trial_id"])
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5)
+
+
+def test_board_refuses_a_folder_without_logs(tmp_path, capsys):
+    from tuning.cli import main
+
+    assert main(["board", str(tmp_path)]) == 2
+    assert "has no logs/ folder" in capsys.readouterr().err

@@ -255,6 +255,17 @@ def test_interrupted_search_resumes_where_it_stopped(tmp_path):
     assert run.status == "finished" and run.manifest["sessions"] == 2
     assert len([t for t in run.trials["trial_id"] if not t.startswith("infeasible")]) == run.plan["trials"]
 
+    # TensorBoard: the trial killed mid-way was logged again from scratch, so one session per trial.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    sessions = sorted(p.name for p in (out / "resume" / "logs").iterdir() if p.is_dir())
+    assert sessions == sorted(run.trials["trial_id"])
+    for name in sessions:
+        acc = EventAccumulator(str(out / "resume" / "logs" / name), size_guidance={"tensors": 0})
+        acc.Reload()
+        assert len(acc.Tensors(metadata.SESSION_START_INFO_TAG)) == 1 and len(acc.Tensors(metadata.SESSION_END_INFO_TAG)) == 1
+
 
 def test_validate_does_not_import_tensorflow():
     code = (

@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--overwrite", action="store_true", help="delete an existing run of that name and start over")
     search.add_argument("--quiet", action="store_true", help="print only the final summary")
     search.set_defaults(handler=_search)
+
+    board = commands.add_parser("board", help="start TensorBoard (HParams dashboard) on one run or several side by side")
+    board.add_argument("runs", metavar="RUN", nargs="+", help="run directories, e.g. reports/digits")
+    board.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    board.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    board.set_defaults(handler=_board)
     return parser
 
 
@@ -122,6 +128,20 @@ def _search(args: argparse.Namespace) -> int:
     for label, name in (("leaderboard", "leaderboard.md"), ("trials", "trials.csv"), ("best model", "best_model.keras"), ("manifest", "run.json")):
         if (run.path / name).exists():
             print(f"{label + ':':13}{run.path / name}")
+    return 0
+
+
+def _board(args: argparse.Namespace) -> int:
+    from .board import start_board
+
+    board = start_board(args.runs, host=args.host, port=args.port)
+    print(f"TensorBoard: {board.url}#hparams  (Ctrl-C to stop)", flush=True)
+    try:
+        board.wait()
+    except KeyboardInterrupt:
+        print("stopping TensorBoard")
+    finally:
+        board.stop()
     return 0
 
 

@@ -97,6 +97,13 @@ class Run:
             raise RunError(f"{self.path} has no best_model.keras yet (no trial has completed)")
         return keras.saving.load_model(path, safe_mode=True)
 
+    def board(self, *, port: int | None = None, host: str = "127.0.0.1") -> str:
+        """Start TensorBoard on this run (HParams tab included) and return its URL; it stops with Python."""
+        from .board import start_board
+
+        self._board = start_board([self.path], host=host, port=port)
+        return self._board.url
+
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, status={self.status!r}, trials={len(self.store.read_trials())})"
 
