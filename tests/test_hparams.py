@@ -180,3 +180,25 @@ def test_board_refuses_a_folder_without_logs(tmp_path, capsys):
 
     assert main(["board", str(tmp_path)]) == 2
     assert "has no logs/ folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("jax") is None, reason="JAX is not installed")
+def test_same_logs_on_the_jax_backend(tmp_path):
+    import os
+
+    from tuning import open_run
+
+    from .conftest import write_spec
+
+    spec = write_spec(tmp_path, tiny(search={"algorithm": "random", "max_trials": 3, "max_epochs": 2}), "jax.yaml")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run([sys.executable, "-m", "tuning", "search", str(spec), "--out", str(tmp_path), "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    run = open_run(tmp_path / "jax")
+    assert run.manifest["backend"] == "jax"
+    experiment = metadata.parse_experiment_plugin_data(load(run.path / "logs").PluginTagToContent("hparams")[metadata.EXPERIMENT_TAG])
+    assert [m.name.tag for m in experiment.metric_infos][0] == "score"
+    for row in run.trials.itertuples():
+        acc = load(run.path / "logs" / row.trial_id)
+        assert acc.Scalars("score")[0].value == pytest.approx(row.score)
+        assert len(acc.Scalars("epoch_loss")) == row.epochs_trained
