@@ -192,7 +192,9 @@ def test_same_logs_on_the_jax_backend(tmp_path):
 
     spec = write_spec(tmp_path, tiny(search={"algorithm": "random", "max_trials": 3, "max_epochs": 2}), "jax.yaml")
     env = {**os.environ, "KERAS_BACKEND": "jax"}
-    result = subprocess.run([sys.executable, "-m", "tuning", "search", str(spec), "--out", str(tmp_path), "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "tuning", "search", str(spec), "--out", str(tmp_path), "--quiet"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     run = open_run(tmp_path / "jax")
     assert run.manifest["backend"] == "jax"

@@ -151,7 +151,14 @@ def test_optimizer_state_survives_a_promotion(finished):
     spec_path, run_dir = finished
     spec = load_spec(spec_path)
     data = load_data(spec.data, spec.base_dir, seed=0)
-    tuner = SpecTuner(spec=spec, oracle=make_oracle(spec, parameters(spec)), hypermodel=SpecHyperModel(spec, data.input_shape, 10, data.value_max), directory=str(run_dir), events=None, store=None)
+    tuner = SpecTuner(
+        spec=spec,
+        oracle=make_oracle(spec, parameters(spec)),
+        hypermodel=SpecHyperModel(spec, data.input_shape, 10, data.value_max),
+        directory=str(run_dir),
+        events=None,
+        store=None,
+    )
     promoted = next(t for t in tuner.oracle.trials.values() if "tuner/trial_id" in t.hyperparameters.values)
     parent_id = promoted.hyperparameters.values["tuner/trial_id"]
     parent = json.loads((run_dir / "trials" / f"{parent_id}.json").read_text())
@@ -222,7 +229,14 @@ def test_search_on_numpy_arrays(tmp_path):
     y = np.arange(120) % 3
     x[y == 1, :5] = 255  # learnable: class 1 is bright on top, class 2 on the left
     x[y == 2, :, :5] = 255
-    run = search(tiny(search={"algorithm": "random", "max_trials": 2, "max_epochs": 2}), name="arrays", out=tmp_path, data=(x, y), class_names=["dark", "top", "left"], quiet=True)
+    run = search(
+        tiny(search={"algorithm": "random", "max_trials": 2, "max_epochs": 2}),
+        name="arrays",
+        out=tmp_path,
+        data=(x, y),
+        class_names=["dark", "top", "left"],
+        quiet=True,
+    )
     assert run.manifest["data"]["classes"] == ["dark", "top", "left"] and run.manifest["data"]["image_shape"] == [10, 10, 3]
     assert run.best_model().output_shape == (None, 3)
 
@@ -234,18 +248,18 @@ def test_bad_run_names_cannot_escape_the_output_root(tmp_path):
 
 def test_interrupted_search_resumes_where_it_stopped(tmp_path):
     """Killed with SIGKILL mid-search, the same command finishes it; finished trials are not retrained."""
-    spec = write_spec(tmp_path, tiny(search={"max_epochs": 9}), "resume.yaml")
+    spec = write_spec(tmp_path, tiny(), "resume.yaml")
     out = tmp_path / "reports"
     command = [sys.executable, "-m", "tuning", "search", str(spec), "--out", str(out), "--quiet"]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trials = out / "resume" / "trials"
     deadline = time.time() + 240
-    while time.time() < deadline and len([p for p in trials.glob("0*.json")]) < 3:
+    while time.time() < deadline and len([p for p in trials.glob("0*.json")]) < 2:
         time.sleep(0.2)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     kept = {p.name: p.read_text() for p in trials.glob("0*.json")}
-    assert len(kept) >= 3
+    assert 2 <= len(kept) < 6
     assert json.loads((out / "resume" / "run.json").read_text())["status"] == "running"
 
     assert main(["search", str(spec), "--out", str(out), "--quiet"]) == 0

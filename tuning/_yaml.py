@@ -62,14 +62,15 @@ def _walk(node: yaml.Node, path: Path_, lines: dict[Path_, int], dups: list[Prob
             key = key_node.value
             line = key_node.start_mark.line + 1
             if key in seen:
-                where = ".".join(str(p) for p in (*path, key))
+                where = ".".join(str(p) for p in path + (key,))
                 dups.append(Problem(where, f"duplicate key (first given on line {seen[key]})", filename, line))
             seen[key] = line
-            lines[(*path, key)] = line
-            _walk(value_node, (*path, key), lines, dups, filename)
+            child = path + (key,)
+            lines[child] = line
+            _walk(value_node, child, lines, dups, filename)
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _walk(item, (*path, index), lines, dups, filename)
+            _walk(item, path + (index,), lines, dups, filename)
 
 
 def line_of(lines: dict[Path_, int], path: Path_) -> int | None:

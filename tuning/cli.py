@@ -63,7 +63,10 @@ def _validate(args: argparse.Namespace) -> int:
     the_plan = plan(spec)
     print(describe_plan(spec, the_plan))
     if the_plan.feasibility.all_infeasible:
-        print(f"error: {args.spec}: no configuration of the space can be built on {_shape(the_plan.input_shape)} images; see the infeasible groups above", file=sys.stderr)
+        print(
+            f"error: {args.spec}: no configuration of the space can be built on {_shape(the_plan.input_shape)} images; see the infeasible groups above",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
@@ -73,11 +76,15 @@ def describe_plan(spec: Any, the_plan: Any) -> str:
     from .domains import format_value
 
     lines = [f"{spec.file or 'spec'}: valid (version {spec.version}{', name ' + spec.name if spec.name else ''})"]
-    lines.append(f"data: {spec.data.source}{' ' + spec.data.path if spec.data.path else ''}; model input {_shape(the_plan.input_shape)}, {the_plan.num_classes} classes")
+    lines.append(
+        f"data: {spec.data.source}{' ' + spec.data.path if spec.data.path else ''}; model input {_shape(the_plan.input_shape)}, {the_plan.num_classes} classes"
+    )
     lines.append("")
     params = the_plan.params
     lines.append(f"Search space: {len(params)} hyperparameters")
-    table = [["name", "kind", "domain", "condition"]] + [[p.name, p.domain.kind, p.domain.describe(), p.condition.describe() if p.condition else ""] for p in params]
+    table = [["name", "kind", "domain", "condition"]] + [
+        [p.name, p.domain.kind, p.domain.describe(), p.condition.describe() if p.condition else ""] for p in params
+    ]
     lines += _table(table)
     size = the_plan.space_size
     lines.append(f"distinct configurations: {size:,}" if size is not None else "distinct configurations: unlimited (a continuous range)")
@@ -85,9 +92,13 @@ def describe_plan(spec: Any, the_plan: Any) -> str:
     lines.append("")
     method = "all combinations" if feas.exhaustive else "a seeded sample"
     if feas.infeasible == 0:
-        lines.append(f"Feasibility on {_shape(feas.input_shape)}: every configuration can be built ({method} of the values that set shape{' and size' if spec.search.max_params else ''} checked: {feas.checked:,})")
+        lines.append(
+            f"Feasibility on {_shape(feas.input_shape)}: every configuration can be built ({method} of the values that set shape{' and size' if spec.search.max_params else ''} checked: {feas.checked:,})"
+        )
     else:
-        lines.append(f"Feasibility on {_shape(feas.input_shape)}: {feas.infeasible:,} of {feas.checked:,} checked combinations ({method}) cannot be built; they are never trained:")
+        lines.append(
+            f"Feasibility on {_shape(feas.input_shape)}: {feas.infeasible:,} of {feas.checked:,} checked combinations ({method}) cannot be built; they are never trained:"
+        )
         for settings, reason, count in feas.groups[:12]:
             lines.append(f"  {settings}: {reason} ({count:,})")
         if len(feas.groups) > 12:
@@ -97,11 +108,15 @@ def describe_plan(spec: Any, the_plan: Any) -> str:
     if the_plan.algorithm == "hyperband":
         lines.append(f"Hyperband plan (max_epochs {search.max_epochs}, factor {search.factor}, iterations {search.iterations}), as KerasTuner schedules it:")
         rows = [["iteration", "bracket", "round", "trials", "epochs (from-to)", "epochs trained"]]
-        rows += [[str(r.iteration), str(r.bracket), str(r.round), str(r.trials), f"{r.initial_epoch}-{r.epochs}", str(r.epochs_trained)] for r in the_plan.rounds]
+        rows += [
+            [str(r.iteration), str(r.bracket), str(r.round), str(r.trials), f"{r.initial_epoch}-{r.epochs}", str(r.epochs_trained)] for r in the_plan.rounds
+        ]
         lines += _table(rows)
     else:
         lines.append(f"{the_plan.algorithm} search: {the_plan.total_trials} trials of up to {search.max_epochs} epochs")
-    lines.append(f"totals: {the_plan.total_trials} trials, {the_plan.distinct_configurations} distinct configurations, {the_plan.total_epochs} epochs before early stopping")
+    lines.append(
+        f"totals: {the_plan.total_trials} trials, {the_plan.distinct_configurations} distinct configurations, {the_plan.total_epochs} epochs before early stopping"
+    )
     caps = [f"max_trials {search.max_trials}" if search.max_trials else "", f"time budget {format_value(search.time_budget)}" if search.time_budget else ""]
     if any(caps):
         lines.append("caps: " + ", ".join(c for c in caps if c))
@@ -116,14 +131,18 @@ def _search(args: argparse.Namespace) -> int:
     run = search(args.spec, name=args.name, out=args.out, overwrite=args.overwrite, quiet=args.quiet)
     manifest = run.manifest
     print()
-    print(f"search {manifest['status']}: {manifest.get('stop_reason')}; {len([r for r in run.records() if not r.trial_id.startswith('infeasible-')])} trials in {manifest['elapsed_s']:.0f}s")
+    print(
+        f"search {manifest['status']}: {manifest.get('stop_reason')}; {len([r for r in run.records() if not r.trial_id.startswith('infeasible-')])} trials in {manifest['elapsed_s']:.0f}s"
+    )
     from .results import top_text
 
     print(f"top 5 by {manifest['objective']['metric']} ({manifest['objective']['direction']}):")
     print(top_text(run.rows(), run.parameters, 5))
     best = run.best
     if best and best.get("test"):
-        print(f"best trial {best['trial_id']}: test accuracy {best['test'].get('accuracy', float('nan')):.4f}, test loss {best['test'].get('loss', float('nan')):.4f}")
+        print(
+            f"best trial {best['trial_id']}: test accuracy {best['test'].get('accuracy', float('nan')):.4f}, test loss {best['test'].get('loss', float('nan')):.4f}"
+        )
     print()
     for label, name in (("leaderboard", "leaderboard.md"), ("trials", "trials.csv"), ("best model", "best_model.keras"), ("manifest", "run.json")):
         if (run.path / name).exists():

@@ -105,15 +105,17 @@ def describe(data_spec: Any, base_dir: Path) -> tuple[tuple[int, int, int], int]
     return shape, classes
 
 
-def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.ndarray] | None = None) -> Dataset:
-    """Load, check and split the data once for a whole search."""
-    raw = from_arrays(arrays) if arrays is not None else LOADERS[data_spec.source](data_spec, base_dir)
+def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.ndarray] | None = None, class_names: Sequence[str] | None = None) -> Dataset:
+    """Load, check and split the data once for a whole search; `arrays` replace the spec's source."""
+    raw = from_arrays(arrays, class_names) if arrays is not None else LOADERS[data_spec.source](data_spec, base_dir)
     rng = np.random.default_rng(seed)
     x_train, y_train = _standardize(raw.x_train, raw.y_train, raw.origin, "train", len(raw.class_names))
     if raw.x_test is not None and raw.y_test is not None:
         x_test, y_test = _standardize(raw.x_test, raw.y_test, raw.origin, "test", len(raw.class_names))
         if x_test.shape[1:] != x_train.shape[1:]:
-            raise DataError(f"{raw.origin}: test images are {x_test.shape[1:]} but training images are {x_train.shape[1:]}; both sets must have one image shape")
+            raise DataError(
+                f"{raw.origin}: test images are {x_test.shape[1:]} but training images are {x_train.shape[1:]}; both sets must have one image shape"
+            )
     else:
         keep, held = stratified_split(y_train, data_spec.test_split, rng, raw.origin)
         x_train, y_train, x_test, y_test = x_train[keep], y_train[keep], x_train[held], y_train[held]
@@ -127,7 +129,9 @@ def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.nda
     present = np.unique(y_train[keep])
     if len(present) < len(raw.class_names):
         missing = sorted(set(range(len(raw.class_names))) - set(present.tolist()))
-        raise DataError(f"{raw.origin}: classes {[raw.class_names[i] for i in missing]} have no training images after the split; add images or raise data.max_train_samples")
+        raise DataError(
+            f"{raw.origin}: classes {[raw.class_names[i] for i in missing]} have no training images after the split; add images or raise data.max_train_samples"
+        )
     value_max = raw.value_max or (255.0 if x_train.dtype == np.uint8 else (1.0 if np.max(x_train) <= 1.0 else 255.0))
     return Dataset(x_train[keep], y_train[keep], x_train[held], y_train[held], x_test, y_test, raw.class_names, raw.origin, value_max)
 
@@ -228,7 +232,9 @@ def _npz(data_spec: Any, base_dir: Path) -> RawData:
         raise DataError(f"{path}: not a readable .npz file ({exc}); save one with numpy.savez(path, x_train=..., y_train=...)") from None
     missing = [k for k in ("x_train", "y_train") if k not in arrays]
     if missing:
-        raise DataError(f"{path}: missing {', '.join(missing)}; found {', '.join(sorted(arrays)) or 'no arrays'}. Expected x_train, y_train and optionally x_test, y_test, class_names")
+        raise DataError(
+            f"{path}: missing {', '.join(missing)}; found {', '.join(sorted(arrays)) or 'no arrays'}. Expected x_train, y_train and optionally x_test, y_test, class_names"
+        )
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise DataError(f"{path}: has only one of x_test and y_test; give both or neither")
     names = [str(n) for n in arrays["class_names"]] if "class_names" in arrays else None
@@ -302,7 +308,9 @@ def _mnist_like(name: str, class_names: tuple[str, ...]) -> Loader:
         files = [_find(folder, stem) for stem in stems]
         if any(f is None for f in files):
             missing = [s for s, f in zip(stems, files) if f is None]
-            raise DataError(f"data.path: {folder} lacks {', '.join(missing)} (.gz or uncompressed); expected the four IDX files Keras downloads for {name}, or mnist.npz")
+            raise DataError(
+                f"data.path: {folder} lacks {', '.join(missing)} (.gz or uncompressed); expected the four IDX files Keras downloads for {name}, or mnist.npz"
+            )
         x, y, xt, yt = (_read_idx(f) for f in files)  # type: ignore[arg-type]
         return RawData(x, y, xt, yt, class_names, str(folder))
 
@@ -347,7 +355,9 @@ def _pickle_reader(root: Path) -> Callable[[str], dict[bytes, Any]]:
         def from_tar(name: str) -> dict[bytes, Any]:
             if name not in members:
                 raise DataError(f"data.path: {root} has no member {name}")
-            return pickle.load(archive.extractfile(members[name]), encoding="bytes")  # noqa: S301 - the user's own CIFAR files
+            handle = archive.extractfile(members[name])
+            assert handle is not None  # members holds regular files only
+            return pickle.load(handle, encoding="bytes")  # noqa: S301 - the user's own CIFAR files
 
         return from_tar
     folders = [root, *[p for p in root.iterdir() if p.is_dir()]] if root.is_dir() else [root]

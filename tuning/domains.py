@@ -64,15 +64,16 @@ class _Range(Frozen, Generic[T]):
     def _check(self) -> _Range[T]:
         if len(self.bounds) != 2:
             raise ValueError(f"expected [low, high]. Received: {self.bounds!r}")
-        low, high = self.bounds
+        low, high = self.low, self.high
         if low > high:
             raise ValueError(f"low must not exceed high. Received: [{_fmt(low)}, {_fmt(high)}]; did you mean [{_fmt(high)}, {_fmt(low)}]?")
         if self.log and low <= 0:
             raise ValueError(f"log sampling needs low > 0. Received: low={_fmt(low)}")
-        if self.step is not None:
-            if self.step <= 0:
+        step: Any = self.step
+        if step is not None:
+            if step <= 0:
                 raise ValueError(f"step must be > 0. Received: step={_fmt(self.step)}")
-            if self.log and self.step <= 1:
+            if self.log and step <= 1:
                 raise ValueError(f"with log: true the step is a factor and must be > 1. Received: step={_fmt(self.step)}")
         return self
 
@@ -96,7 +97,7 @@ class IntRange(_Range[T], Generic[T]):
 
     def values(self) -> list[Any]:
         low, high = int(self.low), int(self.high)
-        step = self.step or 1
+        step: Any = self.step or 1
         if self.log and self.step is not None:
             out, v = [], float(low)
             while v <= high + 1e-9:
@@ -120,7 +121,7 @@ class FloatRange(_Range[T], Generic[T]):
     def values(self) -> list[Any] | None:
         if self.step is None:
             return None
-        low, high, step = float(self.low), float(self.high), float(self.step)
+        low, high, step = float(self.low), float(self.high), float(self.step)  # type: ignore[arg-type]
         if self.log:
             n = int(math.floor(math.log(high / low) / math.log(step) + 1e-9)) + 1
             return [low * step**i for i in range(n)]

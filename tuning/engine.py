@@ -200,6 +200,7 @@ class SpecTuner(kt.Tuner):
         self.store = store
         self.deadline: float | None = None
         self._consecutive_failures = 0
+        self._last_record: TrialRecord | None = None
         with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner from ..."; we say it our way
             super().__init__(oracle=oracle, hypermodel=hypermodel, directory=directory, project_name="kerastuner", overwrite=overwrite)
 
@@ -230,7 +231,9 @@ class SpecTuner(kt.Tuner):
         hp = trial.hyperparameters
         values = active_values(hp)
         hyperband = {k[6:]: v for k, v in hp.values.items() if k.startswith("tuner/")}
-        record = TrialRecord(trial_id=trial.trial_id, values=values, hyperband=hyperband, seed=trial_seed(self.spec.search.seed, trial.trial_id), started_at=utc_now())
+        record = TrialRecord(
+            trial_id=trial.trial_id, values=values, hyperband=hyperband, seed=trial_seed(self.spec.search.seed, trial.trial_id), started_at=utc_now()
+        )
         start = time.perf_counter()
         epochs = int(hyperband.get("epochs", self.spec.search.max_epochs))
         initial_epoch = int(hyperband.get("initial_epoch", 0))
@@ -293,8 +296,7 @@ class SpecTuner(kt.Tuner):
 
     def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
         super().on_trial_end(trial)
-        record = getattr(self, "_last_record", None)
-        self._last_record = None
+        record, self._last_record = self._last_record, None
         if record is None:
             return
         self.events.trial_finished(record)

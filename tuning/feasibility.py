@@ -20,13 +20,16 @@ ENUMERATION_LIMIT = 20_000
 def feature_maps(config: TrialConfig, input_hw: tuple[int, int]) -> tuple[list[tuple[int, int]], str | None]:
     """Spatial size after each block, and why the configuration is infeasible (None if it is fine)."""
     h, w = input_hw
-    sizes = []
+    sizes: list[tuple[int, int]] = []
     for block in range(config.blocks):
         for _ in range(config.convs_per_block):
             if config.padding == "valid":
                 h, w = h - config.kernel_size + 1, w - config.kernel_size + 1
                 if h < 1 or w < 1:
-                    return sizes, f"feature maps shrink below 1 pixel in block {block + 1} ({config.kernel_size}x{config.kernel_size} 'valid' convolution on {h + config.kernel_size - 1}x{w + config.kernel_size - 1})"
+                    return (
+                        sizes,
+                        f"feature maps shrink below 1 pixel in block {block + 1} ({config.kernel_size}x{config.kernel_size} 'valid' convolution on {h + config.kernel_size - 1}x{w + config.kernel_size - 1})",
+                    )
         if config.pooling != "none":
             if h < 2 or w < 2:
                 return sizes, f"feature maps shrink below 1 pixel in block {block + 1} (2x2 pooling of {h}x{w})"

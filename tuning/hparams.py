@@ -185,4 +185,3 @@ def session_end(status: int) -> summary_pb2.Summary:
 
 def _add(writer: EventWriter, summary: summary_pb2.Summary, step: int) -> None:
     writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
-

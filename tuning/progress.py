@@ -22,7 +22,19 @@ def _clock(seconds: float) -> str:
 class SearchProgress:
     """Receives the tuner's events; `live=None` picks the live view when the output is a terminal."""
 
-    def __init__(self, *, planned_trials: int, planned_epochs: int, metric: str, direction: str, done_trials: int = 0, best: float | None = None, stream: TextIO | None = None, live: bool | None = None, quiet: bool = False):
+    def __init__(
+        self,
+        *,
+        planned_trials: int,
+        planned_epochs: int,
+        metric: str,
+        direction: str,
+        done_trials: int = 0,
+        best: float | None = None,
+        stream: TextIO | None = None,
+        live: bool | None = None,
+        quiet: bool = False,
+    ):
         self.planned_trials, self.planned_epochs = planned_trials, planned_epochs
         self.metric, self.sign = metric, (1.0 if direction == "max" else -1.0)
         self.started = done_trials

@@ -96,13 +96,27 @@ def leaderboard_markdown(rows: list[dict[str, Any]], param_names: Sequence[str],
     best = manifest.get("best") or {}
     if best.get("test"):
         test = best["test"]
-        lines += [f"Best trial `{best['trial_id']}`: {metric} {best['score']:.4f}; test accuracy {test.get('accuracy', float('nan')):.4f}, test loss {test.get('loss', float('nan')):.4f}.", ""]
+        lines += [
+            f"Best trial `{best['trial_id']}`: {metric} {best['score']:.4f}; test accuracy {test.get('accuracy', float('nan')):.4f}, test loss {test.get('loss', float('nan')):.4f}.",
+            "",
+        ]
     ranked = [r for r in rows if r["rank"] is not None][:top]
     header = ["rank", "trial", "score", *param_names, "bracket", "round", "epochs", "best epoch", "params", "time (s)"]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for row in ranked:
-        cells = [row["rank"], row["trial_id"], _fmt(row["score"]), *(_fmt(row[n]) for n in param_names), _fmt(row["bracket"]), _fmt(row["round"]), _fmt(row["epochs"]), _fmt(row["best_epoch"]), _fmt(row["params"]), _fmt(row["wall_time_s"])]
+        cells = [
+            row["rank"],
+            row["trial_id"],
+            _fmt(row["score"]),
+            *(_fmt(row[n]) for n in param_names),
+            _fmt(row["bracket"]),
+            _fmt(row["round"]),
+            _fmt(row["epochs"]),
+            _fmt(row["best_epoch"]),
+            _fmt(row["params"]),
+            _fmt(row["wall_time_s"]),
+        ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     others = [r for r in rows if r["rank"] is None]
     if others:

@@ -79,7 +79,7 @@ class Run:
         while current is not None:
             chain.append(current)
             current = by_id.get(current.parent) if current.parent else None
-        rows = []
+        rows: list[dict[str, Any]] = []
         for record in reversed(chain):
             start = int(record.hyperband.get("initial_epoch", 0))
             for row in record.history:

@@ -17,8 +17,9 @@ import numpy as np
 
 from . import feasibility
 from .data import load_data
-from .errors import RunError, SearchAborted, SpecError, Problem
-from .planner import Plan, plan as make_plan
+from .errors import Problem, RunError, SearchAborted, SpecError
+from .planner import Plan
+from .planner import plan as make_plan
 from .records import RunStore, utc_now, write_atomic
 from .runtime import prepare_devices, quiet_logs, versions
 from .space import resolve
@@ -71,20 +72,19 @@ def search(
     resumed = _prepare_directory(store, spec, overwrite)
     the_plan = make_plan(spec)
     if the_plan.feasibility.all_infeasible:
-        raise SpecError([Problem("model", "no configuration of the space can be built on these images: " + "; ".join(f"{s}: {r}" for s, r, _ in the_plan.feasibility.groups[:3]), spec.file)])
+        raise SpecError(
+            [
+                Problem(
+                    "model",
+                    "no configuration of the space can be built on these images: " + "; ".join(f"{s}: {r}" for s, r, _ in the_plan.feasibility.groups[:3]),
+                    spec.file,
+                )
+            ]
+        )
 
     quiet_logs()
     device = prepare_devices()
-    arrays = None
-    if data is not None:
-        from .data import from_arrays
-
-        arrays = data
-        raw = from_arrays(data, class_names)
-        arrays = [raw.x_train, raw.y_train] + ([raw.x_test, raw.y_test] if raw.x_test is not None else [])
-    dataset = load_data(spec.data, spec.base_dir, seed=spec.search.seed, arrays=arrays)
-    if class_names is not None:
-        dataset = _with_names(dataset, class_names)
+    dataset = load_data(spec.data, spec.base_dir, seed=spec.search.seed, arrays=data, class_names=class_names)
 
     from .engine import SpecHyperModel, SpecTuner, make_oracle
 
@@ -95,7 +95,9 @@ def search(
     if not (run_dir / "spec.yaml").exists():
         write_atomic(run_dir / "spec.yaml", spec.text)
 
-    model_shape = (*spec.data.image_size, dataset.input_shape[2]) if spec.data.image_size else dataset.input_shape
+    model_shape: tuple[int, int, int] = (
+        (spec.data.image_size[0], spec.data.image_size[1], dataset.input_shape[2]) if spec.data.image_size else dataset.input_shape
+    )
     hypermodel = SpecHyperModel(spec, dataset.input_shape, dataset.num_classes, dataset.value_max)
     oracle = make_oracle(spec, list(the_plan.params))
     from .hparams import HParamsLog
@@ -185,12 +187,6 @@ def _spec_changes(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [f"{path}: {old!r} -> {new!r}"]
 
 
-def _with_names(dataset: Any, class_names: Sequence[str]) -> Any:
-    from dataclasses import replace
-
-    return replace(dataset, class_names=tuple(class_names))
-
-
 def _manifest(spec: SearchSpec, name: str, the_plan: Plan, dataset: Any, device: str, previous: dict[str, Any]) -> dict[str, Any]:
     from .runtime import backend
 
@@ -203,7 +199,12 @@ def _manifest(spec: SearchSpec, name: str, the_plan: Plan, dataset: Any, device:
         "spec_hash": spec.spec_hash(),
         "spec": spec.to_dict(),
         "objective": {"metric": spec.search.objective.metric, "direction": spec.search.objective.direction},
-        "seeds": {"run": spec.search.seed, "oracle": spec.search.seed, "data_split": spec.search.seed, "trial_rule": "(run * 1000003 + int(trial_id) * 7919 + 17) mod (2^31 - 1)"},
+        "seeds": {
+            "run": spec.search.seed,
+            "oracle": spec.search.seed,
+            "data_split": spec.search.seed,
+            "trial_rule": "(run * 1000003 + int(trial_id) * 7919 + 17) mod (2^31 - 1)",
+        },
         "versions": versions(),
         "backend": backend(),
         "device": device,
@@ -224,7 +225,16 @@ def _progress(spec: SearchSpec, the_plan: Plan, store: RunStore, live: bool | No
     ranked = rank(done, spec.search.objective.direction)
     best = ranked[0].score if ranked and ranked[0].status == "completed" else None
     planned = spec.search.max_trials and min(spec.search.max_trials, the_plan.total_trials) or the_plan.total_trials
-    return SearchProgress(planned_trials=planned, planned_epochs=the_plan.total_epochs, metric=spec.search.objective.metric, direction=spec.search.objective.direction, done_trials=len(done), best=best, live=live, quiet=quiet)
+    return SearchProgress(
+        planned_trials=planned,
+        planned_epochs=the_plan.total_epochs,
+        metric=spec.search.objective.metric,
+        direction=spec.search.objective.direction,
+        done_trials=len(done),
+        best=best,
+        live=live,
+        quiet=quiet,
+    )
 
 
 def _stop_reason(spec: SearchSpec, the_plan: Plan, store: RunStore) -> str:
@@ -252,15 +262,17 @@ def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any, one_hot
         tmp = store.dir / "best_model.tmp.keras"
         model.save(tmp)
         tmp.replace(store.dir / "best_model.keras")
-        manifest = store.update_manifest(best={
-            "trial_id": best.trial_id,
-            "score": best.score,
-            "metric": spec.search.objective.metric,
-            "best_epoch": best.best_epoch,
-            "values": best.values,
-            "test": {k: float(v) for k, v in test.items()},
-            "model": "best_model.keras",
-        })
+        manifest = store.update_manifest(
+            best={
+                "trial_id": best.trial_id,
+                "score": best.score,
+                "metric": spec.search.objective.metric,
+                "best_epoch": best.best_epoch,
+                "values": best.values,
+                "test": {k: float(v) for k, v in test.items()},
+                "model": "best_model.keras",
+            }
+        )
     rows = trial_rows(records, names, direction)
     write_trials_csv(store.dir / "trials.csv", rows, columns(names))
     write_atomic(store.dir / "leaderboard.md", leaderboard_markdown(rows, names, manifest))

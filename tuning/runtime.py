@@ -22,6 +22,7 @@ def quiet_logs() -> None:
         saved = os.dup(2)
     except OSError:  # no real stderr (some notebook kernels): nothing to mute
         import keras  # noqa: F401
+
         return
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:

@@ -155,12 +155,22 @@ def cross_check(spec: Any) -> list[tuple[tuple[str | int, ...], str]]:
     max_blocks = max(_values(model.blocks))
     if isinstance(model.filters, list):
         if len(model.filters) != max_blocks:
-            problems.append((("model", "filters"), f"lists {len(model.filters)} per-block values but blocks can be {max_blocks}; give exactly {max_blocks} (one per block), or one base value with filters_growth"))
+            problems.append(
+                (
+                    ("model", "filters"),
+                    f"lists {len(model.filters)} per-block values but blocks can be {max_blocks}; give exactly {max_blocks} (one per block), or one base value with filters_growth",
+                )
+            )
         if is_domain(model.filters_growth) or model.filters_growth != 2.0:
             problems.append((("model", "filters_growth"), "only applies when filters is one base value; with per-block filters, remove filters_growth"))
     for field, users in (("momentum", MOMENTUM_OPTIMIZERS), ("weight_decay", DECAY_OPTIMIZERS)):
         if is_domain(getattr(training, field)) and not any(o in users for o in _values(training.optimizer)):
-            problems.append((("training", field), f"is tuned but only used by {' and '.join(users)}, and optimizer can only be {', '.join(map(str, _values(training.optimizer)))}; make it a constant or add {users[0]} to the optimizers"))
+            problems.append(
+                (
+                    ("training", field),
+                    f"is tuned but only used by {' and '.join(users)}, and optimizer can only be {', '.join(map(str, _values(training.optimizer)))}; make it a constant or add {users[0]} to the optimizers",
+                )
+            )
     if is_domain(model.dense_units) and max(_values(model.dense_layers)) == 0:
         problems.append((("model", "dense_units"), "is tuned but dense_layers is 0, so no dense layer uses it"))
     search = spec.search
@@ -169,7 +179,12 @@ def cross_check(spec: Any) -> list[tuple[tuple[str | int, ...], str]]:
         problems.append((("search", "algorithm"), f"grid search needs every range discrete; give a step to: {', '.join(infinite)}"))
     monitor = training.early_stopping.monitor if training.early_stopping else None
     if monitor and search.objective.metric.startswith("val_") != monitor.startswith("val_"):
-        problems.append((("training", "early_stopping", "monitor"), f"monitors {monitor!r} while the objective is {search.objective.metric!r}; early stopping should watch validation data when the objective does"))
+        problems.append(
+            (
+                ("training", "early_stopping", "monitor"),
+                f"monitors {monitor!r} while the objective is {search.objective.metric!r}; early stopping should watch validation data when the objective does",
+            )
+        )
     return problems
 
 
@@ -178,7 +193,9 @@ def resolve(spec: Any, values: dict[str, Any]) -> TrialConfig:
     declared = {p.name: p for p in parameters(spec)}
     for param in declared.values():
         if is_active(param, values) and param.name not in values:
-            raise TuningError(f"hyperparameter {param.name!r} is active but the trial has no value for it; the space and the trial disagree (was the spec changed?)")
+            raise TuningError(
+                f"hyperparameter {param.name!r} is active but the trial has no value for it; the space and the trial disagree (was the spec changed?)"
+            )
 
     def get(name: str, constant: Any) -> Any:
         return values[name] if name in declared else constant
