@@ -54,25 +54,29 @@ class SearchProgress:
             from rich.console import Console
             from rich.live import Live
 
-            self._console = Console(file=self.stream)
-            self._live = Live("", console=self._console, refresh_per_second=4, transient=False)
+            self._console = Console(file=self.stream, highlight=False)
+            self._live = Live(self, console=self._console, refresh_per_second=2, transient=True)
             self._live.start()
 
     def _eta(self) -> str:
         elapsed = time.time() - self.start
-        if self.budget_consumed <= 0:
+        done = self.budget_consumed + self.epoch  # planned epochs of finished trials, plus the running one's
+        if done <= 0:
             return "?"
-        remaining = max(0, self.planned_epochs - self.budget_consumed)
-        return "<=" + _clock(elapsed / self.budget_consumed * remaining)
+        return "<=" + _clock(elapsed / done * max(0, self.planned_epochs - done))
 
     def _status(self) -> str:
         best = "-" if self.best is None else f"{self.best:.4f}"
         epoch = f"epoch {self.epoch}/{self.epoch_budget}" if self.epoch_budget else ""
         return f"trial {self.started}/{self.planned_trials} ({self.trial_id}) {epoch}  best {self.metric} {best}  elapsed {_clock(time.time() - self.start)}  ETA {self._eta()}"
 
+    def __rich__(self) -> str:
+        """Redrawn by `rich.live.Live` twice a second, so elapsed time and ETA move during long epochs."""
+        return self._status()
+
     def _draw(self) -> None:
         if self._live is not None:
-            self._live.update(self._status())
+            self._live.refresh()
 
     def trial_started(self, record: TrialRecord, epochs: int) -> None:
         self.started += 1
@@ -89,14 +93,14 @@ class SearchProgress:
         if record.status == "completed" and record.score is not None and (self.best is None or self.sign * record.score > self.sign * self.best):
             self.best = record.score
         score = f"{self.metric} {record.score:.4f}" if record.score is not None else record.reason
-        line = f"[{self.started}/{self.planned_trials}] trial {record.trial_id} {record.status}: {score}  ({record.epochs_trained} epochs, {record.wall_time:.1f}s)  best {self.best if self.best is None else round(self.best, 4)}  elapsed {_clock(time.time() - self.start)}  ETA {self._eta()}"
+        line = f"[{self.started}/{self.planned_trials}] {record.trial_id} {record.status}: {score} ({record.epochs_trained} ep, {record.wall_time:.1f}s)"
         if self.quiet:
             return
         if self._live is not None:
-            self._console.print(line)
-            self._draw()
+            self._console.print(line, soft_wrap=True)
         else:
-            print(line, file=self.stream, flush=True)
+            best = "-" if self.best is None else f"{self.best:.4f}"
+            print(f"{line}  best {best}  elapsed {_clock(time.time() - self.start)}  ETA {self._eta()}", file=self.stream, flush=True)
 
     def close(self) -> None:
         if self._live is not None:
