@@ -210,6 +210,12 @@ class SpecTuner(kt.Tuner):
         self.hypermodel.declare_hyperparameters(hp)
         self.oracle.update_space(hp)
 
+    def _try_build(self, hp: kt.HyperParameters) -> keras.Model:
+        # KerasTuner runs clear_session() (which already garbage-collects) and then gc.collect() again;
+        # with TensorFlow's large object graphs each collection costs about half a second per trial.
+        keras.backend.clear_session()
+        return self._build_hypermodel(hp)
+
     def _build_hypermodel(self, hp: kt.HyperParameters) -> keras.Model:
         model = self.hypermodel.build(hp)
         parent = hp.values.get("tuner/trial_id")
