@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--quiet", action="store_true", help="print only the final summary")
     search.set_defaults(handler=_search)
 
+    report = commands.add_parser("report", help="rebuild a run's reports from its folder, or compare several runs")
+    report.add_argument("runs", metavar="RUN", nargs="+", help="run directories; two or more print a comparison table")
+    report.add_argument("--top", type=int, default=10, help="trials in the leaderboard and learning curves (default 10)")
+    report.set_defaults(handler=_report)
+
     board = commands.add_parser("board", help="start TensorBoard (HParams dashboard) on one run or several side by side")
     board.add_argument("runs", metavar="RUN", nargs="+", help="run directories, e.g. reports/digits")
     board.add_argument("--port", type=int, default=None, help="port (default: a free one)")
@@ -144,9 +149,27 @@ def _search(args: argparse.Namespace) -> int:
             f"best trial {best['trial_id']}: test accuracy {best['test'].get('accuracy', float('nan')):.4f}, test loss {best['test'].get('loss', float('nan')):.4f}"
         )
     print()
-    for label, name in (("leaderboard", "leaderboard.md"), ("trials", "trials.csv"), ("best model", "best_model.keras"), ("manifest", "run.json")):
+    for label, name in (
+        ("report", "report.html"),
+        ("leaderboard", "leaderboard.md"),
+        ("trials", "trials.csv"),
+        ("best model", "best_model.keras"),
+        ("manifest", "run.json"),
+    ):
         if (run.path / name).exists():
             print(f"{label + ':':13}{run.path / name}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import build_report, compare_runs
+
+    if len(args.runs) > 1:
+        print(compare_runs(args.runs), end="")
+        return 0
+    paths = build_report(args.runs[0], top=args.top)
+    for label, path in paths.items():
+        print(f"{label + ':':10}{path}")
     return 0
 
 

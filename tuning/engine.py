@@ -162,12 +162,22 @@ class _SaveBestEpoch(keras.callbacks.Callback):
             self.model.save_weights(self.path)
 
 
-class _EpochLog(keras.callbacks.Callback):
-    """Per-epoch history (with learning rate and time), progress reports and the time budget."""
+class StopFlag:
+    """Set by the first Ctrl-C (or SIGTERM): the search stops at the end of the current epoch."""
 
-    def __init__(self, on_epoch: Callable[[int, dict[str, float]], None], deadline: float | None):
+    requested = False
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt("stop requested")
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """Per-epoch history (with learning rate and time), progress reports, the time budget and Ctrl-C."""
+
+    def __init__(self, on_epoch: Callable[[int, dict[str, float]], None], deadline: float | None, stop: StopFlag):
         super().__init__()
-        self.on_epoch, self.deadline = on_epoch, deadline
+        self.on_epoch, self.deadline, self.stop = on_epoch, deadline, stop
         self.epochs: list[dict[str, float]] = []
         self.budget_hit = False
         self._start = 0.0
@@ -181,6 +191,7 @@ class _EpochLog(keras.callbacks.Callback):
         row["seconds"] = time.perf_counter() - self._start
         self.epochs.append(row)
         self.on_epoch(epoch + 1, row)
+        self.stop.check()  # the trial stays unfinished in KerasTuner's oracle, so a resume runs it again
         if self.deadline is not None and time.time() >= self.deadline:
             self.budget_hit = True
             self.model.stop_training = True
@@ -199,6 +210,7 @@ class SpecTuner(kt.Tuner):
         self.events = events
         self.store = store
         self.deadline: float | None = None
+        self.stop = StopFlag()
         self._consecutive_failures = 0
         self._last_record: TrialRecord | None = None
         with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner from ..."; we say it our way
@@ -209,6 +221,9 @@ class SpecTuner(kt.Tuner):
         hp = self.oracle.get_space()
         self.hypermodel.declare_hyperparameters(hp)
         self.oracle.update_space(hp)
+
+    def pre_create_trial(self) -> None:
+        self.stop.check()
 
     def _try_build(self, hp: kt.HyperParameters) -> keras.Model:
         # KerasTuner runs clear_session() (which already garbage-collects) and then gc.collect() again;
@@ -244,7 +259,7 @@ class SpecTuner(kt.Tuner):
         epochs = int(hyperband.get("epochs", self.spec.search.max_epochs))
         initial_epoch = int(hyperband.get("initial_epoch", 0))
         self.events.trial_started(record, epochs - initial_epoch)
-        log = _EpochLog(self.events.epoch_done, self.deadline)
+        log = _EpochLog(self.events.epoch_done, self.deadline, self.stop)
         try:
             config = resolve(self.spec, values)
             hm = self.hypermodel

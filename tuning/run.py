@@ -97,6 +97,12 @@ class Run:
             raise RunError(f"{self.path} has no best_model.keras yet (no trial has completed)")
         return keras.saving.load_model(path, safe_mode=True)
 
+    def report(self, *, top: int = 10) -> dict[str, Path]:
+        """Rebuild `report.html`, `report.md` and `results.json` from this folder; returns their paths."""
+        from .report import build_report
+
+        return build_report(self.path, top=top)
+
     def board(self, *, port: int | None = None, host: str = "127.0.0.1") -> str:
         """Start TensorBoard on this run (HParams tab included) and return its URL; it stops with Python."""
         from .board import start_board

@@ -6,10 +6,14 @@ refused unless the caller asks to overwrite or picks a new name.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+import signal
+import sys
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +122,8 @@ def search(
     one_hot = np.eye(dataset.num_classes, dtype="float32")
     status, stop_reason, error = "finished", None, None
     try:
-        tuner.search(train=(dataset.x_train, one_hot[dataset.y_train]), validation=(dataset.x_val, one_hot[dataset.y_val]))
+        with _graceful_stop(tuner.stop, quiet):
+            tuner.search(train=(dataset.x_train, one_hot[dataset.y_train]), validation=(dataset.x_val, one_hot[dataset.y_val]))
         stop_reason = oracle.stop_reason or _stop_reason(spec, the_plan, store)
     except SearchAborted as exc:
         status, stop_reason, error = "aborted", str(exc), exc
@@ -133,6 +138,31 @@ def search(
     if error is not None:
         raise error
     return Run(run_dir)
+
+
+@contextlib.contextmanager
+def _graceful_stop(stop: Any, quiet: bool) -> Iterator[None]:
+    """First Ctrl-C or SIGTERM: finish the current epoch, then stop; a second Ctrl-C stops at once.
+
+    Either way every finished trial is already on disk; the interrupted one runs again on resume.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request(signum: int, frame: Any) -> None:
+        if stop.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop.requested = True
+        if not quiet:
+            print("\nstopping after the current epoch (Ctrl-C again to stop now)", file=sys.stderr, flush=True)
+
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class Events:
@@ -211,6 +241,16 @@ def _manifest(spec: SearchSpec, name: str, the_plan: Plan, dataset: Any, device:
         "data": dataset.summary(),
         "plan": the_plan.to_dict(),
         "parameters": [p.name for p in the_plan.params],
+        "space": [
+            {
+                "name": p.name,
+                "kind": p.domain.kind,
+                "domain": p.domain.describe(),
+                "condition": p.condition.describe() if p.condition else None,
+                "description": p.description,
+            }
+            for p in the_plan.params
+        ],
         "sessions": int(previous.get("sessions", 0)) + 1,
         "elapsed_s": float(previous.get("elapsed_s", 0.0)),
         "best": previous.get("best"),
@@ -257,8 +297,11 @@ def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any, one_hot
     best = ranked[0] if ranked and ranked[0].status == "completed" else None
     manifest = store.read_manifest()
     if best is not None and (manifest.get("best") or {}).get("trial_id") != best.trial_id:
+        from .evaluation import analyze_best
+
         model = tuner.load_trained(best.trial_id)
         test = model.evaluate(dataset.x_test, one_hot[dataset.y_test], batch_size=256, verbose=0, return_dict=True)
+        analyze_best(model, dataset.x_test, dataset.y_test, dataset.class_names, store.dir / "best", seed=spec.search.seed)
         tmp = store.dir / "best_model.tmp.keras"
         model.save(tmp)
         tmp.replace(store.dir / "best_model.keras")
@@ -276,3 +319,9 @@ def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any, one_hot
     rows = trial_rows(records, names, direction)
     write_trials_csv(store.dir / "trials.csv", rows, columns(names))
     write_atomic(store.dir / "leaderboard.md", leaderboard_markdown(rows, names, manifest))
+    try:
+        from .report import build_report
+
+        build_report(store.dir)
+    except Exception as exc:  # noqa: BLE001 - a report problem must never cost the search's results
+        print(f"warning: the report could not be written ({type(exc).__name__}: {exc}); `tuning report {store.dir}` retries", file=sys.stderr)

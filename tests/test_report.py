@@ -1,0 +1,172 @@
+"""Reports: numbers that match the run's files, a self-contained HTML page, stable importance, partial
+reports of interrupted searches, and the comparison of runs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+
+import pytest
+
+from tuning import search
+from tuning.cli import main
+from tuning.report import collect, compare_runs
+from tuning.results import _fmt
+from tuning.run import Run
+
+from .conftest import ROOT, tiny, write_spec
+
+pytestmark = pytest.mark.slow
+FIGURES = (
+    "score_vs_hyperparameters",
+    "parallel_coordinates",
+    "learning_curves",
+    "score_over_time",
+    "importance",
+    "confusion_matrix",
+    "misclassified",
+    "feature_maps",
+    "pca",
+)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    spec = tiny(model={"blocks": {"int": [1, 2]}, "filters": {"choice": [8, 16]}, "batch_norm": {"choice": [True, False]}})
+    return search(spec, name="report", out=tmp_path_factory.mktemp("report"), quiet=True)
+
+
+class Page(HTMLParser):
+    """Collects what a reader without JavaScript sees: tables, figures, images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.figures: list[str] = []
+        self.images: list[str] = []
+        self.scripts = 0
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table":
+            self._table = attrs.get("class") or f"table{len(self.tables)}"
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "figure":
+            self.figures.append(attrs["id"])
+        elif tag == "img":
+            self.images.append(attrs["src"])
+        elif tag == "script":
+            self.scripts += 1
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self._table:
+            self.tables[self._table][-1].append("".join(self._cell))
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+
+def read_csv(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_search_leaves_a_self_contained_html_report(finished):
+    text = (finished.path / "report.html").read_text()
+    page = Page()
+    page.feed(text)
+    assert page.scripts == 0 and "http://" not in text and "https://" not in text
+    assert all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert set(FIGURES) <= set(page.figures)
+
+
+def test_html_and_markdown_numbers_match_the_run_files(finished):
+    rows = read_csv(finished.path / "trials.csv")
+    ranked = [r for r in rows if r["rank"]]
+    page = Page()
+    page.feed((finished.path / "report.html").read_text())
+    board = page.tables["leaderboard"]
+    assert [line[1] for line in board[1:]] == [r["trial_id"] for r in ranked][:10]
+    assert [line[2] for line in board[1:]] == [_fmt(float(r["score"])) for r in ranked][:10]
+    markdown = (finished.path / "report.md").read_text()
+    assert f"| 1 | {ranked[0]['trial_id']} | {_fmt(float(ranked[0]['score']))} |" in markdown
+    best = finished.best
+    assert f"test accuracy {best['test']['accuracy']:.4f}" in markdown
+    assert all((finished.path / "report_files" / f"{name}.png").exists() for name in FIGURES)
+    per_class = page.tables["per-class"]
+    assert [line[0] for line in per_class[1:]] == [str(i) for i in range(10)]
+
+
+def test_results_json_holds_trials_history_plan_and_summary(finished):
+    results = json.loads((finished.path / "results.json").read_text())
+    rows = read_csv(finished.path / "trials.csv")
+    assert results["schema_version"] == 1 and results["partial"] is False
+    assert [t["trial_id"] for t in results["trials"]] == [r["trial_id"] for r in rows]
+    for trial, row in zip(results["trials"], rows):
+        assert trial["status"] == row["status"] and (trial["score"] is None) == (row["score"] == "")
+        if row["score"]:
+            assert trial["score"] == pytest.approx(float(row["score"]))
+    completed = [r["trial_id"] for r in rows if r["status"] == "completed"]
+    assert set(completed) <= set(results["history"])
+    assert results["budget"]["epochs_trained"] == sum(int(r["epochs_trained"]) for r in rows if not r["trial_id"].startswith("infeasible"))
+    assert results["plan"]["trials"] == 6 and results["best"]["analysis"]["test_count"] == results["data"]["test"]
+
+
+def test_importance_is_stable_and_names_its_method(finished):
+    first, second = collect(finished)["importance"], collect(finished)["importance"]
+    assert first == second
+    assert "random-forest" in first["method"] and "bootstrap" in first["method"]
+    assert set(first["values"]) == {"blocks", "filters", "batch_norm", "learning_rate"}
+    assert sum(v["importance"] for v in first["values"].values()) == pytest.approx(1.0)
+
+
+def test_report_rebuilds_from_a_copy_of_the_folder(finished, tmp_path, capsys):
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(finished.path, copy)
+    for name in ("report.html", "report.md", "results.json"):
+        (copy / name).unlink()
+    assert main(["report", str(copy), "--top", "3"]) == 0
+    page = Page()
+    page.feed((copy / "report.html").read_text())
+    assert len(page.tables["leaderboard"]) == 1 + 3
+    assert "html:" in capsys.readouterr().out
+
+
+def test_interrupted_search_writes_a_partial_report_and_runs_compare(finished, tmp_path, capsys):
+    spec = write_spec(tmp_path, tiny(), "partial.yaml")
+    command = [sys.executable, "-m", "tuning", "search", str(spec), "--out", str(tmp_path), "--quiet"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list((tmp_path / "partial" / "trials").glob("0*.json"))) < 2:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+    assert "run the same command again to resume" in process.stderr.read()
+    run = Run(tmp_path / "partial")
+    assert run.status == "interrupted"
+    results = json.loads((run.path / "results.json").read_text())
+    assert results["partial"] is True and results["budget"]["trials"] < 6
+    assert "Partial report" in (run.path / "report.html").read_text()
+
+    assert main(["report", str(finished.path), str(run.path)]) == 0
+    table = capsys.readouterr().out
+    assert f"| report | finished | val_accuracy (max) | {finished.best['trial_id']} |" in table
+    assert "| partial | interrupted |" in table
+    assert _fmt(finished.best["test"]["accuracy"]) in table
+    assert compare_runs([finished.path]).count("\n") == 3

@@ -1,0 +1,95 @@
+"""What the best model does on the test set, saved once so reports can be rebuilt from the run folder alone.
+
+Writes `best/analysis.json` (metrics, per-class precision/recall/F1, confusion matrix, layer summary) and
+`best/analysis.npz` (misclassified images, first-layer feature maps of one image, a 2-D PCA of the
+penultimate features). Keras 3 only, so it runs on every backend.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from .records import write_json
+
+MAX_MISCLASSIFIED = 25
+MAX_FEATURE_MAPS = 16
+MAX_PCA_POINTS = 2000
+
+
+def per_class_metrics(confusion: np.ndarray) -> dict[str, list[float]]:
+    """Precision, recall and F1 per class from a confusion matrix (rows: true, columns: predicted)."""
+    tp = np.diag(confusion).astype(float)
+    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros_like(tp), where=actual > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp), where=(precision + recall) > 0)
+    return {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(), "support": actual.astype(int).tolist()}
+
+
+def pca_2d(features: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    """The first two principal components (via SVD) and the share of variance each explains."""
+    centered = features - features.mean(axis=0, keepdims=True)
+    _, singular, vt = np.linalg.svd(centered, full_matrices=False)
+    variance = singular**2
+    share = (variance / variance.sum()).tolist() if variance.sum() > 0 else [0.0, 0.0]
+    components = vt[:2] if vt.shape[0] >= 2 else np.vstack([vt, np.zeros_like(vt)])[:2]
+    return centered @ components.T, (share + [0.0, 0.0])[:2]
+
+
+def analyze_best(model: keras.Model, x_test: np.ndarray, y_test: np.ndarray, class_names: tuple[str, ...], out_dir: Path, seed: int = 0) -> dict[str, Any]:
+    """Evaluate `model` on the test set and save what the report shows about it."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    probs = np.asarray(model.predict(x_test, batch_size=256, verbose=0))
+    predicted = probs.argmax(axis=1)
+    classes = len(class_names)
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(confusion, (y_test, predicted), 1)
+
+    wrong = np.flatnonzero(predicted != y_test)
+    wrong = wrong[np.argsort(-probs[wrong, predicted[wrong]])][:MAX_MISCLASSIFIED]  # most confident mistakes first
+
+    conv_layers = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)][:2]
+    maps: list[np.ndarray] = []
+    if conv_layers:
+        probe = keras.Model(model.inputs, [layer.output for layer in conv_layers])
+        outputs = probe.predict(x_test[:1], verbose=0)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        maps = [np.asarray(o)[0, :, :, :MAX_FEATURE_MAPS] for o in outputs]
+
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.permutation(len(y_test))[:MAX_PCA_POINTS])
+    penultimate = keras.Model(model.inputs, model.get_layer("probabilities").input)
+    features = np.asarray(penultimate.predict(x_test[sample], batch_size=256, verbose=0)).reshape(len(sample), -1)
+    coords, share = pca_2d(features.astype(np.float64))
+
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
+    arrays: dict[str, Any] = {
+        "misclassified_images": x_test[wrong],
+        "misclassified_true": y_test[wrong],
+        "misclassified_pred": predicted[wrong],
+        "misclassified_confidence": probs[wrong, predicted[wrong]],
+        "feature_image": x_test[0],
+        "pca_coords": coords.astype(np.float32),
+        "pca_labels": y_test[sample],
+    }
+    for index, feature_map in enumerate(maps):
+        arrays[f"feature_maps_{index}"] = feature_map.astype(np.float32)
+    np.savez_compressed(out_dir / "analysis.npz", **arrays)
+    analysis = {
+        "test_accuracy": float((predicted == y_test).mean()),
+        "test_count": int(len(y_test)),
+        "class_names": list(class_names),
+        "confusion": confusion.tolist(),
+        "per_class": per_class_metrics(confusion),
+        "feature_map_layers": [layer.name for layer in conv_layers],
+        "pca_explained_variance": share,
+        "params": int(model.count_params()),
+        "summary": lines,
+    }
+    write_json(out_dir / "analysis.json", analysis)
+    return analysis

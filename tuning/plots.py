@@ -1,0 +1,195 @@
+"""The report's figures, drawn with matplotlib (Agg backend, no display) and returned as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    _plt().close(fig)
+    return buffer.getvalue()
+
+
+def _numeric(values: Sequence[Any]) -> tuple[np.ndarray, list[str] | None]:
+    """Values on an axis: numbers as they are, categories as positions with their labels."""
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values if v is not None):
+        return np.array([np.nan if v is None else float(v) for v in values]), None
+    labels = sorted({str(v) for v in values if v is not None})
+    return np.array([np.nan if v is None else labels.index(str(v)) for v in values], dtype=float), labels
+
+
+def score_vs_params(rows: list[dict[str, Any]], params: Sequence[str], metric: str) -> bytes:
+    plt = _plt()
+    columns = min(3, max(1, len(params)))
+    lines = max(1, -(-len(params) // columns))
+    fig, axes = plt.subplots(lines, columns, figsize=(4 * columns, 3 * lines), squeeze=False)
+    scores = np.array([r["score"] for r in rows], dtype=float)
+    budgets = np.array([r["epochs"] or r["epochs_trained"] or 1 for r in rows], dtype=float)
+    for ax, name in zip(axes.flat, params):
+        x, labels = _numeric([r[name] for r in rows])
+        jitter = np.random.default_rng(0).uniform(-0.08, 0.08, len(x)) if labels else 0
+        ax.scatter(x + jitter, scores, c=budgets, cmap="viridis", s=24, alpha=0.85)
+        ax.set_xlabel(name)
+        ax.set_ylabel(metric)
+        if labels:
+            ax.set_xticks(range(len(labels)), labels, rotation=20)
+        elif len(x) and np.nanmin(x) > 0 and np.nanmax(x) / max(np.nanmin(x), 1e-12) > 50:
+            ax.set_xscale("log")
+    for ax in list(axes.flat)[len(params) :]:
+        ax.axis("off")
+    fig.suptitle(f"{metric} against each hyperparameter (colour: epoch budget)")
+    return _png(fig)
+
+
+def parallel_coordinates(rows: list[dict[str, Any]], params: Sequence[str], metric: str) -> bytes:
+    plt = _plt()
+    axes_names = [*params, metric]
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(axes_names)), 4))
+    matrix, tick_labels = [], []
+    for name in axes_names:
+        values, labels = _numeric([r[name] if name != metric else r["score"] for r in rows])
+        low, high = np.nanmin(values), np.nanmax(values)
+        matrix.append((values - low) / (high - low) if high > low else np.full_like(values, 0.5))
+        tick_labels.append(f"{name}\n{labels[0]}..{labels[-1]}" if labels else f"{name}\n{low:.3g}..{high:.3g}")
+    data = np.array(matrix).T
+    scores = np.array([r["score"] for r in rows], dtype=float)
+    colours = plt.cm.viridis((scores - scores.min()) / (np.ptp(scores) or 1))
+    for line, colour in sorted(zip(data, colours), key=lambda item: item[1][0]):
+        ax.plot(range(len(axes_names)), line, color=colour, alpha=0.7)
+    ax.set_xticks(range(len(axes_names)), tick_labels, fontsize=8)
+    ax.set_yticks([])
+    ax.set_title(f"Completed trials (colour: {metric}; each axis scaled to its range)")
+    return _png(fig)
+
+
+def learning_curves(curves: dict[str, list[tuple[int, float, str]]], metric: str) -> bytes:
+    """`curves[trial] = [(epoch, value, segment_trial), ...]`: a promotion drawn on from its parent's curve."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for trial_id, points in curves.items():
+        epochs = [p[0] for p in points]
+        values = [p[1] for p in points]
+        (line,) = ax.plot(epochs, values, marker="o", markersize=3, label=trial_id)
+        joins = [i for i in range(1, len(points)) if points[i][2] != points[i - 1][2]]
+        for i in joins:
+            ax.axvline(epochs[i] - 0.5, color=line.get_color(), alpha=0.25, linestyle=":")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title("Learning curves of the top trials (dotted: a Hyperband promotion continues its parent)")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def score_over_time(points: list[tuple[float, float]], metric: str, sign: float) -> bytes:
+    """Each trial's score at the time it finished, and the best so far."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    times = [t / 60 for t, _ in points]
+    scores = [s for _, s in points]
+    best, running = [], None
+    for score in scores:
+        running = score if running is None or sign * score > sign * running else running
+        best.append(running)
+    ax.scatter(times, scores, s=16, alpha=0.6, label="trial")
+    ax.step(times, best, where="post", color="C3", label="best so far")
+    ax.set_xlabel("minutes since the search started")
+    ax.set_ylabel(metric)
+    ax.legend()
+    return _png(fig)
+
+
+def importance_bars(values: dict[str, dict[str, float]]) -> bytes:
+    plt = _plt()
+    names = sorted(values, key=lambda n: values[n]["mean"])
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2))
+    ax.barh(names, [values[n]["mean"] for n in names], xerr=[values[n]["std"] for n in names], color="C0", alpha=0.8)
+    ax.set_xlabel("importance (mean and spread over bootstrap resamples)")
+    return _png(fig)
+
+
+def confusion_matrix(confusion: np.ndarray, class_names: Sequence[str]) -> bytes:
+    plt = _plt()
+    size = max(4, 0.45 * len(class_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(confusion, cmap="Blues")
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(ticks, class_names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(class_names) <= 20:
+        for (i, j), count in np.ndenumerate(confusion):
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7, color="white" if count > confusion.max() / 2 else "black")
+    return _png(fig)
+
+
+def _show(ax: Any, image: np.ndarray) -> None:
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 3 and image.shape[-1] == 4:
+        image = image[..., :3]
+    if image.dtype != np.uint8:
+        low, high = float(image.min()), float(image.max())
+        image = (image - low) / (high - low) if high > low else np.zeros_like(image)
+    ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+    ax.axis("off")
+
+
+def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 5) -> bytes:
+    plt = _plt()
+    lines = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(lines, columns, figsize=(2 * columns, 2.2 * lines), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, title in zip(axes.flat, images, titles):
+        _show(ax, image)
+        ax.set_title(title, fontsize=8)
+    return _png(fig)
+
+
+def feature_maps(image: np.ndarray, maps: list[np.ndarray], layer_names: Sequence[str]) -> bytes:
+    plt = _plt()
+    columns = 9
+    fig, axes = plt.subplots(len(maps), columns, figsize=(1.6 * columns, 1.8 * len(maps)), squeeze=False)
+    for row, (feature_map, name) in enumerate(zip(maps, layer_names)):
+        _show(axes[row][0], image)
+        axes[row][0].set_title("input" if row == 0 else "", fontsize=8)
+        for col in range(1, columns):
+            ax = axes[row][col]
+            ax.axis("off")
+            if col - 1 < feature_map.shape[-1]:
+                ax.imshow(feature_map[:, :, col - 1], cmap="viridis")
+                ax.set_title(f"{name}:{col - 1}", fontsize=7)
+    return _png(fig)
+
+
+def pca_scatter(coords: np.ndarray, labels: np.ndarray, class_names: Sequence[str], share: Sequence[float]) -> bytes:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for index, name in enumerate(class_names):
+        chosen = labels == index
+        ax.scatter(coords[chosen, 0], coords[chosen, 1], s=8, alpha=0.7, label=name, color=plt.cm.tab20(index % 20))
+    ax.set_xlabel(f"PC 1 ({share[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC 2 ({share[1]:.0%} of variance)")
+    ax.legend(fontsize=7, markerscale=2, loc="best", ncol=2 if len(class_names) > 10 else 1)
+    ax.set_title("Penultimate-layer features of the test set (PCA)")
+    return _png(fig)
