@@ -47,6 +47,30 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--quiet", action="store_true", help="print only the final summary")
     search.set_defaults(handler=_search)
 
+    train = commands.add_parser("train", help="train one fixed configuration (e.g. an exported best_config.yaml) without a search")
+    train.add_argument("spec", metavar="SPEC", help="YAML spec with every value fixed")
+    train.add_argument("--name", help="run name (default: the file name)")
+    train.add_argument("--out", help="output root (default: reports)")
+    train.add_argument("--overwrite", action="store_true", help="start over if the run exists")
+    train.add_argument("--quiet", action="store_true", help="print only the final summary")
+    train.set_defaults(handler=_train)
+
+    export = commands.add_parser("export", help="export a trial's model: Keras, SavedModel, TFLite, model card, best_config.yaml")
+    export.add_argument("run", metavar="RUN", help="run directory, e.g. reports/digits")
+    export.add_argument("--trial", help="trial id (default: the best trial)")
+    export.add_argument("--format", default="keras,savedmodel,tflite", help="comma-separated: keras, savedmodel, tflite (default: all)")
+    export.add_argument("--out", help="output folder (default: RUN/export/<trial>)")
+    export.add_argument("--retrain", action="store_true", help="retrain on train + validation for the trial's best epoch count, then export")
+    export.add_argument("--quantize", action="store_true", help="also write a dynamic-range quantized TFLite model")
+    export.set_defaults(handler=_export)
+
+    predict = commands.add_parser("predict", help="top classes for images with an exported model (any format)")
+    predict.add_argument("model", metavar="MODEL", help="model.keras, a SavedModel folder or model.tflite")
+    predict.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
+    predict.add_argument("--top", type=int, default=3, help="classes to show per image (default 3)")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of text")
+    predict.set_defaults(handler=_predict)
+
     report = commands.add_parser("report", help="rebuild a run's reports from its folder, or compare several runs")
     report.add_argument("runs", metavar="RUN", nargs="+", help="run directories; two or more print a comparison table")
     report.add_argument("--top", type=int, default=10, help="trials in the leaderboard and learning curves (default 10)")
@@ -133,7 +157,41 @@ def describe_plan(spec: Any, the_plan: Any) -> str:
 def _search(args: argparse.Namespace) -> int:
     from .runner import search
 
-    run = search(args.spec, name=args.name, out=args.out, overwrite=args.overwrite, quiet=args.quiet)
+    return _summarize(search(args.spec, name=args.name, out=args.out, overwrite=args.overwrite, quiet=args.quiet))
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .runner import train
+
+    return _summarize(train(args.spec, name=args.name, out=args.out, overwrite=args.overwrite, quiet=args.quiet))
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    paths = export(args.run, trial=args.trial, formats=formats, out=args.out, retrain=args.retrain, quantize=args.quantize)
+    for label, path in paths.items():
+        print(f"{label + ':':18}{path}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import json
+
+    from .predict import predict
+
+    results = predict(args.model, args.images, top=args.top)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for result in results:
+        ranked = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
+        print(f"{result['image']}: {ranked}")
+    return 0
+
+
+def _summarize(run: Any) -> int:
     manifest = run.manifest
     print()
     print(

@@ -76,6 +76,7 @@ class Dataset:
             "classes": list(self.class_names),
             "image_shape": list(self.input_shape),
             "dtype": str(self.x_train.dtype),
+            "value_max": self.value_max,
             "train": int(len(self.y_train)),
             "validation": int(len(self.y_val)),
             "test": int(len(self.y_test)),

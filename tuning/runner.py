@@ -26,6 +26,7 @@ from .planner import Plan
 from .planner import plan as make_plan
 from .records import RunStore, utc_now, write_atomic
 from .runtime import prepare_devices, quiet_logs, versions
+from .space import parameters as the_params
 from .space import resolve
 from .spec import SearchSpec, load_spec
 
@@ -163,6 +164,31 @@ def _graceful_stop(stop: Any, quiet: bool) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def train(
+    spec: str | Path | Mapping[str, Any] | SearchSpec, *, name: str | None = None, out: str | Path | None = None, overwrite: bool = False, quiet: bool = False
+) -> Any:
+    """Train one fixed configuration (such as an exported `best_config.yaml`): a one-trial run, same outputs."""
+    spec = load_spec(spec)
+    tunable = [p.name for p in the_params(spec)]
+    if tunable:
+        raise SpecError(
+            [
+                Problem(
+                    "",
+                    f"`tuning train` needs every value fixed, but these are tuned: {', '.join(tunable)}. Use `tuning search`, or the best_config.yaml that `tuning export` writes",
+                    spec.file,
+                )
+            ]
+        )
+    data = spec.to_dict()
+    data["search"] = {**data["search"], "algorithm": "random", "max_trials": 1}
+    fixed = load_spec(data)
+    fixed._file, fixed._text = spec.file, spec.text
+    if name is None and spec.name is None and spec.file:
+        name = Path(spec.file).stem
+    return search(fixed, name=name, out=out, overwrite=overwrite, quiet=quiet)
 
 
 class Events:

@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
+import warnings
+from collections.abc import Iterator
 from importlib import metadata
+
+
+@contextlib.contextmanager
+def muted_stderr() -> Iterator[None]:
+    """Silence the process's stderr (C++ logging included) for a block; Python exceptions still propagate."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            saved = os.dup(2)
+        except OSError:  # no real stderr (some notebook kernels): nothing to mute
+            yield
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            sys.stderr.flush()
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
 
 
 def quiet_logs() -> None:
@@ -16,22 +40,9 @@ def quiet_logs() -> None:
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    if "keras" in sys.modules:
-        return
-    try:
-        saved = os.dup(2)
-    except OSError:  # no real stderr (some notebook kernels): nothing to mute
-        import keras  # noqa: F401
-
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import keras  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    if "keras" not in sys.modules:
+        with muted_stderr():
+            import keras  # noqa: F401
 
 
 def backend() -> str:

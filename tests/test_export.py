@@ -1,0 +1,136 @@
+"""Export in every format, reload without `tuning`, rebuild from best_config.yaml, and predict on image files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tuning import search
+from tuning.cli import main
+from tuning.export import export
+from tuning.predict import load_predictor, read_image
+
+from .conftest import ROOT, tiny
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export")
+    run = search(tiny(), name="export", out=folder, quiet=True)
+    paths = export(run.path, quantize=True)
+    return run, paths
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Digits written as files of several kinds: grayscale PNG, RGBA PNG, RGB JPEG, BMP, other sizes."""
+    from sklearn.datasets import load_digits
+
+    folder = tmp_path_factory.mktemp("images")
+    digits = (load_digits().images * 15).astype("uint8")
+    Image.fromarray(digits[0], "L").resize((32, 32)).save(folder / "gray.png")
+    Image.fromarray(np.dstack([digits[1]] * 3 + [np.full((8, 8), 255, "uint8")]), "RGBA").save(folder / "rgba.png")
+    Image.fromarray(np.dstack([digits[2]] * 3)).resize((40, 24)).save(folder / "rgb.jpg")
+    Image.fromarray(digits[3]).save(folder / "plain.bmp")
+    (folder / "notes.txt").write_text("not an image, and not named like one")
+    return folder
+
+
+def test_every_format_is_written_with_card_and_config(exported):
+    run, paths = exported
+    assert {"keras", "savedmodel", "tflite", "tflite_quantized", "card", "card_json", "config"} <= set(paths)
+    card = json.loads(paths["card_json"].read_text())
+    best = run.best
+    assert card["trial_id"] == best["trial_id"] and card["score"] == pytest.approx(best["score"])
+    assert card["class_names"] == [str(i) for i in range(10)]
+    assert card["input"] == {"shape": [8, 8, 1], "dtype": "uint8", "value_max": 16.0}
+    assert card["hyperparameters"] == best["values"]
+    assert card["test_metrics"]["accuracy"] == pytest.approx(best["test"]["accuracy"], abs=1e-6)
+    assert card["spec_hash"] == run.manifest["spec_hash"] and "keras" in card["versions"]
+    assert "checkpoint of trial" in card["model_source"]
+
+
+def test_formats_agree_on_the_same_images(exported, images):
+    _, paths = exported
+    predictors = {name: load_predictor(paths[name]) for name in ("keras", "savedmodel", "tflite", "tflite_quantized")}
+    files = sorted(p for p in images.iterdir() if p.suffix != ".txt")
+    batch = np.stack([read_image(f, (8, 8, 1)) for f in files])
+    probs = {name: p.predict(batch) for name, p in predictors.items()}
+    np.testing.assert_allclose(probs["savedmodel"], probs["keras"], atol=1e-5)
+    np.testing.assert_allclose(probs["tflite"], probs["keras"], atol=1e-5)
+    np.testing.assert_allclose(probs["tflite_quantized"], probs["keras"], atol=0.05)  # dynamic-range int8 weights
+
+
+def test_exports_load_in_a_process_without_tuning(exported):
+    _, paths = exported
+    code = f"""
+import sys, numpy as np, keras, tensorflow as tf
+images = np.random.default_rng(0).integers(0, 17, (3, 8, 8, 1)).astype('uint8')
+model = keras.saving.load_model({str(paths["keras"])!r}, safe_mode=True)
+a = model.predict(images.astype('float32'), verbose=0)
+served = tf.saved_model.load({str(paths["savedmodel"])!r})  # keep a reference while calling it
+b = served.serve(tf.constant(images)).numpy()
+assert np.allclose(a, b, atol=1e-5) and a.shape == (3, 10)
+print('tuning imported:', 'tuning' in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "tuning imported: False" in result.stdout
+
+
+def test_best_config_validates_and_train_rebuilds_the_same_model(exported, tmp_path, capsys):
+    import keras
+
+    _, paths = exported
+    assert main(["validate", str(paths["config"])]) == 0
+    assert "Search space: 0 hyperparameters" in capsys.readouterr().out
+    assert main(["train", str(paths["config"]), "--out", str(tmp_path), "--quiet"]) == 0
+    retrained = keras.saving.load_model(tmp_path / "best_config" / "best_model.keras", safe_mode=True)
+    original = keras.saving.load_model(paths["keras"], safe_mode=True)
+    assert [type(layer).__name__ for layer in retrained.layers] == [type(layer).__name__ for layer in original.layers]
+    assert retrained.count_params() == original.count_params()
+
+
+def test_train_refuses_a_spec_with_tuned_values(tmp_path, capsys):
+    from .conftest import write_spec
+
+    assert main(["train", str(write_spec(tmp_path, tiny()))]) == 2
+    assert "needs every value fixed, but these are tuned: blocks, filters, learning_rate" in capsys.readouterr().err
+
+
+def test_retrain_on_train_and_validation(exported, tmp_path):
+    run, _ = exported
+    paths = export(run.path, formats=["keras"], out=tmp_path, retrain=True)
+    card = json.loads(paths["card_json"].read_text())
+    assert card["model_source"].startswith("retrained on train + validation for")
+    assert 0 <= card["test_metrics"]["accuracy"] <= 1
+
+
+def test_predict_cli_on_a_folder_of_mixed_images(exported, images, capsys):
+    _, paths = exported
+    assert main(["predict", str(paths["tflite"]), str(images), "--top", "2", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert sorted(r["image"].rsplit("/", 1)[1] for r in results) == ["gray.png", "plain.bmp", "rgb.jpg", "rgba.png"]
+    for result in results:
+        assert len(result["top"]) == 2 and result["top"][0]["probability"] >= result["top"][1]["probability"]
+        assert result["top"][0]["class"] in [str(i) for i in range(10)]
+
+
+def test_predict_errors_are_clear(exported, images, tmp_path, capsys):
+    _, paths = exported
+    assert main(["predict", str(paths["keras"]), str(images / "notes.txt")]) == 2
+    assert "notes.txt: not a readable image" in capsys.readouterr().err
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    assert main(["predict", str(paths["keras"]), str(tmp_path)]) == 2
+    assert "broken.png: not a readable image" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "missing.keras"), str(images)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["export", str(tmp_path)]) == 2
+    assert "is not a tuning run" in capsys.readouterr().err

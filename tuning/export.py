@@ -1,0 +1,246 @@
+"""Export a trial's model so it runs anywhere: Keras, SavedModel, TFLite, a model card, and a spec that
+rebuilds exactly this model. Either the trial's checkpoint (optimizer state and all) or a retrain on
+train + validation for the trial's best epoch count, as KerasTuner's documentation recommends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .errors import RunError
+from .records import write_atomic, write_json
+from .run import Run
+from .space import parameters, resolve
+from .spec import SearchSpec, load_spec
+
+FORMATS = ("keras", "savedmodel", "tflite")
+
+
+def fixed_spec(spec: SearchSpec, values: dict[str, Any], epochs: int) -> dict[str, Any]:
+    """The spec with every tunable value fixed to `values`: `tuning train` rebuilds exactly this model."""
+    data = spec.to_dict()
+    for param in parameters(spec):
+        section, key, *index = param.path
+        value = values.get(param.name, param.domain.values()[0] if param.domain.values() else param.domain.low)
+        if index:
+            data[section][key][index[0]] = value
+        else:
+            data[section][key] = value
+    config = resolve(spec, values)
+    if isinstance(spec.model.filters, list):
+        data["model"]["filters"] = data["model"]["filters"][: config.blocks]
+    data["search"] = {**data["search"], "algorithm": "random", "max_trials": 1, "max_epochs": max(1, epochs)}
+    data["search"].pop("time_budget", None)
+    data.pop("name", None)
+    return data
+
+
+class TrialModel:
+    """A finished trial of a run: its spec, values and checkpointed model."""
+
+    def __init__(self, run: Run, trial_id: str | None):
+        self.run = run
+        manifest = run.manifest
+        records = {r.trial_id: r for r in run.records()}
+        trial_id = trial_id or (run.best or {}).get("trial_id")
+        if trial_id is None:
+            raise RunError(f"{run.path} has no completed trial to export yet")
+        if trial_id not in records or records[trial_id].status != "completed":
+            known = ", ".join(r for r, rec in records.items() if rec.status == "completed")
+            raise RunError(f"trial {trial_id!r} is not a completed trial of {run.path}; completed: {known or 'none'}")
+        self.record = records[trial_id]
+        self.spec = load_spec(manifest["spec"])
+        self.data = manifest["data"]
+        self.config = resolve(self.spec, self.record.values)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run.path / "kerastuner" / f"trial_{self.record.trial_id}" / "checkpoint.weights.h5"
+
+    def build(self) -> Any:
+        from .hypermodel import build_model, compile_model
+
+        size = tuple(self.spec.data.image_size) if self.spec.data.image_size else None
+        model = build_model(
+            self.config, tuple(self.data["image_shape"]), len(self.data["classes"]), value_max=float(self.data.get("value_max", 255.0)), image_size=size
+        )  # type: ignore[arg-type]
+        return compile_model(model, self.config)
+
+    def from_checkpoint(self) -> Any:
+        model = self.build()
+        model.optimizer.build(model.trainable_variables)
+        if not self.checkpoint.exists():
+            raise RunError(f"{self.checkpoint} is missing; re-run the search, or pass --retrain to train this configuration again")
+        model.load_weights(self.checkpoint)
+        return model
+
+    def retrain(self, dataset: Any) -> Any:
+        """Train on train + validation for the trial's best (cumulative) epoch count, with the run's seed."""
+        import keras
+
+        keras.utils.set_random_seed(self.spec.search.seed)
+        model = self.build()
+        x = np.concatenate([dataset.x_train, dataset.x_val])
+        y = np.eye(dataset.num_classes, dtype="float32")[np.concatenate([dataset.y_train, dataset.y_val])]
+        model.fit(x, y, batch_size=self.config.batch_size, epochs=int(self.record.best_epoch or 1), shuffle=True, verbose=0)
+        return model
+
+
+def export(
+    run_dir: str | Path,
+    *,
+    trial: str | None = None,
+    formats: Sequence[str] = FORMATS,
+    out: str | Path | None = None,
+    retrain: bool = False,
+    quantize: bool = False,
+) -> dict[str, Path]:
+    """Write the chosen trial's model in `formats`, its model card and `best_config.yaml`; return the paths.
+
+    Example:
+        >>> paths = export("reports/digits", formats=["keras", "tflite"])
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise RunError(f"unknown export format {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    from .runtime import quiet_logs
+
+    quiet_logs()
+    chosen = TrialModel(Run(run_dir), trial)
+    out_dir = Path(out) if out else chosen.run.path / "export" / chosen.record.trial_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = _try_load(chosen)
+    if retrain:
+        if dataset is None:
+            raise RunError(f"--retrain needs the run's data, which cannot be loaded here ({chosen.spec.data.source} {chosen.spec.data.path or ''}).")
+        model = chosen.retrain(dataset)
+        source = f"retrained on train + validation for {chosen.record.best_epoch} epochs (seed {chosen.spec.search.seed})"
+    else:
+        model = chosen.from_checkpoint()
+        source = f"checkpoint of trial {chosen.record.trial_id} at its best epoch {chosen.record.best_epoch}"
+    paths: dict[str, Path] = {}
+    shape, dtype = tuple(chosen.data["image_shape"]), str(chosen.data.get("dtype", "uint8"))
+    for name in formats:
+        paths.update(EXPORTERS[name](model, out_dir, shape, dtype, quantize))
+    test = _test_metrics(model, dataset, chosen, retrain)
+    card = _model_card(chosen, source, test, sorted(paths))
+    write_json(out_dir / "model_card.json", card)
+    write_atomic(out_dir / "model_card.md", _card_markdown(card))
+    write_atomic(
+        out_dir / "best_config.yaml", yaml.safe_dump(fixed_spec(chosen.spec, chosen.record.values, int(chosen.record.best_epoch or 1)), sort_keys=False)
+    )
+    paths.update(card=out_dir / "model_card.md", card_json=out_dir / "model_card.json", config=out_dir / "best_config.yaml")
+    return paths
+
+
+def _keras(model: Any, out: Path, shape: tuple[int, ...], dtype: str, quantize: bool) -> dict[str, Path]:
+    model.save(out / "model.keras")
+    return {"keras": out / "model.keras"}
+
+
+def _savedmodel(model: Any, out: Path, shape: tuple[int, ...], dtype: str, quantize: bool) -> dict[str, Path]:
+    from .export_tf import write_savedmodel
+
+    return {"savedmodel": write_savedmodel(model, out / "savedmodel", shape, dtype)}
+
+
+def _tflite(model: Any, out: Path, shape: tuple[int, ...], dtype: str, quantize: bool) -> dict[str, Path]:
+    import shutil
+    import tempfile
+
+    from .export_tf import tflite_predict, write_savedmodel, write_tflite
+
+    saved = out / "savedmodel"
+    scratch = None
+    if not (saved / "saved_model.pb").exists():
+        scratch = Path(tempfile.mkdtemp(prefix="tuning-export-"))
+        saved = write_savedmodel(model, scratch / "savedmodel", shape, dtype)
+    paths = {"tflite": write_tflite(saved, out / "model.tflite")}
+    if quantize:
+        paths["tflite_quantized"] = write_tflite(saved, out / "model_quantized.tflite", quantize=True)
+    if scratch:
+        shutil.rmtree(scratch, ignore_errors=True)
+    probe = np.zeros((1, *shape), dtype=dtype)
+    for path in paths.values():
+        probs = tflite_predict(path, probe)
+        if probs.shape != (1, model.output_shape[-1]) or not np.isclose(probs.sum(), 1.0, atol=1e-3):
+            raise RunError(f"{path}: the TFLite interpreter returned {probs.shape} probabilities summing to {probs.sum():.3f}; the conversion is broken")
+    return paths
+
+
+EXPORTERS: dict[str, Callable[[Any, Path, tuple[int, ...], str, bool], dict[str, Path]]] = {"keras": _keras, "savedmodel": _savedmodel, "tflite": _tflite}
+
+
+def _try_load(chosen: TrialModel) -> Any:
+    from .data import load_data
+    from .errors import DataError
+
+    try:
+        return load_data(chosen.spec.data, chosen.spec.base_dir, seed=chosen.spec.search.seed)
+    except DataError:
+        return None
+
+
+def _test_metrics(model: Any, dataset: Any, chosen: TrialModel, retrain: bool) -> dict[str, float] | None:
+    if dataset is not None:
+        y = np.eye(dataset.num_classes, dtype="float32")[dataset.y_test]
+        result = model.evaluate(dataset.x_test, y, batch_size=256, verbose=0, return_dict=True)
+        return {k: float(v) for k, v in result.items()}
+    best = chosen.run.best or {}
+    return best.get("test") if best.get("trial_id") == chosen.record.trial_id and not retrain else None
+
+
+def _model_card(chosen: TrialModel, source: str, test: dict[str, float] | None, formats: list[str]) -> dict[str, Any]:
+    manifest, data = chosen.run.manifest, chosen.data
+    size = chosen.spec.data.image_size
+    return {
+        "run": manifest["name"],
+        "trial_id": chosen.record.trial_id,
+        "model_source": source,
+        "objective": manifest["objective"],
+        "score": chosen.record.score,
+        "best_epoch": chosen.record.best_epoch,
+        "hyperparameters": chosen.record.values,
+        "configuration": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(chosen.config).items()},
+        "test_metrics": test,
+        "class_names": data["classes"],
+        "input": {"shape": data["image_shape"], "dtype": data.get("dtype", "uint8"), "value_max": data.get("value_max", 255.0)},
+        "preprocessing": f"inside the model: Rescaling(1/{data.get('value_max', 255.0):g}){f' then Resizing{tuple(size)}' if size else ''}; feed raw images of shape {data['image_shape']}",
+        "output": "class probabilities (softmax), in the order of class_names",
+        "data_source": data.get("origin"),
+        "spec_hash": manifest.get("spec_hash"),
+        "versions": manifest.get("versions"),
+        "formats": formats,
+    }
+
+
+def _card_markdown(card: dict[str, Any]) -> str:
+    test = card["test_metrics"] or {}
+    lines = [
+        f"# Model card: {card['run']} trial {card['trial_id']}",
+        "",
+        f"- **Model**: {card['model_source']}",
+        f"- **Score**: {card['objective']['metric']} = {card['score']:.4f} (best epoch {card['best_epoch']})",
+        f"- **Test**: accuracy {test.get('accuracy', float('nan')):.4f}, loss {test.get('loss', float('nan')):.4f}"
+        if test
+        else "- **Test**: not evaluated (the data could not be loaded here)",
+        f"- **Input**: {card['input']['dtype']} images of shape {card['input']['shape']}; {card['preprocessing']}",
+        f"- **Output**: {card['output']}",
+        f"- **Classes**: {', '.join(card['class_names'])}",
+        f"- **Data**: {card['data_source']}",
+        f"- **Spec hash**: {card['spec_hash']}",
+        f"- **Versions**: {', '.join(f'{k} {v}' for k, v in (card['versions'] or {}).items())}",
+        "",
+        "## Hyperparameters",
+        "",
+        "| name | value |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in card["configuration"].items()],
+        "",
+        "Rebuild it with `tuning train best_config.yaml`.",
+    ]
+    return "\n".join(lines) + "\n"

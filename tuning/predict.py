@@ -1,0 +1,134 @@
+"""Predict with an exported model: any format, images of any size and channel count."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError, RunError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class Predictor:
+    """A loaded model of any exported format, with what it expects and the names of its outputs."""
+
+    predict: Any
+    input_shape: tuple[int, int, int]
+    dtype: str
+    value_max: float
+    class_names: list[str]
+
+
+def load_predictor(path: str | Path) -> Predictor:
+    """Load `model.keras`, a SavedModel folder or a `.tflite` file (class names from model_card.json beside it)."""
+    from .runtime import quiet_logs
+
+    quiet_logs()
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"{path} does not exist; pass model.keras, a SavedModel folder or model.tflite written by `tuning export`")
+    card_path = (path if path.is_dir() else path.parent) / "model_card.json"
+    if not card_path.exists() and path.is_dir():
+        card_path = path.parent / "model_card.json"
+    card = json.loads(card_path.read_text()) if card_path.exists() else None
+    if path.suffix == ".keras":
+        import keras
+
+        try:
+            model = keras.saving.load_model(path, safe_mode=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+            raise RunError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {exc})") from None
+        shape = tuple(int(d) for d in model.input_shape[1:])
+
+        def keras_predict(images: np.ndarray) -> np.ndarray:
+            return np.asarray(model.predict(images.astype("float32"), verbose=0))
+
+        fn = keras_predict
+        classes = int(model.output_shape[-1])
+    elif path.is_dir() and (path / "saved_model.pb").exists():
+        from .export_tf import savedmodel_predict
+
+        if card is None:
+            raise RunError(f"{path}: a SavedModel needs the model_card.json written beside it by `tuning export` (input shape and dtype)")
+        shape, classes = tuple(card["input"]["shape"]), len(card["class_names"])
+
+        def saved_predict(images: np.ndarray) -> np.ndarray:
+            return savedmodel_predict(path, images)
+
+        fn = saved_predict
+    elif path.suffix == ".tflite":
+        from .export_tf import tflite_predict
+
+        if card is None:
+            raise RunError(f"{path}: a TFLite model needs the model_card.json written beside it by `tuning export`")
+        shape, classes = tuple(card["input"]["shape"]), len(card["class_names"])
+
+        def lite_predict(images: np.ndarray) -> np.ndarray:
+            return tflite_predict(path, images)
+
+        fn = lite_predict
+    else:
+        raise RunError(f"{path}: unknown model format; expected model.keras, a SavedModel folder (with saved_model.pb) or a .tflite file")
+    names = card["class_names"] if card else [str(i) for i in range(classes)]
+    dtype = card["input"]["dtype"] if card else "uint8"
+    value_max = float(card["input"].get("value_max", 255.0)) if card else 255.0
+    return Predictor(fn, shape, dtype, value_max, names)  # type: ignore[arg-type]
+
+
+def read_image(path: Path, shape: tuple[int, int, int], dtype: str = "uint8", value_max: float = 255.0) -> np.ndarray:
+    """Decode any common image, apply EXIF rotation, convert to the model's channels and resize to its input."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    height, width, channels = shape
+    try:
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            image = image.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+            array = np.asarray(image, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable image ({type(exc).__name__}: {exc}); expected PNG, JPEG, BMP, GIF or WebP") from None
+    if array.ndim == 2:
+        array = array[..., None]
+    if dtype == "uint8":
+        return array
+    return (array.astype(np.float32) / 255.0 * value_max).astype(dtype)
+
+
+def collect_images(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given, and the image files inside folders (sorted)."""
+    files: list[Path] = []
+    for item in map(Path, paths):
+        if item.is_dir():
+            files.extend(sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+        elif item.exists():
+            files.append(item)
+        else:
+            raise DataError(f"{item} does not exist")
+    if not files:
+        raise DataError(f"no image files in {', '.join(map(str, paths))} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return files
+
+
+def predict(model: str | Path, images: Sequence[str | Path], *, top: int = 3) -> list[dict[str, Any]]:
+    """Top-`top` classes with probabilities for each image file (folders are searched for images).
+
+    Example:
+        >>> predict("reports/digits/export/0018/model.keras", ["my_digit.png"], top=3)
+    """
+    predictor = load_predictor(model)
+    files = collect_images(images)
+    batch = np.stack([read_image(f, predictor.input_shape, predictor.dtype, predictor.value_max) for f in files])
+    probs = predictor.predict(batch)
+    results = []
+    for file, row in zip(files, probs):
+        order = np.argsort(-row)[: max(1, top)]
+        results.append({"image": str(file), "top": [{"class": predictor.class_names[i], "index": int(i), "probability": float(row[i])} for i in order]})
+    return results
