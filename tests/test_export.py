@@ -15,7 +15,7 @@ from tuning.cli import main
 from tuning.export import export
 from tuning.predict import load_predictor, read_image
 
-from .conftest import ROOT, tiny
+from .conftest import tiny
 
 pytestmark = pytest.mark.slow
 

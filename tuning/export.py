@@ -24,10 +24,10 @@ def fixed_spec(spec: SearchSpec, values: dict[str, Any], epochs: int) -> dict[st
     """The spec with every tunable value fixed to `values`: `tuning train` rebuilds exactly this model."""
     data = spec.to_dict()
     for param in parameters(spec):
-        section, key, *index = param.path
         value = values.get(param.name, param.domain.values()[0] if param.domain.values() else param.domain.low)
-        if index:
-            data[section][key][index[0]] = value
+        section, key = str(param.path[0]), str(param.path[1])
+        if len(param.path) == 3:
+            data[section][key][param.path[2]] = value
         else:
             data[section][key] = value
     config = resolve(spec, values)
@@ -64,7 +64,7 @@ class TrialModel:
     def build(self) -> Any:
         from .hypermodel import build_model, compile_model
 
-        size = tuple(self.spec.data.image_size) if self.spec.data.image_size else None
+        size = (self.spec.data.image_size[0], self.spec.data.image_size[1]) if self.spec.data.image_size else None
         model = build_model(
             self.config, tuple(self.data["image_shape"]), len(self.data["classes"]), value_max=float(self.data.get("value_max", 255.0)), image_size=size
         )  # type: ignore[arg-type]
