@@ -8,7 +8,7 @@ from tuning import load_spec
 from tuning.feasibility import check, count_params, feature_maps
 from tuning.space import TrialConfig
 
-BASE = dict(blocks=2, convs_per_block=1, filters=(8, 16), kernel_size=3, padding="same", activation="relu", batch_norm=False, pooling="max",
+BASE = dict(blocks=2, convs_per_block=1, filters=(8, 16), kernel_size=3, padding="same", activation="relu", augmentation="none", batch_norm=False, pooling="max",
             block_dropout=0.0, head="flatten", dense_layers=1, dense_units=32, head_dropout=0.0, optimizer="adam", learning_rate=1e-3,
             momentum=None, weight_decay=None, batch_size=32, label_smoothing=0.0)  # fmt: skip
 

@@ -45,6 +45,9 @@ class RawData:
     class_names: tuple[str, ...]
     origin: str
     value_max: float | None = None  # brightest possible pixel, when the source knows it (digits: 16)
+    x_val: np.ndarray | None = None  # a validation set of the source's own (folder `validation/`, manifest split)
+    y_val: np.ndarray | None = None
+    skipped: tuple[dict[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,7 @@ class Dataset:
     class_names: tuple[str, ...]
     origin: str
     value_max: float
-    notes: tuple[str, ...] = field(default=())
+    skipped: tuple[dict[str, str], ...] = field(default=())
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -80,7 +83,14 @@ class Dataset:
             "train": int(len(self.y_train)),
             "validation": int(len(self.y_val)),
             "test": int(len(self.y_test)),
+            "skipped_files": len(self.skipped),
+            "skipped": list(self.skipped[:100]),
         }
+
+    def class_weights(self) -> dict[int, float]:
+        """`balanced` weights: n / (classes * count), so every class weighs the same in the loss."""
+        counts = np.bincount(self.y_train, minlength=self.num_classes)
+        return {i: float(len(self.y_train) / (self.num_classes * c)) for i, c in enumerate(counts) if c}
 
 
 Loader = Callable[[Any, Path], RawData]
@@ -99,8 +109,17 @@ def describe(data_spec: Any, base_dir: Path) -> tuple[tuple[int, int, int], int]
     """Input shape the model sees (after `image_size`) and class count, cheaply (for `validate`)."""
     if data_spec.source in BUILTIN_SHAPES:
         shape, classes = BUILTIN_SHAPES[data_spec.source]
+    elif data_spec.source in ("folder", "manifest"):
+        from .images import MODES, list_folder, read_manifest
+
+        path = _resolve(data_spec.path, base_dir, "data.path")
+        listing = list_folder(path) if data_spec.source == "folder" else read_manifest(path, data_spec)
+        size = data_spec.image_size or [1, 1]
+        shape, classes = (size[0], size[1], MODES[data_spec.color_mode][1]), len(listing.class_names)
     else:
         shape, classes = _npz_header(_resolve(data_spec.path, base_dir, "data.path"))
+    if data_spec.classes:
+        classes = len(data_spec.classes)
     if data_spec.image_size:
         shape = (data_spec.image_size[0], data_spec.image_size[1], shape[2])
     return shape, classes
@@ -109,6 +128,8 @@ def describe(data_spec: Any, base_dir: Path) -> tuple[tuple[int, int, int], int]
 def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.ndarray] | None = None, class_names: Sequence[str] | None = None) -> Dataset:
     """Load, check and split the data once for a whole search; `arrays` replace the spec's source."""
     raw = from_arrays(arrays, class_names) if arrays is not None else LOADERS[data_spec.source](data_spec, base_dir)
+    if data_spec.classes:
+        raw = keep_classes(raw, list(data_spec.classes))
     rng = np.random.default_rng(seed)
     x_train, y_train = _standardize(raw.x_train, raw.y_train, raw.origin, "train", len(raw.class_names))
     if raw.x_test is not None and raw.y_test is not None:
@@ -126,7 +147,12 @@ def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.nda
     if data_spec.max_test_samples and data_spec.max_test_samples < len(y_test):
         keep = stratified_subset(y_test, data_spec.max_test_samples, rng)
         x_test, y_test = x_test[keep], y_test[keep]
-    keep, held = stratified_split(y_train, data_spec.validation_split, rng, raw.origin)
+    if raw.x_val is not None and raw.y_val is not None:
+        x_val, y_val = _standardize(raw.x_val, raw.y_val, raw.origin, "validation", len(raw.class_names))
+        x_train, y_train = np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])
+        keep, held = np.arange(len(y_train) - len(y_val)), np.arange(len(y_train) - len(y_val), len(y_train))
+    else:
+        keep, held = stratified_split(y_train, data_spec.validation_split, rng, raw.origin)
     present = np.unique(y_train[keep])
     if len(present) < len(raw.class_names):
         missing = sorted(set(range(len(raw.class_names))) - set(present.tolist()))
@@ -134,7 +160,35 @@ def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.nda
             f"{raw.origin}: classes {[raw.class_names[i] for i in missing]} have no training images after the split; add images or raise data.max_train_samples"
         )
     value_max = raw.value_max or (255.0 if x_train.dtype == np.uint8 else (1.0 if np.max(x_train) <= 1.0 else 255.0))
-    return Dataset(x_train[keep], y_train[keep], x_train[held], y_train[held], x_test, y_test, raw.class_names, raw.origin, value_max)
+    return Dataset(x_train[keep], y_train[keep], x_train[held], y_train[held], x_test, y_test, raw.class_names, raw.origin, value_max, tuple(raw.skipped))
+
+
+def keep_classes(raw: RawData, names: list[str]) -> RawData:
+    """Only the classes named, relabelled 0..k-1 in the order given (e.g. three CIFAR-10 classes)."""
+    import difflib
+    from dataclasses import replace
+
+    index = {name: i for i, name in enumerate(raw.class_names)}
+    unknown = [n for n in names if n not in index]
+    if unknown:
+        hints = [f"{n!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(n, list(index), 1)) else repr(n) for n in unknown]
+        raise DataError(f"data.classes: {', '.join(hints)} not among the classes of {raw.origin}: {', '.join(raw.class_names)}")
+    mapping = np.full(len(raw.class_names), -1, dtype=np.int64)
+    for new, name in enumerate(names):
+        mapping[index[name]] = new
+
+    def subset(x: np.ndarray | None, y: np.ndarray | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if x is None or y is None:
+            return x, y
+        y = np.asarray(y).reshape(-1) if np.asarray(y).ndim == 1 or np.asarray(y).shape[-1] == 1 else np.argmax(y, axis=1)
+        chosen = mapping[y.astype(np.int64)] >= 0
+        return np.asarray(x)[chosen], mapping[y.astype(np.int64)][chosen]
+
+    x_train, y_train = subset(raw.x_train, raw.y_train)
+    assert x_train is not None and y_train is not None
+    x_test, y_test = subset(raw.x_test, raw.y_test)
+    x_val, y_val = subset(raw.x_val, raw.y_val)
+    return replace(raw, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, x_val=x_val, y_val=y_val, class_names=tuple(names))
 
 
 def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator, origin: str) -> tuple[np.ndarray, np.ndarray]:
@@ -259,6 +313,38 @@ def _npz_header(path: Path) -> tuple[tuple[int, int, int], int]:
     if len(shape) not in (3, 4):
         raise DataError(f"{path}: x_train has shape {shape}; expected (N, H, W) or (N, H, W, C)")
     return (int(shape[1]), int(shape[2]), int(shape[3]) if len(shape) == 4 else 1), int(classes)
+
+
+@register("folder")
+def _folder(data_spec: Any, base_dir: Path) -> RawData:
+    from .images import list_folder, load_images
+
+    return _from_images(load_images(list_folder(_resolve(data_spec.path, base_dir, "data.path")), data_spec), data_spec)
+
+
+@register("manifest")
+def _manifest(data_spec: Any, base_dir: Path) -> RawData:
+    from .images import load_images, read_manifest
+
+    path = _resolve(data_spec.path, base_dir, "data.path")
+    return _from_images(load_images(read_manifest(path, data_spec), data_spec), data_spec)
+
+
+def _from_images(loaded: dict[str, Any], data_spec: Any) -> RawData:
+    """Split decoded images by their folder or manifest split (train, validation, test) if they have one."""
+    x, y, splits = loaded["x"], loaded["y"], np.array([s or "train" for s in loaded["splits"]])
+    origin = f"{data_spec.source} {data_spec.path}"
+
+    def part(name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        chosen = np.flatnonzero(splits == name)
+        return (x[chosen], y[chosen]) if len(chosen) else (None, None)
+
+    x_train, y_train = part("train")
+    if x_train is None or y_train is None:
+        raise DataError(f"{origin}: no training images (every image is in the validation or test split)")
+    x_test, y_test = part("test")
+    x_val, y_val = part("validation")
+    return RawData(x_train, y_train, x_test, y_test, tuple(loaded["class_names"]), origin, 255.0, x_val, y_val, tuple(loaded["skipped"]))
 
 
 # --- Keras' built-in data sets: from a local folder (no network) or through keras.datasets ------------

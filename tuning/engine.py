@@ -248,7 +248,14 @@ class SpecTuner(kt.Tuner):
         model.load_weights(self._get_checkpoint_fname(trial_id))
         return model
 
-    def run_trial(self, trial: kt.engine.trial.Trial, *, train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray]) -> Any:
+    def run_trial(
+        self,
+        trial: kt.engine.trial.Trial,
+        *,
+        train: tuple[np.ndarray, np.ndarray],
+        validation: tuple[np.ndarray, np.ndarray],
+        class_weight: dict[int, float] | None = None,
+    ) -> Any:
         hp = trial.hyperparameters
         values = active_values(hp)
         hyperband = {k[6:]: v for k, v in hp.values.items() if k.startswith("tuner/")}
@@ -275,6 +282,7 @@ class SpecTuner(kt.Tuner):
                 batch_size=config.batch_size,
                 epochs=epochs,
                 initial_epoch=initial_epoch,
+                class_weight=class_weight,
                 callbacks=self._callbacks(trial.trial_id, log),
                 verbose=0,
             )

@@ -27,6 +27,8 @@ def build_model(
     x = layers.Rescaling(1.0 / value_max, name="rescale")(inputs)
     if image_size is not None and tuple(image_size) != tuple(input_shape[:2]):
         x = layers.Resizing(*image_size, name="resize")(x)
+    for layer in augmentation_layers(config.augmentation):
+        x = layer(x)
     for block in range(config.blocks):
         for conv in range(config.convs_per_block):
             name = f"block{block + 1}_conv{conv + 1}"
@@ -49,6 +51,22 @@ def build_model(
             x = layers.Dropout(config.head_dropout, name=f"dense{index + 1}_dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="tuning_cnn")
+
+
+def augmentation_layers(preset: str) -> list[keras.layers.Layer]:
+    """Keras preprocessing layers that act in training only (identity at inference), on images in [0, 1]."""
+    if preset == "none":
+        return []
+    strong = preset == "strong"
+    out = [
+        layers.RandomFlip("horizontal", name="augment_flip"),
+        layers.RandomRotation(0.15 if strong else 0.05, name="augment_rotation"),
+        layers.RandomZoom(0.2 if strong else 0.1, name="augment_zoom"),
+        layers.RandomTranslation(0.1 if strong else 0.05, 0.1 if strong else 0.05, name="augment_translation"),
+    ]
+    if strong:
+        out.append(layers.RandomContrast(0.2, value_range=(0.0, 1.0), name="augment_contrast"))
+    return out
 
 
 def make_optimizer(config: TrialConfig) -> keras.optimizers.Optimizer:

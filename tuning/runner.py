@@ -124,7 +124,8 @@ def search(
     status, stop_reason, error = "finished", None, None
     try:
         with _graceful_stop(tuner.stop, quiet):
-            tuner.search(train=(dataset.x_train, one_hot[dataset.y_train]), validation=(dataset.x_val, one_hot[dataset.y_val]))
+            weights = dataset.class_weights() if spec.data.class_weight == "balanced" else None
+            tuner.search(train=(dataset.x_train, one_hot[dataset.y_train]), validation=(dataset.x_val, one_hot[dataset.y_val]), class_weight=weights)
         stop_reason = oracle.stop_reason or _stop_reason(spec, the_plan, store)
     except SearchAborted as exc:
         status, stop_reason, error = "aborted", str(exc), exc

@@ -26,6 +26,7 @@ DESCRIPTIONS = {
     "kernel_size": "Side of the square convolution kernels.",
     "padding": "Convolution padding: 'same' keeps the size, 'valid' shrinks it by kernel_size - 1.",
     "activation": "Activation after each convolution and dense layer.",
+    "augmentation": "Random flips, rotations, zooms, shifts (and contrast, when strong) applied in training only.",
     "batch_norm": "Batch normalization after each convolution.",
     "pooling": "2x2 pooling at the end of each block.",
     "block_dropout": "Dropout rate at the end of each block.",
@@ -84,6 +85,7 @@ class TrialConfig:
     kernel_size: int
     padding: str
     activation: str
+    augmentation: str
     batch_norm: bool
     pooling: str
     block_dropout: float
@@ -119,7 +121,7 @@ def parameters(spec: Any) -> list[Param]:
     else:
         add("filters", ("model", "filters"), model.filters)
         add("filters_growth", ("model", "filters_growth"), model.filters_growth)
-    for name in ("kernel_size", "padding", "activation", "batch_norm", "pooling", "block_dropout", "head", "dense_layers"):
+    for name in ("kernel_size", "padding", "activation", "augmentation", "batch_norm", "pooling", "block_dropout", "head", "dense_layers"):
         add(name, ("model", name), getattr(model, name))
     add("dense_units", ("model", "dense_units"), model.dense_units, _when(model.dense_layers, "dense_layers", lambda n: n > 0))
     add("head_dropout", ("model", "head_dropout"), model.head_dropout)
@@ -173,6 +175,20 @@ def cross_check(spec: Any) -> list[tuple[tuple[str | int, ...], str]]:
             )
     if is_domain(model.dense_units) and max(_values(model.dense_layers)) == 0:
         problems.append((("model", "dense_units"), "is tuned but dense_layers is 0, so no dense layer uses it"))
+    data = spec.data
+    if data.source in ("folder", "manifest"):
+        if not data.path:
+            problems.append(
+                (("data", "path"), f"the {data.source} source needs a path (or write `{'directory' if data.source == 'folder' else 'manifest'}: PATH`)")
+            )
+        if not data.image_size:
+            problems.append((("data", "image_size"), "image files need [height, width]: every image is decoded and resized to it once"))
+    if data.source == "manifest" and bool(data.label_column) == bool(data.label_columns):
+        problems.append(
+            (("data", "label_column"), "a manifest needs either label_column (one column of class names) or label_columns (one-hot columns), not both")
+        )
+    if data.source != "manifest" and (data.label_column or data.label_columns or data.split_column):
+        problems.append((("data", "label_column"), "label_column, label_columns and split_column only apply to `source: manifest`"))
     search = spec.search
     if search.algorithm == "grid" and any(p.count() is None for p in parameters(spec)):
         infinite = [p.name for p in parameters(spec) if p.count() is None]
@@ -216,6 +232,7 @@ def resolve(spec: Any, values: dict[str, Any]) -> TrialConfig:
         kernel_size=int(get("kernel_size", model.kernel_size)),
         padding=str(get("padding", model.padding)),
         activation=str(get("activation", model.activation)),
+        augmentation=str(get("augmentation", model.augmentation)),
         batch_norm=bool(get("batch_norm", model.batch_norm)),
         pooling=str(get("pooling", model.pooling)),
         block_dropout=float(get("block_dropout", model.block_dropout)),

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
-from pydantic import BaseModel, Discriminator, Field, PrivateAttr, Tag, ValidationError, field_validator
+from pydantic import BaseModel, Discriminator, Field, PrivateAttr, Tag, ValidationError, field_validator, model_validator
 
 from . import _yaml
 from .domains import DOMAIN_TAGS, Frozen, Tunable, is_domain
@@ -27,20 +27,37 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 Rate = Annotated[float, Field(ge=0, lt=1)]
 Growth = Annotated[float, Field(ge=1)]
 
-SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "npz")
+SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "npz", "folder", "manifest")
 METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
 
 
 class DataSpec(Frozen):
     """Where the images come from and how they are split (see README, "data")."""
 
-    source: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "npz"] = "digits"
+    source: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "npz", "folder", "manifest"] = "digits"
     path: str | None = None
     validation_split: Annotated[float, Field(gt=0, lt=1)] = 0.2
     test_split: Annotated[float, Field(gt=0, lt=1)] = 0.2
     image_size: Annotated[list[PosInt], Field(min_length=2, max_length=2)] | None = None
+    color_mode: Literal["rgb", "grayscale", "rgba"] = "rgb"
+    path_column: str = "path"
+    label_column: str | None = None
+    label_columns: Annotated[list[str], Field(min_length=2)] | None = None
+    split_column: str | None = None
+    classes: Annotated[list[str], Field(min_length=2)] | None = None
+    class_weight: Literal["balanced"] | None = None
     max_train_samples: PosInt | None = None
     max_test_samples: PosInt | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, value: Any) -> Any:
+        # `directory: PATH` is short for {source: folder, path: PATH}; `manifest: FILE` for {source: manifest, path: FILE}.
+        if isinstance(value, dict):
+            for key, source in (("directory", "folder"), ("manifest", "manifest")):
+                if key in value and "path" not in value and value.get("source", source) == source:
+                    value = {**{k: v for k, v in value.items() if k != key}, "source": source, "path": value[key]}
+        return value
 
 
 class ModelSpec(Frozen):
@@ -56,6 +73,7 @@ class ModelSpec(Frozen):
     kernel_size: Tunable(Annotated[int, Field(ge=1, le=11)], ranges="int") = 3
     padding: Tunable(Literal["same", "valid"]) = "same"
     activation: Tunable(Literal["relu", "elu", "gelu", "selu", "swish", "leaky_relu", "tanh"]) = "relu"
+    augmentation: Tunable(Literal["none", "light", "strong"]) = "none"
     batch_norm: Tunable(bool) = False
     pooling: Tunable(Literal["max", "average", "none"]) = "max"
     block_dropout: Tunable(Rate, ranges="float") = 0.0

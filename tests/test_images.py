@@ -1,0 +1,208 @@
+"""Folders and manifests of real image files, including broken ones; the decode cache; augmentation."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tuning import DataError, load_spec, search
+from tuning.data import load_data
+
+from .conftest import tiny
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNING_CACHE", str(tmp_path / "cache"))
+
+
+def shape_image(kind: int, size: int = 20, seed: int = 0) -> np.ndarray:
+    """A learnable class: 0 = bright top half, 1 = bright left half, 2 = bright centre square."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+    if kind == 0:
+        image[: size // 2] += 150
+    elif kind == 1:
+        image[:, : size // 2] += 150
+    else:
+        image[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] += 150
+    return image
+
+
+def make_tree(root: Path, per_class: int = 12) -> dict[str, Path]:
+    """cat/dog/fox folders of PNGs and JPEGs, with the usual broken and odd files mixed in."""
+    special: dict[str, Path] = {}
+    for kind, name in enumerate(("cat", "dog", "fox")):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            suffix = ".png" if i % 2 else ".jpg"
+            Image.fromarray(shape_image(kind, seed=i)).save(folder / f"{i}{suffix}")
+    cat = root / "cat"
+    buffer = io.BytesIO()
+    Image.fromarray(shape_image(0, seed=99)).save(buffer, format="JPEG")
+    (cat / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    (cat / "empty.jpg").write_bytes(b"")
+    (cat / "text.jpg").write_text("this is not a picture")
+    Image.fromarray(np.dstack([shape_image(0, seed=5), np.full((20, 20, 1), 128, np.uint8)]), "RGBA").save(cat / "rgba.png")
+    Image.fromarray(shape_image(1, seed=6)[..., 0], "L").save(root / "dog" / "gray.png")
+    Image.fromarray(shape_image(2, seed=7)).convert("P").save(root / "fox" / "palette.png")
+    Image.fromarray(shape_image(2, seed=8)).convert("CMYK").save(root / "fox" / "cmyk.jpg")
+    rotated = Image.fromarray(shape_image(1, seed=9)[:, :10])  # 20 high, 10 wide
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    rotated.save(root / "dog" / "rotated.jpg", exif=exif)
+    special.update(truncated=cat / "truncated.jpg", empty=cat / "empty.jpg", text=cat / "text.jpg", rotated=root / "dog" / "rotated.jpg")
+    return special
+
+
+def folder_spec(path: Path, **fields) -> SimpleNamespace:
+    base = dict(source="folder", path=str(path), validation_split=0.2, test_split=0.2, image_size=[16, 16], color_mode="rgb", path_column="path",
+                label_column=None, label_columns=None, split_column=None, classes=None, class_weight=None, max_train_samples=None, max_test_samples=None)  # fmt: skip
+    return SimpleNamespace(**{**base, **fields})
+
+
+def test_folder_source_skips_and_lists_broken_files(tmp_path):
+    special = make_tree(tmp_path / "pets")
+    data = load_data(folder_spec(tmp_path / "pets"), tmp_path, seed=0)
+    assert data.class_names == ("cat", "dog", "fox")
+    assert data.input_shape == (16, 16, 3) and data.x_train.dtype == np.uint8
+    assert len(data.y_train) + len(data.y_val) + len(data.y_test) == 3 * 12 + 5  # 41 readable of 44 files
+    skipped = {Path(s["file"]).name: s["reason"] for s in data.skipped}
+    assert set(skipped) == {special["truncated"].name, special["empty"].name, special["text"].name}
+    assert data.summary()["skipped_files"] == 3
+
+
+def test_decoding_converts_modes_and_applies_exif_rotation(tmp_path):
+    from tuning.images import decode
+
+    special = make_tree(tmp_path / "pets")
+    upright = decode(special["rotated"], (20, 20), "rgb")
+    stored = Image.open(special["rotated"])
+    assert stored.size == (10, 20)  # width 10, height 20 as stored ...
+    from PIL import ImageOps
+
+    assert ImageOps.exif_transpose(stored).size == (20, 10)  # ... and 20 wide once rotated for display
+    assert upright.shape == (20, 20, 3)
+    assert decode(tmp_path / "pets" / "cat" / "rgba.png", (8, 8), "grayscale").shape == (8, 8, 1)
+    assert decode(tmp_path / "pets" / "fox" / "cmyk.jpg", (8, 8), "rgb").shape == (8, 8, 3)
+    assert decode(tmp_path / "pets" / "fox" / "palette.png", (8, 8), "rgba").shape == (8, 8, 4)
+
+
+def test_images_are_decoded_once_and_the_cache_follows_the_files(tmp_path, monkeypatch):
+    import tuning.images as images
+
+    make_tree(tmp_path / "pets")
+    spec = folder_spec(tmp_path / "pets")
+    first = load_data(spec, tmp_path, seed=0)
+    calls = []
+    real = images.decode
+    monkeypatch.setattr(images, "decode", lambda *a: calls.append(a) or real(*a))
+    second = load_data(spec, tmp_path, seed=0)
+    assert calls == []  # nothing decoded again
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+    Image.fromarray(shape_image(1, seed=42)).save(tmp_path / "pets" / "dog" / "0.jpg")  # a file changes
+    load_data(spec, tmp_path, seed=0)
+    assert len(calls) == 44  # a new cache entry: everything decoded again
+
+
+def test_train_test_folders_and_class_subsets(tmp_path):
+    for split in ("train", "test"):
+        make_tree(tmp_path / "split" / split, per_class=6)
+    data = load_data(folder_spec(tmp_path / "split", classes=["fox", "cat"]), tmp_path, seed=0)
+    assert data.class_names == ("fox", "cat")
+    assert np.bincount(data.y_test).tolist() == [6 + 2, 6 + 1]  # fox (+ palette, cmyk) and cat (+ rgba) of test/
+    assert set(np.unique(data.y_train)) == {0, 1}
+    with pytest.raises(DataError, match=r"'fx' \(did you mean 'fox'\?\) not among the classes"):
+        load_data(folder_spec(tmp_path / "split", classes=["fx", "cat"]), tmp_path, seed=0)
+
+
+def test_mostly_unreadable_folder_is_refused_before_training(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / "bad" / name).mkdir(parents=True)
+        for i in range(4):
+            (tmp_path / "bad" / name / f"{i}.jpg").write_text("nope")
+        Image.fromarray(shape_image(0)).save(tmp_path / "bad" / name / "ok.png")
+    with pytest.raises(DataError, match="8 of 10 files could not be read as images"):
+        load_data(folder_spec(tmp_path / "bad"), tmp_path, seed=0)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".xlsx"])
+def test_manifests_with_one_hot_labels_and_splits(tmp_path, suffix):
+    import pandas as pd
+
+    make_tree(tmp_path / "pets", per_class=8)
+    rows = []
+    for path in sorted((tmp_path / "pets").rglob("*.*")):
+        label = path.parent.name
+        rows.append(
+            {
+                "File_paths": str(path.relative_to(tmp_path)),
+                "Cats": int(label == "cat"),
+                "Dogs": int(label == "dog"),
+                "Foxes": int(label == "fox"),
+                "split": "test" if path.stem in ("0", "1") else "train",
+            }
+        )
+    frame = pd.DataFrame(rows)
+    manifest = tmp_path / f"manifest{suffix}"
+    frame.to_csv(manifest, index=False) if suffix == ".csv" else frame.to_excel(manifest, index=False)
+    spec = folder_spec(manifest, source="manifest", path_column="File_paths", label_columns=["Cats", "Dogs", "Foxes"], split_column="split")
+    data = load_data(spec, tmp_path, seed=0)
+    assert data.class_names == ("Cats", "Dogs", "Foxes")
+    assert len(data.y_test) == 6 and np.bincount(data.y_test).tolist() == [2, 2, 2]
+    assert len(data.skipped) == 3
+
+
+def test_manifest_errors_name_the_column(tmp_path):
+    (tmp_path / "m.csv").write_text("file,label\na.png,cat\n")
+    spec = folder_spec(tmp_path / "m.csv", source="manifest", path_column="File_paths", label_column="label")
+    with pytest.raises(DataError, match="no column 'File_paths'; the manifest has 'file', 'label'"):
+        load_data(spec, tmp_path, seed=0)
+
+
+def test_spec_shorthands_and_checks():
+    spec = load_spec({"version": 1, "data": {"directory": "PetImages", "image_size": [64, 64]}})
+    assert (spec.data.source, spec.data.path) == ("folder", "PetImages")
+    from tuning import SpecError
+
+    with pytest.raises(SpecError, match="image files need \\[height, width\\]"):
+        load_spec({"version": 1, "data": {"directory": "PetImages"}})
+    with pytest.raises(SpecError, match="either label_column .* or label_columns"):
+        load_spec({"version": 1, "data": {"manifest": "train.xlsx", "image_size": [8, 8]}})
+
+
+def test_augmentation_acts_in_training_only():
+    import keras
+
+    from tuning.hypermodel import augmentation_layers
+
+    images = np.random.default_rng(0).uniform(0, 1, (4, 16, 16, 3)).astype("float32")
+    for preset in ("light", "strong"):
+        pipeline = keras.Sequential([keras.Input((16, 16, 3)), *augmentation_layers(preset)])
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(pipeline(images, training=False)), images)
+        assert not np.allclose(keras.ops.convert_to_numpy(pipeline(images, training=True)), images)
+    assert augmentation_layers("none") == []
+
+
+@pytest.mark.slow
+def test_search_end_to_end_on_a_generated_folder(tmp_path):
+    make_tree(tmp_path / "pets", per_class=20)
+    spec = tiny(
+        data={"directory": str(tmp_path / "pets"), "image_size": [16, 16], "class_weight": "balanced"},
+        model={"blocks": 1, "filters": 8, "augmentation": {"choice": ["none", "light"]}},
+        search={"algorithm": "grid", "max_epochs": 2},
+        training={"learning_rate": 3e-3, "batch_size": 16},
+    )
+    for key in ("source", "max_train_samples", "max_test_samples"):
+        spec["data"].pop(key, None)
+    run = search(spec, name="pets", out=tmp_path / "reports", quiet=True)
+    assert run.manifest["data"]["classes"] == ["cat", "dog", "fox"] and run.manifest["data"]["skipped_files"] == 3
+    assert sorted(run.trials["augmentation"]) == ["light", "none"]
+    model = run.best_model()
+    assert model.input_shape == (None, 16, 16, 3) and model.output_shape == (None, 3)
