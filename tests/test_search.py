@@ -312,3 +312,21 @@ def test_shipped_digits_space_reaches_its_promised_accuracy(tmp_path):
     run = search(ROOT / "search_spaces" / "digits.yaml", out=tmp_path, quiet=True)
     assert run.status == "finished" and run.manifest["stop_reason"] == "plan complete"
     assert run.best["test"]["accuracy"] >= 0.95
+
+
+def test_one_search_per_run_directory(tmp_path):
+    """A second search on a directory in use is refused; the lock dies with its process."""
+    spec = write_spec(tmp_path, tiny(), "locked.yaml")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from tuning.records import RunStore; import time; store = RunStore({str(tmp_path / 'out' / 'locked')!r}); store.lock(); print('held', flush=True); time.sleep(120)"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunError, match="is in use by a running search \\(pid"):
+            search(spec, out=tmp_path / "out", quiet=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    run = search(load_spec(spec), out=tmp_path / "out", quiet=True)  # the dead holder left no stuck lock
+    assert run.status == "finished"

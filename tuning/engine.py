@@ -272,7 +272,7 @@ class SpecTuner(kt.Tuner):
             hm = self.hypermodel
             reason = feasibility.check(config, hm.input_shape, hm.num_classes, self.spec.search.max_params)
             if reason:
-                raise _TrialOutcome("infeasible", reason)
+                raise _TrialOutcome("oversized" if "max_params" in reason else "infeasible", reason)
             keras.utils.set_random_seed(record.seed)
             model = self._try_build(hp)
             record.params = int(model.count_params())
@@ -299,7 +299,7 @@ class SpecTuner(kt.Tuner):
             raise kt.errors.FailedTrialError(f"{outcome.status}: {outcome.reason}") from None
         except Exception as exc:  # noqa: BLE001 - any other error fails this trial only
             record.history = log.epochs
-            record.status = "failed"
+            record.status = "out_of_memory" if _is_out_of_memory(exc) else "failed"
             record.reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             record.traceback = traceback.format_exc(limit=-8)
             raise kt.errors.FailedTrialError(f"failed: {record.reason}") from None
@@ -340,6 +340,12 @@ class SpecTuner(kt.Tuner):
                     f"trial {record.trial_id}, failed with {record.reason}. Finished trials are kept; fix the cause and run "
                     f"the same command again to continue, or raise search.max_consecutive_failures."
                 )
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """Memory exhaustion on any backend: TensorFlow's ResourceExhaustedError, XLA/JAX and CUDA messages."""
+    text = f"{type(exc).__name__} {exc}"
+    return isinstance(exc, MemoryError) or any(s in text for s in ("ResourceExhausted", "RESOURCE_EXHAUSTED", "out of memory", "OutOfMemory"))
 
 
 class _TrialOutcome(Exception):

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-STATUSES = ("completed", "diverged", "infeasible", "failed")
+STATUSES = ("completed", "diverged", "infeasible", "oversized", "out_of_memory", "failed")
 
 
 def utc_now() -> str:
@@ -115,6 +115,37 @@ class RunStore:
 
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)
+        self._lock: Any = None
+
+    def lock(self) -> None:
+        """Claim the run directory for this process; a second search on it is refused.
+
+        An OS file lock (`flock`): the kernel releases it when the process dies, so a crash never leaves
+        the directory stuck.
+        """
+        import fcntl
+
+        from .errors import RunError
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.dir / ".lock", "a+")  # noqa: SIM115 - held for the life of the search
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise RunError(f"{self.dir} is in use by a running search ({owner}); wait for it to end, or pass --name to start a separate run") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {utc_now()}")
+        handle.flush()
+        self._lock = handle
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     @property
     def manifest_path(self) -> Path:
@@ -145,7 +176,8 @@ class RunStore:
         """A configuration drawn and rejected before training; it never becomes a KerasTuner trial."""
         count = len(list(self.trials_dir.glob("infeasible-*.json"))) if self.trials_dir.exists() else 0
         now = utc_now()
-        record = TrialRecord(f"infeasible-{count + 1:03d}", dict(values), status="infeasible", reason=reason, started_at=now, finished_at=now)
+        status = "oversized" if "max_params" in reason else "infeasible"
+        record = TrialRecord(f"infeasible-{count + 1:03d}", dict(values), status=status, reason=reason, started_at=now, finished_at=now)
         self.write_trial(record)
         return record
 

@@ -69,12 +69,13 @@ def search(
         >>> run = search("search_spaces/digits.yaml", name="quickstart")
         >>> run.trials.head()
     """
-    from .run import Run
 
     spec = load_spec(spec)
     run_dir = run_directory(spec, name, out)
     store = RunStore(run_dir)
-    resumed = _prepare_directory(store, spec, overwrite)
+    if store.dir.exists() and (store.dir / ".lock").exists():
+        store.lock()  # refuse before touching anything if another search holds it
+        store.unlock()
     the_plan = make_plan(spec)
     if the_plan.feasibility.all_infeasible:
         raise SpecError(
@@ -87,6 +88,19 @@ def search(
             ]
         )
 
+    resumed = _prepare_directory(store, spec, overwrite)
+    store.lock()
+    try:
+        return _search_locked(spec, store, the_plan, resumed, data, class_names, progress, quiet)
+    finally:
+        store.unlock()
+
+
+def _search_locked(spec: SearchSpec, store: RunStore, the_plan: Plan, resumed: bool, data: Any, class_names: Any, progress: bool | None, quiet: bool) -> Any:
+    """The search itself, run while this process holds the run directory's lock."""
+    from .run import Run
+
+    run_dir = store.dir
     quiet_logs()
     device = prepare_devices()
     dataset = load_data(spec.data, spec.base_dir, seed=spec.search.seed, arrays=data, class_names=class_names)
@@ -218,7 +232,7 @@ class Events:
 def _prepare_directory(store: RunStore, spec: SearchSpec, overwrite: bool) -> bool:
     """Returns True when resuming; refuses a changed spec and folders that are not runs."""
     if overwrite and store.dir.exists():
-        if store.dir.is_dir() and not store.exists() and any(store.dir.iterdir()):
+        if store.dir.is_dir() and not store.exists() and any(p.name != ".lock" for p in store.dir.iterdir()):
             raise RunError(f"{store.dir} exists and is not a tuning run; refusing to delete it. Pick another --name or --out")
         shutil.rmtree(store.dir)
     if store.exists():
@@ -230,7 +244,7 @@ def _prepare_directory(store: RunStore, spec: SearchSpec, overwrite: bool) -> bo
                 "Resuming would mix two searches: pass --overwrite to start over, or --name NEW to keep both"
             )
         return True
-    if store.dir.exists() and any(store.dir.iterdir()):
+    if store.dir.exists() and any(p.name != ".lock" for p in store.dir.iterdir()):
         raise RunError(f"{store.dir} exists and is not a tuning run (no run.json). Pick another --name or --out")
     return False
 
