@@ -48,7 +48,8 @@ class SearchProgress:
         self.trial_id = ""
         if done_trials and not quiet:
             print(f"resuming: {done_trials} finished trials kept, not retrained", file=self.stream, flush=True)
-        use_live = (self.stream.isatty() or _in_notebook()) if live is None else live
+        # A live line needs a terminal; in notebooks and logs one line per trial is printed instead.
+        use_live = self.stream.isatty() and not _in_notebook() if live is None else live
         self._live: Any = None
         if use_live and not quiet:
             from rich.console import Console

@@ -103,12 +103,43 @@ class Run:
 
         return build_report(self.path, top=top)
 
+    def export(self, **options: Any) -> dict[str, Path]:
+        """Export a trial's model (see `tuning.export.export` for the options); returns the paths written."""
+        from .export import export
+
+        return export(self.path, **options)
+
     def board(self, *, port: int | None = None, host: str = "127.0.0.1") -> str:
         """Start TensorBoard on this run (HParams tab included) and return its URL; it stops with Python."""
         from .board import start_board
 
         self._board = start_board([self.path], host=host, port=port)
         return self._board.url
+
+    def _repr_html_(self) -> str:
+        """Notebook view: status, plan and the top 5 trials."""
+        import html
+
+        from .results import _fmt
+
+        manifest, plan = self.manifest, self.plan
+        objective = manifest.get("objective", {})
+        rows = [r for r in self.rows() if r["rank"] is not None][:5]
+        columns = [("rank", "rank"), ("trial", "trial_id"), ("score", "score"), *((p, p) for p in self.parameters)]
+        header = [label for label, _ in columns]
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(key)))}</td>" for _, key in columns) + "</tr>" for r in rows)
+        best = self.best or {}
+        test = (best.get("test") or {}).get("accuracy")
+        return (
+            f"<div><strong>tuning run {html.escape(self.name)}</strong>: {html.escape(self.status)}"
+            f" ({html.escape(str(manifest.get('stop_reason') or ''))})<br>"
+            f"plan: {plan.get('algorithm')} with {plan.get('trials')} trials, {plan.get('epochs')} epochs before early stopping; "
+            f"objective {html.escape(str(objective.get('metric')))} ({objective.get('direction')})"
+            + (f"; best trial {best.get('trial_id')}, test accuracy {test:.4f}" if test is not None else "")
+            + "<table><thead><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            + f"</tr></thead><tbody>{body}</tbody></table></div>"
+        )
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r}, status={self.status!r}, trials={len(self.store.read_trials())})"
