@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-TREES = 100
-RESAMPLES = 20
+TREES = 50
+RESAMPLES = 10
 
 
 def encode(rows: list[dict[str, Any]], params: Sequence[str]) -> np.ndarray:

@@ -1,0 +1,214 @@
+"""Plain KerasTuner (written the way the tutorials write it) against `tuning search`, in one run.
+
+Same search space, data, seed and Hyperband budget; each system runs in its own process so that peak
+memory is its own. Prints the figures and writes them to JSON.
+
+    python bench/compare_kerastuner.py --subset 5000 --max-epochs 9 --seed 0 --out bench/results/compare.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+def space(args: argparse.Namespace) -> dict:
+    """The shared space, as a tuning spec (the plain KerasTuner build function mirrors it)."""
+    data = {"source": "fashion_mnist", "path": args.data, "max_train_samples": args.subset, "max_test_samples": max(500, args.subset // 5)}
+    return {
+        "version": 1,
+        "data": data,
+        "model": {"blocks": {"int": [1, 2]}, "filters": {"choice": [16, 32]}, "dense_units": 64, "padding": "same", "pooling": "max"},
+        "training": {"learning_rate": {"float": [1e-3, 1e-2], "log": True}, "batch_size": args.batch_size, "early_stopping": {"monitor": "val_loss", "patience": 3}},
+        "search": {"max_epochs": args.max_epochs, "factor": 3, "seed": args.seed},
+    }
+
+
+def run_plain_kerastuner(args: argparse.Namespace, out: Path) -> dict:
+    import keras
+    import keras_tuner as kt
+
+    from tuning import load_spec
+    from tuning.data import load_data
+
+    spec = load_spec(space(args))
+    data = load_data(spec.data, Path("."), seed=args.seed)  # the same split as `tuning`
+    x_train, x_val, x_test = (a.astype("float32") / 255.0 for a in (data.x_train, data.x_val, data.x_test))
+
+    def build(hp):  # the tutorials' way: a build function with inline hyperparameters
+        model = keras.Sequential([keras.Input(data.input_shape)])
+        filters = hp.Choice("filters", [16, 32])
+        for block in range(hp.Int("blocks", 1, 2)):
+            model.add(keras.layers.Conv2D(filters * 2**block, 3, padding="same", activation="relu"))
+            model.add(keras.layers.MaxPooling2D(2))
+        model.add(keras.layers.Flatten())
+        model.add(keras.layers.Dense(64, activation="relu"))
+        model.add(keras.layers.Dense(10, activation="softmax"))
+        lr = hp.Float("learning_rate", 1e-3, 1e-2, sampling="log")
+        model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    timeline = Timeline()
+    tuner = kt.Hyperband(build, objective="val_accuracy", max_epochs=args.max_epochs, factor=3, seed=args.seed, directory=str(out / "kt"), project_name="plain", overwrite=True)
+    start = time.perf_counter()
+    type(timeline).start = start
+    tuner.search(x_train, data.y_train, validation_data=(x_val, data.y_val), batch_size=args.batch_size,
+                 callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=3), timeline], verbose=0)  # fmt: skip
+    wall = time.perf_counter() - start
+    best = tuner.get_best_models(1)[0]
+    test = best.evaluate(x_test, data.y_test, verbose=0, return_dict=True)
+    trials = list(tuner.oracle.trials.values())
+    return {
+        "wall_s": wall,
+        "trials": len(trials),
+        "epoch_seconds": timeline.epoch_seconds,
+        "first_epochs": timeline.first_epochs,
+        "curve": timeline.curve,
+        "best_val_accuracy": max(t.score for t in trials if t.score is not None),
+        "test_accuracy": float(test["accuracy"]),
+        "peak_rss_mb": peak_rss_mb(),
+        "dataset_train": int(len(data.y_train)),
+    }
+
+
+
+def Timeline():  # noqa: N802 - built lazily so that keras is imported only in the child processes
+    import keras
+
+    class _Timeline(keras.callbacks.Callback):
+        """Per-epoch durations and the best validation accuracy over time (deep-copied per trial by KT)."""
+
+        epoch_seconds: list = []
+        first_epochs: list = []
+        curve: list = []
+        start = 0.0
+        best = 0.0
+
+        def on_train_begin(self, logs=None):
+            self._first = True
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._t = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self._t
+            (_Timeline.first_epochs if self._first else _Timeline.epoch_seconds).append(seconds)
+            self._first = False
+            value = (logs or {}).get("val_accuracy", 0.0)
+            _Timeline.best = max(_Timeline.best, value)
+            _Timeline.curve.append((time.perf_counter() - _Timeline.start, _Timeline.best))
+
+        def __deepcopy__(self, memo):  # KerasTuner deep-copies callbacks for each trial; share the records
+            return self
+
+    return _Timeline()
+
+
+def run_tuning(args: argparse.Namespace, out: Path) -> dict:
+    import tuning
+
+    start = time.perf_counter()
+    run = tuning.search(space(args), name="tuning", out=str(out), overwrite=True, quiet=True)
+    wall = time.perf_counter() - start
+    records = [r for r in run.records() if not r.trial_id.startswith("infeasible")]
+    epoch_seconds, first_epochs, events = [], [], []
+    for record in records:
+        for i, row in enumerate(record.history):
+            (first_epochs if i == 0 else epoch_seconds).append(row["seconds"])
+    # Best-so-far curve from finish times of trials' epochs (approximate within a trial: spread evenly).
+    from datetime import datetime
+
+    t0 = min(datetime.fromisoformat(r.started_at) for r in records)
+    best = 0.0
+    for record in sorted(records, key=lambda r: r.finished_at):
+        end = (datetime.fromisoformat(record.finished_at) - t0).total_seconds()
+        elapsed = sum(row["seconds"] for row in record.history)
+        clock = end - elapsed
+        for row in record.history:
+            clock += row["seconds"]
+            best = max(best, row.get("val_accuracy", 0.0))
+            events.append((clock, best))
+    return {
+        "wall_s": wall,
+        "trials": len(records),
+        "epoch_seconds": epoch_seconds,
+        "first_epochs": first_epochs,
+        "curve": sorted(events),
+        "best_val_accuracy": max(r.score for r in records if r.score is not None),
+        "test_accuracy": float(run.best["test"]["accuracy"]),
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def summarize(raw: dict) -> dict:
+    epochs = len(raw["epoch_seconds"]) + len(raw["first_epochs"])
+    steady = statistics.median(raw["epoch_seconds"]) if raw["epoch_seconds"] else statistics.median(raw["first_epochs"])
+    in_fit = sum(raw["epoch_seconds"]) + sum(raw["first_epochs"])
+    final = raw["best_val_accuracy"]
+    reach = next((t for t, v in raw["curve"] if v >= 0.99 * final), None)
+    return {
+        "wall_s": round(raw["wall_s"], 2),
+        "trials": raw["trials"],
+        "epochs_trained": epochs,
+        "outside_fit_per_trial_s": round((raw["wall_s"] - in_fit) / max(1, raw["trials"]), 3),
+        "steady_epoch_s": round(steady, 4),
+        "first_epoch_median_s": round(statistics.median(raw["first_epochs"]), 4) if raw["first_epochs"] else None,
+        "efficiency": round(epochs * steady / raw["wall_s"], 3),
+        "best_val_accuracy": round(final, 4),
+        "test_accuracy": round(raw["test_accuracy"], 4),
+        "time_to_99pct_of_best_s": round(reach, 2) if reach is not None else None,
+        "peak_rss_mb": round(raw["peak_rss_mb"], 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subset", type=int, default=5000, help="training images from Fashion-MNIST (default 5000)")
+    parser.add_argument("--max-epochs", type=int, default=9)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default=FASHION, help="folder of the four Fashion-MNIST IDX files")
+    parser.add_argument("--out", default="bench/results/compare_kerastuner.json")
+    parser.add_argument("--child", choices=["kerastuner", "tuning"], help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        result = (run_plain_kerastuner if args.child == "kerastuner" else run_tuning)(args, Path(args.workdir))
+        Path(args.workdir, f"{args.child}.json").write_text(json.dumps(result))
+        return
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as work:
+        for system in ("kerastuner", "tuning"):  # one process each: memory and start-up are their own
+            command = [sys.executable, __file__, "--child", system, "--workdir", work, "--subset", str(args.subset), "--max-epochs", str(args.max_epochs), "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--data", args.data]
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+            subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+            results[system] = summarize(json.loads(Path(work, f"{system}.json").read_text()))
+    kt, ours = results["kerastuner"], results["tuning"]
+    report = {
+        "config": {"subset": args.subset, "max_epochs": args.max_epochs, "batch_size": args.batch_size, "seed": args.seed, "data": args.data, "cpus": os.cpu_count()},
+        "kerastuner": kt,
+        "tuning": ours,
+        "ratios": {"wall_time_tuning_over_kerastuner": round(ours["wall_s"] / kt["wall_s"], 3), "test_accuracy_difference": round(ours["test_accuracy"] - kt["test_accuracy"], 4)},
+    }
+    print(json.dumps(report, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
