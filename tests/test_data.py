@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import pickle
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,8 +16,10 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def data_spec(**fields):
-    base = dict(source="digits", path=None, validation_split=0.2, test_split=0.2, image_size=None, max_train_samples=None, max_test_samples=None)
-    return SimpleNamespace(**{**base, **fields})
+    """The `data` section of a spec, validated as `load_spec` would."""
+    from tuning.spec import DataSpec
+
+    return DataSpec.model_validate(fields)
 
 
 def test_digits_split_is_stratified_seeded_and_disjoint(tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -61,10 +60,11 @@ def make_tree(root: Path, per_class: int = 12) -> dict[str, Path]:
     return special
 
 
-def folder_spec(path: Path, **fields) -> SimpleNamespace:
-    base = dict(source="folder", path=str(path), validation_split=0.2, test_split=0.2, image_size=[16, 16], color_mode="rgb", path_column="path",
-                label_column=None, label_columns=None, split_column=None, classes=None, class_weight=None, max_train_samples=None, max_test_samples=None)  # fmt: skip
-    return SimpleNamespace(**{**base, **fields})
+def folder_spec(path: Path, **fields):
+    """The `data` section of a spec for image files, validated as `load_spec` would."""
+    from tuning.spec import DataSpec
+
+    return DataSpec.model_validate({"source": "folder", "path": str(path), "image_size": [16, 16], **fields})
 
 
 def test_folder_source_skips_and_lists_broken_files(tmp_path):
