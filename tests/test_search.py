@@ -330,3 +330,15 @@ def test_one_search_per_run_directory(tmp_path):
         holder.wait()
     run = search(load_spec(spec), out=tmp_path / "out", quiet=True)  # the dead holder left no stuck lock
     assert run.status == "finished"
+
+
+def test_run_html_view_for_notebooks(finished):
+    _, run_dir = finished
+    run = open_run(run_dir)
+    view = run._repr_html_()
+    assert f"tuning run {run.name}</strong>: finished" in view
+    assert "hyperband with 6 trials, 11 epochs before early stopping" in view
+    ranked = [t for t in run.trials[run.trials["rank"].notna()]["trial_id"]][:5]
+    assert view.count("<tr>") == 1 + len(ranked)
+    assert all(f"<td>{trial}</td>" in view for trial in ranked)
+    assert f"test accuracy {run.best['test']['accuracy']:.4f}" in view
