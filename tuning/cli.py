@@ -40,19 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=_validate)
 
     search = commands.add_parser("search", help="run (or resume) a search")
-    search.add_argument("spec", metavar="SPEC", help="YAML search space")
-    search.add_argument("--name", help="run name (default: the spec's name, else the file name)")
-    search.add_argument("--out", help="output root (default: reports)")
-    search.add_argument("--overwrite", action="store_true", help="delete an existing run of that name and start over")
-    search.add_argument("--quiet", action="store_true", help="print only the final summary")
+    _run_options(search, "YAML search space")
     search.set_defaults(handler=_search)
 
     train = commands.add_parser("train", help="train one fixed configuration (e.g. an exported best_config.yaml) without a search")
-    train.add_argument("spec", metavar="SPEC", help="YAML spec with every value fixed")
-    train.add_argument("--name", help="run name (default: the file name)")
-    train.add_argument("--out", help="output root (default: reports)")
-    train.add_argument("--overwrite", action="store_true", help="start over if the run exists")
-    train.add_argument("--quiet", action="store_true", help="print only the final summary")
+    _run_options(train, "YAML spec with every value fixed")
     train.set_defaults(handler=_train)
 
     export = commands.add_parser("export", help="export a trial's model: Keras, SavedModel, TFLite, model card, best_config.yaml")
@@ -82,6 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     board.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     board.set_defaults(handler=_board)
     return parser
+
+
+def _run_options(command: argparse.ArgumentParser, spec_help: str) -> None:
+    """The options of commands that write a run: `search` and `train`."""
+    command.add_argument("spec", metavar="SPEC", help=spec_help)
+    command.add_argument("--name", help="run name (default: the spec's name, else the file name)")
+    command.add_argument("--out", help="output root (default: reports)")
+    command.add_argument("--overwrite", action="store_true", help="delete an existing run of that name and start over")
+    command.add_argument("--quiet", action="store_true", help="print only the final summary")
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,28 +53,14 @@ def load_predictor(path: str | Path) -> Predictor:
 
         fn = keras_predict
         classes = int(model.output_shape[-1])
-    elif path.is_dir() and (path / "saved_model.pb").exists():
-        from .export_tf import savedmodel_predict
+    elif (path.is_dir() and (path / "saved_model.pb").exists()) or path.suffix == ".tflite":
+        from . import export_tf
 
         if card is None:
-            raise RunError(f"{path}: a SavedModel needs the model_card.json written beside it by `tuning export` (input shape and dtype)")
+            kind = "SavedModel" if path.is_dir() else "TFLite model"
+            raise RunError(f"{path}: a {kind} needs the model_card.json written beside it by `tuning export` (input shape, dtype, classes)")
         shape, classes = tuple(card["input"]["shape"]), len(card["class_names"])
-
-        def saved_predict(images: np.ndarray) -> np.ndarray:
-            return savedmodel_predict(path, images)
-
-        fn = saved_predict
-    elif path.suffix == ".tflite":
-        from .export_tf import tflite_predict
-
-        if card is None:
-            raise RunError(f"{path}: a TFLite model needs the model_card.json written beside it by `tuning export`")
-        shape, classes = tuple(card["input"]["shape"]), len(card["class_names"])
-
-        def lite_predict(images: np.ndarray) -> np.ndarray:
-            return tflite_predict(path, images)
-
-        fn = lite_predict
+        fn = functools.partial(export_tf.savedmodel_predict if path.is_dir() else export_tf.tflite_predict, path)
     else:
         raise RunError(f"{path}: unknown model format; expected model.keras, a SavedModel folder (with saved_model.pb) or a .tflite file")
     names = card["class_names"] if card else [str(i) for i in range(classes)]
