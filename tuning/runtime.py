@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 import sys
@@ -40,6 +41,7 @@ def quiet_logs() -> None:
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # e.g. retracing notices while analysing the best model
     if "keras" not in sys.modules:
         with muted_stderr():
             import keras  # noqa: F401
