@@ -13,7 +13,7 @@ import numpy as np
 
 from . import plots
 from .importance import hyperparameter_importance
-from .records import utc_now, write_atomic, write_json
+from .records import STATUSES, utc_now, write_atomic, write_json
 from .results import RANKING_RULE, _fmt
 from .run import Run
 
@@ -65,7 +65,7 @@ def collect(run: Run, top: int = 10) -> dict[str, Any]:
             "wall_time_s": manifest.get("elapsed_s"),
             "stop_reason": manifest.get("stop_reason"),
         },
-        "counts": {status: sum(1 for r in rows if r["status"] == status) for status in ("completed", "diverged", "failed", "infeasible")},
+        "counts": {status: sum(1 for r in rows if r["status"] == status) for status in STATUSES},
         "best": best or None,
         "importance": hyperparameter_importance(rows, run.parameters, seed=int(manifest.get("seeds", {}).get("run", 0))),
         "trials": rows,

@@ -27,9 +27,6 @@ NonNegFloat = Annotated[float, Field(ge=0)]
 Rate = Annotated[float, Field(ge=0, lt=1)]
 Growth = Annotated[float, Field(ge=1)]
 
-SOURCES = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "npz", "folder", "manifest")
-METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
-
 
 class DataSpec(Frozen):
     """Where the images come from and how they are split (see README, "data")."""
@@ -343,4 +340,4 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return found
 
 
-__all__ = ["SearchSpec", "load_spec", "parse_duration", "is_domain", "SOURCES", "METRICS"]
+__all__ = ["SearchSpec", "load_spec", "parse_duration", "is_domain"]
