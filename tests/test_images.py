@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tuning import DataError, load_spec, search
+from tuning import DataError, SpecError, load_spec, search
 from tuning.data import load_data
 
 from .conftest import tiny
@@ -169,7 +169,6 @@ def test_manifest_errors_name_the_column(tmp_path):
 def test_spec_shorthands_and_checks():
     spec = load_spec({"version": 1, "data": {"directory": "PetImages", "image_size": [64, 64]}})
     assert (spec.data.source, spec.data.path) == ("folder", "PetImages")
-    from tuning import SpecError
 
     with pytest.raises(SpecError, match="image files need \\[height, width\\]"):
         load_spec({"version": 1, "data": {"directory": "PetImages"}})
@@ -181,13 +180,55 @@ def test_augmentation_acts_in_training_only():
     import keras
 
     from tuning.hypermodel import augmentation_layers
+    from tuning.space import PRESETS, Augmentation
 
     images = np.random.default_rng(0).uniform(0, 1, (4, 16, 16, 3)).astype("float32")
-    for preset in ("light", "strong"):
-        pipeline = keras.Sequential([keras.Input((16, 16, 3)), *augmentation_layers(preset)])
+    for augment in (PRESETS["light"], PRESETS["strong"], Augmentation(contrast=0.5), Augmentation(rotation=0.2)):
+        pipeline = keras.Sequential([keras.Input((16, 16, 3)), *augmentation_layers(augment)])
         np.testing.assert_allclose(keras.ops.convert_to_numpy(pipeline(images, training=False)), images)
         assert not np.allclose(keras.ops.convert_to_numpy(pipeline(images, training=True)), images)
-    assert augmentation_layers("none") == []
+    assert augmentation_layers(PRESETS["none"]) == []
+
+
+def test_per_operation_augmentation_ranges_are_hyperparameters():
+    from tuning.hypermodel import augmentation_layers
+    from tuning.space import parameters, resolve
+
+    spec = load_spec(tiny(model={"augment": {"flip": {"choice": ["none", "horizontal"]}, "rotation": {"float": [0.0, 0.2]}, "contrast": 0.1}}))
+    tuned = {p.name: p for p in parameters(spec)}
+    assert {"augment_flip", "augment_rotation"} <= set(tuned) and "augment_contrast" not in tuned
+    assert tuned["augment_rotation"].path == ("model", "augment", "rotation")
+    config = resolve(spec, {"blocks": 1, "filters": 8, "learning_rate": 1e-3, "augment_flip": "horizontal", "augment_rotation": 0.12})
+    assert (config.augment.flip, config.augment.rotation, config.augment.contrast, config.augment.zoom) == ("horizontal", 0.12, 0.1, 0.0)
+    assert [layer.name for layer in augmentation_layers(config.augment)] == ["augment_flip", "augment_rotation", "augment_contrast"]
+    with pytest.raises(SpecError, match=r"model.augment: .*remove `augmentation` or `augment`"):
+        load_spec(tiny(model={"augmentation": "light", "augment": {"zoom": 0.1}}))
+    with pytest.raises(SpecError, match=r"model.augment.rotation: .*less than or equal to 0.5"):
+        load_spec(tiny(model={"augment": {"rotation": 0.9}}))
+
+
+@pytest.mark.slow
+def test_a_streamed_folder_is_read_batch_by_batch_never_whole(tmp_path, monkeypatch):
+    """`in_memory: false` (or data larger than half the free memory) trains from the cache without loading it."""
+    from tuning.data import LazyImages
+
+    make_tree(tmp_path / "pets", per_class=40)
+    reads: list[int] = []
+    original = LazyImages.rows
+    monkeypatch.setattr(LazyImages, "rows", lambda self, positions: reads.append(len(positions)) or original(self, positions))
+    spec = tiny(
+        data={"directory": str(tmp_path / "pets"), "image_size": [16, 16], "in_memory": False},
+        model={"blocks": 1, "filters": 8, "augment": {"flip": "horizontal", "zoom": {"choice": [0.0, 0.1]}}},
+        search={"algorithm": "grid", "max_epochs": 2},
+        training={"learning_rate": 3e-3, "batch_size": 16},
+    )
+    for key in ("source", "max_train_samples", "max_test_samples"):
+        spec["data"].pop(key, None)
+    run = search(spec, name="streamed", out=tmp_path / "reports", quiet=True)
+    data = run.manifest["data"]
+    assert data["in_memory"] is False and data["train"] > 60
+    assert reads and max(reads) <= max(16, data["test"], data["validation"]) < data["train"]
+    assert sorted(run.trials["augment_zoom"]) == [0.0, 0.1] and run.best["test"]["accuracy"] > 0
 
 
 @pytest.mark.slow

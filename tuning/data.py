@@ -34,6 +34,61 @@ BUILTIN_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
 }
 
 
+class LazyImages:
+    """Rows of the memory-mapped image cache, read only when a batch needs them (data larger than memory).
+
+    Indexing with a slice or an index array gives another `LazyImages`; an integer gives one image;
+    `numpy.asarray` reads the rows into memory.
+    """
+
+    def __init__(self, base: np.ndarray, index: np.ndarray | None = None):
+        self.base = base
+        self.index = np.arange(len(base)) if index is None else np.asarray(index, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.base.shape[1:])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.base.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.base.ndim
+
+    @property
+    def nbytes(self) -> int:
+        return int(len(self.index) * self.base[:1].nbytes)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (int, np.integer)):
+            return np.asarray(self.base[self.index[key]])
+        return LazyImages(self.base, self.index[key])
+
+    def rows(self, positions: np.ndarray) -> np.ndarray:
+        """The images at `positions`, read in file order (fast on a memory map), returned in the order asked."""
+        wanted = self.index[positions]
+        order = np.argsort(wanted, kind="stable")
+        out = np.empty((len(wanted), *self.base.shape[1:]), dtype=self.base.dtype)
+        out[order] = self.base[wanted[order]]
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        array = self.rows(np.arange(len(self.index)))
+        return array if dtype is None else array.astype(dtype)
+
+
+def concat(a: Any, b: Any) -> Any:
+    """Concatenate image sets, keeping two views of one cache lazy."""
+    if isinstance(a, LazyImages) and isinstance(b, LazyImages) and a.base is b.base:
+        return LazyImages(a.base, np.concatenate([a.index, b.index]))
+    return np.concatenate([np.asarray(a), np.asarray(b)])
+
+
 @dataclass(frozen=True)
 class RawData:
     """What a source yields before splitting: train arrays, optional test arrays, class names."""
@@ -66,6 +121,11 @@ class Dataset:
     skipped: tuple[dict[str, str], ...] = field(default=())
 
     @property
+    def streamed(self) -> bool:
+        """True when the images stay in the on-disk cache and are read batch by batch."""
+        return isinstance(self.x_train, LazyImages)
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(int(d) for d in self.x_train.shape[1:])  # type: ignore[return-value]
 
@@ -83,6 +143,7 @@ class Dataset:
             "train": int(len(self.y_train)),
             "validation": int(len(self.y_val)),
             "test": int(len(self.y_test)),
+            "in_memory": not self.streamed,
             "skipped_files": len(self.skipped),
             "skipped": list(self.skipped[:100]),
         }
@@ -149,7 +210,7 @@ def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.nda
         x_test, y_test = x_test[keep], y_test[keep]
     if raw.x_val is not None and raw.y_val is not None:
         x_val, y_val = _standardize(raw.x_val, raw.y_val, raw.origin, "validation", len(raw.class_names))
-        x_train, y_train = np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])
+        x_train, y_train = concat(x_train, x_val), np.concatenate([y_train, y_val])
         keep, held = np.arange(len(y_train) - len(y_val)), np.arange(len(y_train) - len(y_val), len(y_train))
     else:
         keep, held = stratified_split(y_train, data_spec.validation_split, rng, raw.origin)
@@ -160,7 +221,30 @@ def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.nda
             f"{raw.origin}: classes {[raw.class_names[i] for i in missing]} have no training images after the split; add images or raise data.max_train_samples"
         )
     value_max = raw.value_max or (255.0 if x_train.dtype == np.uint8 else (1.0 if np.max(x_train) <= 1.0 else 255.0))
-    return Dataset(x_train[keep], y_train[keep], x_train[held], y_train[held], x_test, y_test, raw.class_names, raw.origin, value_max, tuple(raw.skipped))
+    x_train, x_val, x_test = (x_train[keep], x_train[held], x_test)
+    if isinstance(x_train, LazyImages) and not _stream(data_spec, x_train.nbytes + x_val.nbytes + x_test.nbytes):
+        x_train, x_val, x_test = np.asarray(x_train), np.asarray(x_val), np.asarray(x_test)
+    return Dataset(x_train, y_train[keep], x_val, y_train[held], x_test, y_test, raw.class_names, raw.origin, value_max, tuple(raw.skipped))
+
+
+def _stream(data_spec: Any, nbytes: int) -> bool:
+    """Read batches from the cache (instead of loading it) when asked, or when it would fill half the free memory."""
+    setting = getattr(data_spec, "in_memory", "auto")
+    if setting != "auto":
+        return not setting
+    return nbytes > available_memory() / 2
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new allocations (Linux `MemAvailable`; elsewhere, assume plenty)."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 2**62
 
 
 def keep_classes(raw: RawData, names: list[str]) -> RawData:
@@ -181,8 +265,8 @@ def keep_classes(raw: RawData, names: list[str]) -> RawData:
         if x is None or y is None:
             return x, y
         y = np.asarray(y).reshape(-1) if np.asarray(y).ndim == 1 or np.asarray(y).shape[-1] == 1 else np.argmax(y, axis=1)
-        chosen = mapping[y.astype(np.int64)] >= 0
-        return np.asarray(x)[chosen], mapping[y.astype(np.int64)][chosen]
+        chosen = np.flatnonzero(mapping[y.astype(np.int64)] >= 0)
+        return (x if isinstance(x, LazyImages) else np.asarray(x))[chosen], mapping[y.astype(np.int64)][chosen]
 
     x_train, y_train = subset(raw.x_train, raw.y_train)
     assert x_train is not None and y_train is not None
@@ -215,7 +299,7 @@ def stratified_subset(y: np.ndarray, size: int, rng: np.random.Generator) -> np.
 
 
 def _standardize(x: np.ndarray, y: np.ndarray, origin: str, part: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(x), np.asarray(y)
+    x, y = (x if isinstance(x, LazyImages) else np.asarray(x)), np.asarray(y)
     if x.ndim == 3:
         x = x[..., np.newaxis]
     if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
@@ -240,7 +324,7 @@ def _standardize(x: np.ndarray, y: np.ndarray, origin: str, part: str, num_class
     if part == "train" and empty:
         raise DataError(f"{origin}: classes {empty} have no images in y_{part}; labels must run from 0 to {num_classes - 1} with every class present")
     if x.dtype != np.uint8:
-        x = x.astype(np.float32)
+        x = np.asarray(x).astype(np.float32)
     return x, y.astype(np.int64)
 
 

@@ -43,7 +43,9 @@ def pca_2d(features: np.ndarray) -> tuple[np.ndarray, list[float]]:
 def analyze_best(model: keras.Model, x_test: np.ndarray, y_test: np.ndarray, class_names: tuple[str, ...], out_dir: Path, seed: int = 0) -> dict[str, Any]:
     """Evaluate `model` on the test set and save what the report shows about it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    probs = np.asarray(model.predict(x_test, batch_size=256, verbose=0))
+    from .batches import predict
+
+    probs = predict(model, x_test)
     predicted = probs.argmax(axis=1)
     classes = len(class_names)
     confusion = np.zeros((classes, classes), dtype=np.int64)
@@ -56,24 +58,24 @@ def analyze_best(model: keras.Model, x_test: np.ndarray, y_test: np.ndarray, cla
     maps: list[np.ndarray] = []
     if conv_layers:
         probe = keras.Model(model.inputs, [layer.output for layer in conv_layers])
-        outputs = probe.predict(x_test[:1], verbose=0)
+        outputs = probe.predict(np.asarray(x_test[:1]), verbose=0)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         maps = [np.asarray(o)[0, :, :, :MAX_FEATURE_MAPS] for o in outputs]
 
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.permutation(len(y_test))[:MAX_PCA_POINTS])
     penultimate = keras.Model(model.inputs, model.get_layer("probabilities").input)
-    features = np.asarray(penultimate.predict(x_test[sample], batch_size=256, verbose=0)).reshape(len(sample), -1)
+    features = np.asarray(penultimate.predict(np.asarray(x_test[sample]), batch_size=256, verbose=0)).reshape(len(sample), -1)
     coords, share = pca_2d(features.astype(np.float64))
 
     lines: list[str] = []
     model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
     arrays: dict[str, Any] = {
-        "misclassified_images": x_test[wrong],
+        "misclassified_images": np.asarray(x_test[wrong]),
         "misclassified_true": y_test[wrong],
         "misclassified_pred": predicted[wrong],
         "misclassified_confidence": probs[wrong, predicted[wrong]],
-        "feature_image": x_test[0],
+        "feature_image": np.asarray(x_test[0]),
         "pca_coords": coords.astype(np.float32),
         "pca_labels": y_test[sample],
     }

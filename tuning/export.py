@@ -84,9 +84,12 @@ class TrialModel:
 
         keras.utils.set_random_seed(self.spec.search.seed)
         model = self.build()
-        x = np.concatenate([dataset.x_train, dataset.x_val])
+        from .batches import fit_data
+        from .data import concat
+
+        x = concat(dataset.x_train, dataset.x_val)
         y = np.eye(dataset.num_classes, dtype="float32")[np.concatenate([dataset.y_train, dataset.y_val])]
-        model.fit(x, y, batch_size=self.config.batch_size, epochs=int(self.record.best_epoch or 1), shuffle=True, verbose=0)
+        model.fit(**fit_data(x, y, self.config.batch_size, seed=self.spec.search.seed), epochs=int(self.record.best_epoch or 1), shuffle=True, verbose=0)
         return model
 
 
@@ -188,8 +191,9 @@ def _try_load(chosen: TrialModel) -> Any:
 def _test_metrics(model: Any, dataset: Any, chosen: TrialModel, retrain: bool) -> dict[str, float] | None:
     if dataset is not None:
         y = np.eye(dataset.num_classes, dtype="float32")[dataset.y_test]
-        result = model.evaluate(dataset.x_test, y, batch_size=256, verbose=0, return_dict=True)
-        return {k: float(v) for k, v in result.items()}
+        from .batches import evaluate
+
+        return evaluate(model, dataset.x_test, y)
     best = chosen.run.best or {}
     return best.get("test") if best.get("trial_id") == chosen.record.trial_id and not retrain else None
 

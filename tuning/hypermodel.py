@@ -11,7 +11,7 @@ from typing import Any
 import keras
 from keras import layers
 
-from .space import TrialConfig
+from .space import Augmentation, TrialConfig
 
 
 def build_model(
@@ -27,7 +27,7 @@ def build_model(
     x = layers.Rescaling(1.0 / value_max, name="rescale")(inputs)
     if image_size is not None and tuple(image_size) != tuple(input_shape[:2]):
         x = layers.Resizing(*image_size, name="resize")(x)
-    for layer in augmentation_layers(config.augmentation):
+    for layer in augmentation_layers(config.augment):
         x = layer(x)
     for block in range(config.blocks):
         for conv in range(config.convs_per_block):
@@ -53,19 +53,19 @@ def build_model(
     return keras.Model(inputs, outputs, name="tuning_cnn")
 
 
-def augmentation_layers(preset: str) -> list[keras.layers.Layer]:
+def augmentation_layers(augment: Augmentation) -> list[keras.layers.Layer]:
     """Keras preprocessing layers that act in training only (identity at inference), on images in [0, 1]."""
-    if preset == "none":
-        return []
-    strong = preset == "strong"
-    out = [
-        layers.RandomFlip("horizontal", name="augment_flip"),
-        layers.RandomRotation(0.15 if strong else 0.05, name="augment_rotation"),
-        layers.RandomZoom(0.2 if strong else 0.1, name="augment_zoom"),
-        layers.RandomTranslation(0.1 if strong else 0.05, 0.1 if strong else 0.05, name="augment_translation"),
-    ]
-    if strong:
-        out.append(layers.RandomContrast(0.2, value_range=(0.0, 1.0), name="augment_contrast"))
+    out: list[keras.layers.Layer] = []
+    if augment.flip != "none":
+        out.append(layers.RandomFlip(augment.flip, name="augment_flip"))
+    if augment.rotation > 0:
+        out.append(layers.RandomRotation(augment.rotation, name="augment_rotation"))
+    if augment.zoom > 0:
+        out.append(layers.RandomZoom(augment.zoom, name="augment_zoom"))
+    if augment.translation > 0:
+        out.append(layers.RandomTranslation(augment.translation, augment.translation, name="augment_translation"))
+    if augment.contrast > 0:
+        out.append(layers.RandomContrast(augment.contrast, value_range=(0.0, 1.0), name="augment_contrast"))
     return out
 
 

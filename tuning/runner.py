@@ -341,7 +341,9 @@ def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any, one_hot
         from .evaluation import analyze_best
 
         model = tuner.load_trained(best.trial_id)
-        test = model.evaluate(dataset.x_test, one_hot[dataset.y_test], batch_size=256, verbose=0, return_dict=True)
+        from .batches import evaluate
+
+        test = evaluate(model, dataset.x_test, one_hot[dataset.y_test])
         analyze_best(model, dataset.x_test, dataset.y_test, dataset.class_names, store.dir / "best", seed=spec.search.seed)
         tmp = store.dir / "best_model.tmp.keras"
         model.save(tmp)
@@ -353,7 +355,7 @@ def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any, one_hot
                 "metric": spec.search.objective.metric,
                 "best_epoch": best.best_epoch,
                 "values": best.values,
-                "test": {k: float(v) for k, v in test.items()},
+                "test": test,
                 "model": "best_model.keras",
             }
         )

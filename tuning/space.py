@@ -27,6 +27,11 @@ DESCRIPTIONS = {
     "padding": "Convolution padding: 'same' keeps the size, 'valid' shrinks it by kernel_size - 1.",
     "activation": "Activation after each convolution and dense layer.",
     "augmentation": "Random flips, rotations, zooms, shifts (and contrast, when strong) applied in training only.",
+    "augment_flip": "Random flips in training: none, horizontal, vertical or both.",
+    "augment_rotation": "Largest random rotation in training, as a fraction of a full turn.",
+    "augment_zoom": "Largest random zoom in or out in training, as a fraction of the image size.",
+    "augment_translation": "Largest random shift in training, as a fraction of the image size.",
+    "augment_contrast": "Largest random contrast change in training (a factor of 1 +/- this).",
     "batch_norm": "Batch normalization after each convolution.",
     "pooling": "2x2 pooling at the end of each block.",
     "block_dropout": "Dropout rate at the end of each block.",
@@ -75,6 +80,31 @@ class Param:
         return None if values is None else len(values)
 
 
+AUGMENT_OPERATIONS = ("flip", "rotation", "zoom", "translation", "contrast")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The random image changes applied in training (none by default); see `PRESETS`."""
+
+    flip: str = "none"
+    rotation: float = 0.0
+    zoom: float = 0.0
+    translation: float = 0.0
+    contrast: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self != Augmentation()
+
+
+PRESETS = {
+    "none": Augmentation(),
+    "light": Augmentation("horizontal", rotation=0.05, zoom=0.1, translation=0.05),
+    "strong": Augmentation("horizontal", rotation=0.15, zoom=0.2, translation=0.1, contrast=0.2),
+}
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     """Every value needed to build and train one model, constants and tuned values alike."""
@@ -99,6 +129,7 @@ class TrialConfig:
     weight_decay: float | None
     batch_size: int
     label_smoothing: float
+    augment: Augmentation = Augmentation()
 
 
 def parameters(spec: Any) -> list[Param]:
@@ -121,7 +152,12 @@ def parameters(spec: Any) -> list[Param]:
     else:
         add("filters", ("model", "filters"), model.filters)
         add("filters_growth", ("model", "filters_growth"), model.filters_growth)
-    for name in ("kernel_size", "padding", "activation", "augmentation", "batch_norm", "pooling", "block_dropout", "head", "dense_layers"):
+    for name in ("kernel_size", "padding", "activation", "augmentation"):
+        add(name, ("model", name), getattr(model, name))
+    if model.augment is not None:
+        for operation in AUGMENT_OPERATIONS:
+            add(f"augment_{operation}", ("model", "augment", operation), getattr(model.augment, operation))
+    for name in ("batch_norm", "pooling", "block_dropout", "head", "dense_layers"):
         add(name, ("model", name), getattr(model, name))
     add("dense_units", ("model", "dense_units"), model.dense_units, _when(model.dense_layers, "dense_layers", lambda n: n > 0))
     add("head_dropout", ("model", "head_dropout"), model.head_dropout)
@@ -173,9 +209,13 @@ def cross_check(spec: Any) -> list[tuple[tuple[str | int, ...], str]]:
                     f"is tuned but only used by {' and '.join(users)}, and optimizer can only be {', '.join(map(str, _values(training.optimizer)))}; make it a constant or add {users[0]} to the optimizers",
                 )
             )
+    if model.augment is not None and _values(model.augmentation) != ["none"]:
+        problems.append((("model", "augment"), "per-operation augment ranges replace the augmentation presets; remove `augmentation` or `augment`, not both"))
     if is_domain(model.dense_units) and max(_values(model.dense_layers)) == 0:
         problems.append((("model", "dense_units"), "is tuned but dense_layers is 0, so no dense layer uses it"))
     data = spec.data
+    if data.in_memory is False and data.source not in ("folder", "manifest"):
+        problems.append((("data", "in_memory"), f"only folder and manifest sources stream from the decoded-image cache; {data.source} is loaded into memory"))
     if data.source in ("folder", "manifest"):
         if not data.path:
             problems.append(
@@ -225,6 +265,11 @@ def resolve(spec: Any, values: dict[str, Any]) -> TrialConfig:
         filters = tuple(max(1, int(round(base * growth**i))) for i in range(blocks))
     optimizer = str(get("optimizer", training.optimizer))
     dense_layers = int(get("dense_layers", model.dense_layers))
+    preset = str(get("augmentation", model.augmentation))
+    augment = PRESETS[preset]
+    if model.augment is not None:
+        ops = {op: get(f"augment_{op}", getattr(model.augment, op)) for op in AUGMENT_OPERATIONS}
+        augment = Augmentation(str(ops.pop("flip")), **{op: float(v) for op, v in ops.items()})
     return TrialConfig(
         blocks=blocks,
         convs_per_block=int(get("convs_per_block", model.convs_per_block)),
@@ -232,7 +277,7 @@ def resolve(spec: Any, values: dict[str, Any]) -> TrialConfig:
         kernel_size=int(get("kernel_size", model.kernel_size)),
         padding=str(get("padding", model.padding)),
         activation=str(get("activation", model.activation)),
-        augmentation=str(get("augmentation", model.augmentation)),
+        augmentation=preset if model.augment is None else "custom",
         batch_norm=bool(get("batch_norm", model.batch_norm)),
         pooling=str(get("pooling", model.pooling)),
         block_dropout=float(get("block_dropout", model.block_dropout)),
@@ -246,6 +291,7 @@ def resolve(spec: Any, values: dict[str, Any]) -> TrialConfig:
         weight_decay=float(get("weight_decay", training.weight_decay)) if optimizer in DECAY_OPTIMIZERS else None,
         batch_size=int(get("batch_size", training.batch_size)),
         label_smoothing=float(get("label_smoothing", training.label_smoothing)),
+        augment=augment,
     )
 
 
@@ -281,4 +327,4 @@ def enumerate_values(params: list[Param], limit: int) -> list[dict[str, Any]] | 
     return out
 
 
-__all__ = ["Param", "Condition", "TrialConfig", "parameters", "resolve", "count_configurations", "Choice", "IntRange"]
+__all__ = ["Param", "Condition", "TrialConfig", "Augmentation", "PRESETS", "parameters", "resolve", "count_configurations", "Choice", "IntRange"]

@@ -45,6 +45,7 @@ class DataSpec(Frozen):
     class_weight: Literal["balanced"] | None = None
     max_train_samples: PosInt | None = None
     max_test_samples: PosInt | None = None
+    in_memory: Literal["auto"] | bool = "auto"
 
     @model_validator(mode="before")
     @classmethod
@@ -55,6 +56,16 @@ class DataSpec(Frozen):
                 if key in value and "path" not in value and value.get("source", source) == source:
                     value = {**{k: v for k, v in value.items() if k != key}, "source": source, "path": value[key]}
         return value
+
+
+class AugmentSpec(Frozen):
+    """Per-operation augmentation, each value tunable; amounts are fractions, as Keras' layers take them."""
+
+    flip: Tunable(Literal["none", "horizontal", "vertical", "horizontal_and_vertical"]) = "none"
+    rotation: Tunable(Annotated[float, Field(ge=0, le=0.5)], ranges="float") = 0.0
+    zoom: Tunable(Annotated[float, Field(ge=0, lt=1)], ranges="float") = 0.0
+    translation: Tunable(Annotated[float, Field(ge=0, lt=1)], ranges="float") = 0.0
+    contrast: Tunable(Annotated[float, Field(ge=0, le=1)], ranges="float") = 0.0
 
 
 class ModelSpec(Frozen):
@@ -71,6 +82,7 @@ class ModelSpec(Frozen):
     padding: Tunable(Literal["same", "valid"]) = "same"
     activation: Tunable(Literal["relu", "elu", "gelu", "selu", "swish", "leaky_relu", "tanh"]) = "relu"
     augmentation: Tunable(Literal["none", "light", "strong"]) = "none"
+    augment: AugmentSpec | None = None
     batch_norm: Tunable(bool) = False
     pooling: Tunable(Literal["max", "average", "none"]) = "max"
     block_dropout: Tunable(Rate, ranges="float") = 0.0
