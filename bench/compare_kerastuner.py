@@ -28,7 +28,11 @@ def space(args: argparse.Namespace) -> dict:
         "version": 1,
         "data": data,
         "model": {"blocks": {"int": [1, 2]}, "filters": {"choice": [16, 32]}, "dense_units": 64, "padding": "same", "pooling": "max"},
-        "training": {"learning_rate": {"float": [1e-3, 1e-2], "log": True}, "batch_size": args.batch_size, "early_stopping": {"monitor": "val_loss", "patience": 3}},
+        "training": {
+            "learning_rate": {"float": [1e-3, 1e-2], "log": True},
+            "batch_size": args.batch_size,
+            "early_stopping": {"monitor": "val_loss", "patience": 3},
+        },
         "search": {"max_epochs": args.max_epochs, "factor": 3, "seed": args.seed},
     }
 
@@ -58,7 +62,9 @@ def run_plain_kerastuner(args: argparse.Namespace, out: Path) -> dict:
         return model
 
     timeline = Timeline()
-    tuner = kt.Hyperband(build, objective="val_accuracy", max_epochs=args.max_epochs, factor=3, seed=args.seed, directory=str(out / "kt"), project_name="plain", overwrite=True)
+    tuner = kt.Hyperband(
+        build, objective="val_accuracy", max_epochs=args.max_epochs, factor=3, seed=args.seed, directory=str(out / "kt"), project_name="plain", overwrite=True
+    )
     start = time.perf_counter()
     type(timeline).start = start
     tuner.search(x_train, data.y_train, validation_data=(x_val, data.y_val), batch_size=args.batch_size,
@@ -78,7 +84,6 @@ def run_plain_kerastuner(args: argparse.Namespace, out: Path) -> dict:
         "peak_rss_mb": peak_rss_mb(),
         "dataset_train": int(len(data.y_train)),
     }
-
 
 
 def Timeline():  # noqa: N802 - built lazily so that keras is imported only in the child processes
@@ -194,16 +199,43 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         for system in ("kerastuner", "tuning"):  # one process each: memory and start-up are their own
-            command = [sys.executable, __file__, "--child", system, "--workdir", work, "--subset", str(args.subset), "--max-epochs", str(args.max_epochs), "--batch-size", str(args.batch_size), "--seed", str(args.seed), "--data", args.data]
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                system,
+                "--workdir",
+                work,
+                "--subset",
+                str(args.subset),
+                "--max-epochs",
+                str(args.max_epochs),
+                "--batch-size",
+                str(args.batch_size),
+                "--seed",
+                str(args.seed),
+                "--data",
+                args.data,
+            ]
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
             subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
             results[system] = summarize(json.loads(Path(work, f"{system}.json").read_text()))
     kt, ours = results["kerastuner"], results["tuning"]
     report = {
-        "config": {"subset": args.subset, "max_epochs": args.max_epochs, "batch_size": args.batch_size, "seed": args.seed, "data": args.data, "cpus": os.cpu_count()},
+        "config": {
+            "subset": args.subset,
+            "max_epochs": args.max_epochs,
+            "batch_size": args.batch_size,
+            "seed": args.seed,
+            "data": args.data,
+            "cpus": os.cpu_count(),
+        },
         "kerastuner": kt,
         "tuning": ours,
-        "ratios": {"wall_time_tuning_over_kerastuner": round(ours["wall_s"] / kt["wall_s"], 3), "test_accuracy_difference": round(ours["test_accuracy"] - kt["test_accuracy"], 4)},
+        "ratios": {
+            "wall_time_tuning_over_kerastuner": round(ours["wall_s"] / kt["wall_s"], 3),
+            "test_accuracy_difference": round(ours["test_accuracy"] - kt["test_accuracy"], 4),
+        },
     }
     print(json.dumps(report, indent=2))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

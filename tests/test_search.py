@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -342,3 +343,59 @@ def test_run_html_view_for_notebooks(finished):
     assert view.count("<tr>") == 1 + len(ranked)
     assert all(f"<td>{trial}</td>" in view for trial in ranked)
     assert f"test accuracy {run.best['test']['accuracy']:.4f}" in view
+
+
+def test_several_kills_resume_each_trial_from_its_last_epoch(tmp_path):
+    """SIGKILL three times at random moments inside trials; each time the interrupted trial continues from its
+    last finished epoch (weights, optimizer and early-stopping state), and the search still finishes."""
+    import random
+
+    spec = write_spec(
+        tmp_path,
+        tiny(search={"algorithm": "random", "max_trials": 3, "max_epochs": 8}, training={"early_stopping": {"patience": 8}}),
+        "kills.yaml",
+    )
+    out = tmp_path / "reports"
+    command = [sys.executable, "-m", "tuning", "search", str(spec), "--out", str(out), "--quiet"]
+    chance = random.Random(7)
+    kept: dict[str, str] = {}
+
+    def resume_points() -> set[str]:
+        found = set()
+        for path in (out / "kills" / "kerastuner").glob("trial_*/resume.json"):
+            with contextlib.suppress(FileNotFoundError):  # a trial may end (and clear it) between glob and read
+                found.add(path.read_text())
+        return found
+
+    for _ in range(3):
+        before = resume_points()
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 240
+        while time.time() < deadline and not (resume_points() - before):  # this session finished an epoch
+            time.sleep(0.05)
+        time.sleep(chance.uniform(0.0, 0.6))
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        for path in (out / "kills" / "trials").glob("*.json"):
+            kept.setdefault(path.name, path.read_text())
+        for state in (out / "kills" / "kerastuner").glob("trial_*/resume.json"):
+            json.loads(state.read_text())  # never truncated
+
+    assert main(["search", str(spec), "--out", str(out), "--quiet"]) == 0
+    run = open_run(out / "kills")
+    assert run.status == "finished" and run.manifest["sessions"] == 4 and len(run.trials) == 3
+    for name, text in kept.items():  # trials finished before a kill were never retrained
+        assert (out / "kills" / "trials" / name).read_text() == text
+    records = [json.loads(p.read_text()) for p in (out / "kills" / "trials").glob("*.json")]
+    resumed = [r for r in records if r["resumed_from_epoch"]]
+    assert resumed, "no trial continued from a saved epoch"
+    for record in records:  # one row per epoch, in order, whatever the interruptions
+        assert [row["epoch"] for row in record["history"]] == list(range(1, len(record["history"]) + 1))
+    assert not list((out / "kills" / "kerastuner").glob("trial_*/resume*"))  # cleaned once trials end
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for record in resumed:
+        acc = EventAccumulator(str(out / "kills" / "logs" / record["trial_id"]))
+        acc.Reload()
+        assert [e.step for e in acc.Scalars("epoch_val_accuracy")] == list(range(1, len(record["history"]) + 1))

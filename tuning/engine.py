@@ -15,21 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
+import os
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import keras
 import keras_tuner as kt
 import numpy as np
 
-from . import feasibility
+from . import batches, feasibility
 from .domains import Choice, FloatRange, IntRange
 from .errors import SearchAborted
 from .hypermodel import build_model, compile_model
-from .records import TrialRecord, utc_now
+from .records import TrialRecord, utc_now, write_json
 from .space import Param, parameters, resolve
 
 UNLIMITED = 10**9
@@ -159,7 +162,9 @@ class _SaveBestEpoch(keras.callbacks.Callback):
         value = (logs or {}).get(self.metric)
         if value is not None and math.isfinite(value) and self.sign * value > self.best:
             self.best = self.sign * value
-            self.model.save_weights(self.path)
+            partial = self.path.replace(".weights.h5", ".partial.weights.h5")
+            self.model.save_weights(partial)
+            os.replace(partial, self.path)  # a kill mid-write never leaves a truncated checkpoint
 
 
 class StopFlag:
@@ -191,10 +196,72 @@ class _EpochLog(keras.callbacks.Callback):
         row["seconds"] = time.perf_counter() - self._start
         self.epochs.append(row)
         self.on_epoch(epoch + 1, row)
-        self.stop.check()  # the trial stays unfinished in KerasTuner's oracle, so a resume runs it again
         if self.deadline is not None and time.time() >= self.deadline:
             self.budget_hit = True
             self.model.stop_training = True
+
+
+class _ResumePoint(keras.callbacks.Callback):
+    """After every epoch: weights, optimizer state and callback state, so a killed trial continues from there.
+
+    The weights file is named by its epoch and written before `resume.json` points at it, so a kill at any
+    moment leaves a consistent pair (the previous one, or the new one).
+    """
+
+    def __init__(self, folder: Path, trial_id: str, log: _EpochLog, stateful: list[keras.callbacks.Callback], restore: dict[str, Any] | None):
+        super().__init__()
+        self.folder, self.trial_id, self.log, self.stateful, self.restore = folder, trial_id, log, stateful, restore
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self.restore:  # after the other callbacks' own on_train_begin reset them
+            for callback, state in zip(self.stateful, self.restore["callbacks"]):
+                for key, value in state.items():
+                    setattr(callback, key, math.inf if value == "inf" else -math.inf if value == "-inf" else value)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        weights = self.folder / f"resume-epoch{epoch + 1}.weights.h5"
+        self.model.save_weights(weights)
+        state = {
+            "trial_id": self.trial_id,
+            "epoch": epoch + 1,
+            "weights": weights.name,
+            "stopped": bool(self.model.stop_training),
+            "history": self.log.epochs,
+            "callbacks": [{k: _plain(getattr(c, k)) for k in RESUMABLE_STATE if hasattr(c, k)} for c in self.stateful],
+        }
+        write_json(self.folder / "resume.json", state)
+        for old in self.folder.glob("resume-epoch*.weights.h5"):
+            if old != weights:
+                old.unlink(missing_ok=True)
+        self.log.stop.check()  # Ctrl-C: the trial stays unfinished in KerasTuner's oracle; a resume continues from here
+
+
+RESUMABLE_STATE = ("wait", "best", "best_epoch", "cooldown_counter")
+
+
+def _plain(value: Any) -> Any:
+    """A callback attribute as JSON (numbers may be numpy or backend scalars; JSON has no infinity)."""
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    number = float(keras.ops.convert_to_numpy(value))
+    return ("inf" if number > 0 else "-inf") if math.isinf(number) else number
+
+
+def read_resume_point(folder: Path, trial_id: str) -> dict[str, Any] | None:
+    """The state saved after the last finished epoch of an interrupted trial, if it is usable."""
+    try:
+        state = json.loads((folder / "resume.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if state.get("trial_id") != trial_id or not (folder / str(state.get("weights"))).exists():
+        return None
+    return state
+
+
+def clear_resume_point(folder: Path) -> None:
+    (folder / "resume.json").unlink(missing_ok=True)
+    for old in folder.glob("resume-epoch*.weights.h5"):
+        old.unlink(missing_ok=True)
 
 
 def trial_seed(run_seed: int, trial_id: str) -> int:
@@ -259,40 +326,48 @@ class SpecTuner(kt.Tuner):
         hp = trial.hyperparameters
         values = active_values(hp)
         hyperband = {k[6:]: v for k, v in hp.values.items() if k.startswith("tuner/")}
-        record = TrialRecord(
-            trial_id=trial.trial_id, values=values, hyperband=hyperband, seed=trial_seed(self.spec.search.seed, trial.trial_id), started_at=utc_now()
-        )
+        seed = trial_seed(self.spec.search.seed, trial.trial_id)
+        record = TrialRecord(trial_id=trial.trial_id, values=values, hyperband=hyperband, seed=seed, started_at=utc_now())
         start = time.perf_counter()
         epochs = int(hyperband.get("epochs", self.spec.search.max_epochs))
         initial_epoch = int(hyperband.get("initial_epoch", 0))
-        self.events.trial_started(record, epochs - initial_epoch)
+        folder = Path(self.get_trial_dir(trial.trial_id))
+        resume = read_resume_point(folder, trial.trial_id)
         log = _EpochLog(self.events.epoch_done, self.deadline, self.stop)
+        if resume is not None:
+            log.epochs = record.history = list(resume["history"])
+            record.resumed_from_epoch = int(resume["epoch"])
+        self.events.trial_started(record, epochs - (int(resume["epoch"]) if resume else initial_epoch))
         try:
             config = resolve(self.spec, values)
             hm = self.hypermodel
             reason = feasibility.check(config, hm.input_shape, hm.num_classes, self.spec.search.max_params)
             if reason:
                 raise _TrialOutcome("oversized" if "max_params" in reason else "infeasible", reason)
-            keras.utils.set_random_seed(record.seed)
+            keras.utils.set_random_seed(seed + (resume["epoch"] if resume else 0))
             model = self._try_build(hp)
             record.params = int(model.count_params())
-            history = model.fit(
-                *train,
-                validation_data=validation,
-                batch_size=config.batch_size,
-                epochs=epochs,
-                initial_epoch=initial_epoch,
-                class_weight=class_weight,
-                callbacks=self._callbacks(trial.trial_id, log),
-                verbose=0,
-            )
+            if resume is not None:
+                model.optimizer.build(model.trainable_variables)
+                model.load_weights(folder / resume["weights"])
+                initial_epoch = int(resume["epoch"])
+            if resume is None or not (resume["stopped"] or initial_epoch >= epochs):
+                model.fit(
+                    **batches.fit_data(*train, config.batch_size, seed=seed + initial_epoch),
+                    validation_data=batches.held_out(*validation),
+                    epochs=epochs,
+                    initial_epoch=initial_epoch,
+                    class_weight=class_weight,
+                    callbacks=self._callbacks(trial.trial_id, log, folder, resume),
+                    verbose=0,
+                )
             record.history = log.epochs
             losses = [row.get("loss", math.nan) for row in log.epochs]
             if not losses or not all(math.isfinite(v) for v in losses):
                 bad = next((row["epoch"] for row in log.epochs if not math.isfinite(row.get("loss", math.nan))), initial_epoch + 1)
                 raise _TrialOutcome("diverged", f"training loss became NaN or infinite in epoch {bad}")
             record.finish_completed(self.spec.search.objective, budget_hit=log.budget_hit)
-            return history
+            return dict(record.metrics)  # the best epoch of the whole trial, resumed part included
         except _TrialOutcome as outcome:
             record.history = log.epochs
             record.status, record.reason = outcome.status, outcome.reason
@@ -306,11 +381,13 @@ class SpecTuner(kt.Tuner):
         finally:
             record.wall_time = time.perf_counter() - start
             record.finished_at = utc_now()
+            record.rss_mb = resident_memory_mb()
             if record.status != "running":
                 self.store.write_trial(record)
+                clear_resume_point(folder)
                 self._last_record = record
 
-    def _callbacks(self, trial_id: str, log: _EpochLog) -> list[keras.callbacks.Callback]:
+    def _callbacks(self, trial_id: str, log: _EpochLog, folder: Path, resume: dict[str, Any] | None) -> list[keras.callbacks.Callback]:
         training, objective = self.spec.training, self.spec.search.objective
         callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
         if training.early_stopping:
@@ -319,8 +396,11 @@ class SpecTuner(kt.Tuner):
         if training.reduce_lr_on_plateau:
             rp = training.reduce_lr_on_plateau
             callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=rp.monitor, factor=rp.factor, patience=rp.patience, min_lr=rp.min_lr, verbose=0))
+        save_best = _SaveBestEpoch(objective.metric, objective.direction, self._get_checkpoint_fname(trial_id))
+        stateful = [*callbacks[1:], save_best]
         callbacks.append(log)  # after the LR schedule, so the logged rate is the one used next epoch
-        callbacks.append(_SaveBestEpoch(objective.metric, objective.direction, self._get_checkpoint_fname(trial_id)))
+        callbacks.append(save_best)
+        callbacks.append(_ResumePoint(folder, trial_id, log, stateful, resume))  # last: sees every callback's state
         return callbacks
 
     def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
@@ -340,6 +420,15 @@ class SpecTuner(kt.Tuner):
                     f"trial {record.trial_id}, failed with {record.reason}. Finished trials are kept; fix the cause and run "
                     f"the same command again to continue, or raise search.max_consecutive_failures."
                 )
+
+
+def resident_memory_mb() -> float | None:
+    """This process's resident memory now (Linux), to show whether it grows from trial to trial."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return round(int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

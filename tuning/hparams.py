@@ -106,6 +106,8 @@ class HParamsLog:
         self._writer = EventWriter(str(run_dir))
         self._trial = record
         _add(self._writer, self._session_start(record), step=0)
+        for row in record.history:  # epochs trained before an interruption, so the session reads as one
+            self.epoch_done(int(row["epoch"]), row)
         self._writer.flush()
 
     def epoch_done(self, epoch: int, row: dict[str, float]) -> None:

@@ -72,6 +72,8 @@ class TrialRecord:
     finished_at: str = ""
     stopped_by_budget: bool = False
     traceback: str | None = None
+    resumed_from_epoch: int | None = None  # continued after an interruption, from this epoch's saved state
+    rss_mb: float | None = None  # resident memory of the search process when the trial ended
 
     @property
     def parent(self) -> str | None:
