@@ -399,3 +399,67 @@ def test_several_kills_resume_each_trial_from_its_last_epoch(tmp_path):
         acc = EventAccumulator(str(out / "kills" / "logs" / record["trial_id"]))
         acc.Reload()
         assert [e.step for e in acc.Scalars("epoch_val_accuracy")] == list(range(1, len(record["history"]) + 1))
+
+
+def test_retry_failed_runs_failed_trials_again_with_the_same_values(tmp_path, monkeypatch):
+    import tuning.engine as engine
+
+    real = engine.build_model
+    monkeypatch.setattr(engine, "build_model", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("driver hiccup")))
+    spec = tiny(search={"algorithm": "random", "max_trials": 4, "max_consecutive_failures": 2, "max_epochs": 2})
+    with pytest.raises(SearchAborted, match="2 consecutive failed trials"):
+        search(spec, name="flaky", out=tmp_path, quiet=True)
+    failed = {r.trial_id: r.values for r in open_run(tmp_path / "flaky").records()}
+    assert len(failed) == 2
+
+    monkeypatch.setattr(engine, "build_model", real)
+    resumed = search(spec, name="flaky", out=tmp_path, quiet=True)  # plain resume: failures stay failures
+    assert sorted(resumed.trials[resumed.trials["status"] == "failed"]["trial_id"]) == sorted(failed)
+    retried = search(spec, name="flaky", out=tmp_path, retry_failed=True, quiet=True)
+    records = {r.trial_id: r for r in retried.records()}
+    assert len(records) == 4 and all(r.status == "completed" for r in records.values())
+    assert all(records[t].values == values for t, values in failed.items())
+
+
+def test_out_of_memory_is_retried_once_at_half_the_batch(tmp_path, monkeypatch):
+    """A callback stands in for the accelerator: batches of more than 40 images exhaust its memory."""
+    import keras
+
+    import tuning.engine as engine
+
+    class SmallDevice(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.params["steps"] < 480 / 40:
+                raise MemoryError("out of memory: batch too large for the device")
+
+    original = engine.SpecTuner._callbacks
+    monkeypatch.setattr(engine.SpecTuner, "_callbacks", lambda self, *a: [SmallDevice(), *original(self, *a)])
+    spec = tiny(
+        training={"batch_size": {"choice": [64, 128]}, "learning_rate": 3e-3}, model={"blocks": 1, "filters": 8}, search={"algorithm": "grid", "max_epochs": 1}
+    )
+    run = search(spec, name="oom", out=tmp_path, quiet=True)
+    outcome = {r.values["batch_size"]: r for r in run.records()}
+    assert outcome[64].status == "completed" and outcome[64].batch_size == 32
+    assert outcome[64].reason == "out of memory at batch size 64; retried at 32"
+    assert outcome[128].status == "out_of_memory" and outcome[128].reason.startswith("out of memory at batch size 128; retried at 64, which failed too")
+    no_retry = search({**spec, "search": {**spec["search"], "halve_batch_on_oom": False}}, name="no_retry", out=tmp_path, quiet=True)
+    assert set(no_retry.trials["status"]) == {"out_of_memory"}
+
+
+def test_extend_adds_hyperband_iterations_and_checkpoints_are_pruned(tmp_path):
+    spec = tiny(search={"max_epochs": 3, "keep_checkpoints": 2})
+    first = search(spec, name="grow", out=tmp_path, quiet=True)
+    planned = first.plan["trials"]
+    assert len(first.trials[first.trials["status"] != "infeasible"]) == planned
+    weights = sorted(p.parent.name for p in (tmp_path / "grow" / "kerastuner").glob("trial_*/checkpoint.weights.h5"))
+    best_two = [f"trial_{t}" for t in first.trials["trial_id"][:2]]
+    assert weights == sorted(best_two) and first.manifest["disk_mb"] > 0
+
+    with pytest.raises(RunError, match="--extend adds Hyperband iterations, but this search uses random"):
+        search({**spec, "search": {**spec["search"], "algorithm": "random"}}, name="grow", out=tmp_path, extend=1, quiet=True)
+    assert main(["search", write_spec(tmp_path, spec, "grow.yaml").as_posix(), "--out", str(tmp_path), "--extend", "1", "--quiet"]) == 0
+    grown = open_run(tmp_path / "grow")
+    scored = grown.trials[grown.trials["status"] != "infeasible"]
+    assert len(scored) == 2 * planned and grown.manifest["iterations"] == 2 and grown.plan["trials"] == 2 * planned
+    assert search(spec, name="grow", out=tmp_path, quiet=True).manifest["iterations"] == 2  # a plain resume keeps them
+    assert len(list((tmp_path / "grow" / "kerastuner").glob("trial_*/checkpoint.weights.h5"))) == 2

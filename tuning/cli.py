@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
 
     search = commands.add_parser("search", help="run (or resume) a search")
     _run_options(search, "YAML search space")
+    search.add_argument("--retry-failed", action="store_true", help="when resuming, run the failed and out-of-memory trials again")
+    search.add_argument("--extend", type=int, default=0, metavar="N", help="add N Hyperband iterations to an existing (finished) search")
     search.set_defaults(handler=_search)
 
     train = commands.add_parser("train", help="train one fixed configuration (e.g. an exported best_config.yaml) without a search")
@@ -158,7 +160,8 @@ def describe_plan(spec: Any, the_plan: Any) -> str:
 def _search(args: argparse.Namespace) -> int:
     from .runner import search
 
-    return _summarize(search(args.spec, name=args.name, out=args.out, overwrite=args.overwrite, quiet=args.quiet))
+    run = search(args.spec, name=args.name, out=args.out, overwrite=args.overwrite, retry_failed=args.retry_failed, extend=args.extend, quiet=args.quiet)
+    return _summarize(run)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -217,6 +220,8 @@ def _summarize(run: Any) -> int:
     ):
         if (run.path / name).exists():
             print(f"{label + ':':13}{run.path / name}")
+    if manifest.get("disk_mb") is not None:
+        print(f"{'run folder:':13}{manifest['disk_mb']:.1f} MB on disk")
     return 0
 
 

@@ -208,9 +208,10 @@ class _ResumePoint(keras.callbacks.Callback):
     moment leaves a consistent pair (the previous one, or the new one).
     """
 
-    def __init__(self, folder: Path, trial_id: str, log: _EpochLog, stateful: list[keras.callbacks.Callback], restore: dict[str, Any] | None):
+    def __init__(self, folder: Path, trial_id: str, log: _EpochLog, stateful: list[keras.callbacks.Callback], restore: dict[str, Any] | None, batch_size: int):
         super().__init__()
         self.folder, self.trial_id, self.log, self.stateful, self.restore = folder, trial_id, log, stateful, restore
+        self.batch_size = batch_size
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self.restore:  # after the other callbacks' own on_train_begin reset them
@@ -226,6 +227,7 @@ class _ResumePoint(keras.callbacks.Callback):
             "epoch": epoch + 1,
             "weights": weights.name,
             "stopped": bool(self.model.stop_training),
+            "batch_size": self.batch_size,
             "history": self.log.epochs,
             "callbacks": [{k: _plain(getattr(c, k)) for k in RESUMABLE_STATE if hasattr(c, k)} for c in self.stateful],
         }
@@ -344,23 +346,19 @@ class SpecTuner(kt.Tuner):
             reason = feasibility.check(config, hm.input_shape, hm.num_classes, self.spec.search.max_params)
             if reason:
                 raise _TrialOutcome("oversized" if "max_params" in reason else "infeasible", reason)
-            keras.utils.set_random_seed(seed + (resume["epoch"] if resume else 0))
-            model = self._try_build(hp)
-            record.params = int(model.count_params())
-            if resume is not None:
-                model.optimizer.build(model.trainable_variables)
-                model.load_weights(folder / resume["weights"])
-                initial_epoch = int(resume["epoch"])
-            if resume is None or not (resume["stopped"] or initial_epoch >= epochs):
-                model.fit(
-                    **batches.fit_data(*train, config.batch_size, seed=seed + initial_epoch),
-                    validation_data=batches.held_out(*validation),
-                    epochs=epochs,
-                    initial_epoch=initial_epoch,
-                    class_weight=class_weight,
-                    callbacks=self._callbacks(trial.trial_id, log, folder, resume),
-                    verbose=0,
-                )
+            batch_size = int(resume.get("batch_size", config.batch_size)) if resume else config.batch_size
+            while True:
+                try:
+                    self._fit(hp, record, train, validation, class_weight, log, folder, resume, batch_size, epochs, initial_epoch, seed)
+                    break
+                except Exception as exc:  # noqa: BLE001 - only memory exhaustion is retried, once, at half the batch
+                    if not (_is_out_of_memory(exc) and self.spec.search.halve_batch_on_oom and batch_size == config.batch_size and batch_size > 1):
+                        raise
+                    keras.backend.clear_session()
+                    batch_size, resume = batch_size // 2, None
+                    log.epochs = []
+                    record.reason = f"out of memory at batch size {config.batch_size}; retried at {batch_size}"
+            record.batch_size = batch_size
             record.history = log.epochs
             losses = [row.get("loss", math.nan) for row in log.epochs]
             if not losses or not all(math.isfinite(v) for v in losses):
@@ -375,7 +373,8 @@ class SpecTuner(kt.Tuner):
         except Exception as exc:  # noqa: BLE001 - any other error fails this trial only
             record.history = log.epochs
             record.status = "out_of_memory" if _is_out_of_memory(exc) else "failed"
-            record.reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            retried = f"{record.reason}, which failed too: " if record.reason.startswith("out of memory at batch size") else ""
+            record.reason = f"{retried}{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             record.traceback = traceback.format_exc(limit=-8)
             raise kt.errors.FailedTrialError(f"failed: {record.reason}") from None
         finally:
@@ -387,7 +386,42 @@ class SpecTuner(kt.Tuner):
                 clear_resume_point(folder)
                 self._last_record = record
 
-    def _callbacks(self, trial_id: str, log: _EpochLog, folder: Path, resume: dict[str, Any] | None) -> list[keras.callbacks.Callback]:
+    def _fit(
+        self,
+        hp: kt.HyperParameters,
+        record: TrialRecord,
+        train: tuple[Any, np.ndarray],
+        validation: tuple[Any, np.ndarray],
+        class_weight: dict[int, float] | None,
+        log: _EpochLog,
+        folder: Path,
+        resume: dict[str, Any] | None,
+        batch_size: int,
+        epochs: int,
+        initial_epoch: int,
+        seed: int,
+    ) -> None:
+        """Build the trial's model (continuing a saved epoch if there is one) and train it to `epochs`."""
+        keras.utils.set_random_seed(seed + (resume["epoch"] if resume else 0))
+        model = self._try_build(hp)
+        record.params = int(model.count_params())
+        if resume is not None:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(folder / resume["weights"])
+            initial_epoch = int(resume["epoch"])
+            if resume["stopped"] or initial_epoch >= epochs:
+                return
+        model.fit(
+            **batches.fit_data(*train, batch_size, seed=seed + initial_epoch),
+            validation_data=batches.held_out(*validation),
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            class_weight=class_weight,
+            callbacks=self._callbacks(record.trial_id, log, folder, resume, batch_size),
+            verbose=0,
+        )
+
+    def _callbacks(self, trial_id: str, log: _EpochLog, folder: Path, resume: dict[str, Any] | None, batch_size: int) -> list[keras.callbacks.Callback]:
         training, objective = self.spec.training, self.spec.search.objective
         callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
         if training.early_stopping:
@@ -400,14 +434,35 @@ class SpecTuner(kt.Tuner):
         stateful = [*callbacks[1:], save_best]
         callbacks.append(log)  # after the LR schedule, so the logged rate is the one used next epoch
         callbacks.append(save_best)
-        callbacks.append(_ResumePoint(folder, trial_id, log, stateful, resume))  # last: sees every callback's state
+        callbacks.append(_ResumePoint(folder, trial_id, log, stateful, resume, batch_size))  # last: sees every callback's state
         return callbacks
+
+    def prune_checkpoints(self, final: bool = False) -> list[str]:
+        """Delete the weights of trials that Hyperband can no longer promote and that are not among the best
+        `search.keep_checkpoints`; returns the trial ids whose weights were deleted."""
+        from .results import rank
+
+        keep = {t.trial_id for t in self.oracle.ongoing_trials.values()}
+        if not final:
+            for bracket in getattr(self.oracle, "_brackets", []):
+                for round_info in bracket["rounds"][:-1]:
+                    keep.update(info["id"] for info in round_info)
+        ranked = [r for r in rank(self.store.read_trials(), self.spec.search.objective.direction) if r.status == "completed"]
+        keep.update(r.trial_id for r in ranked[: self.spec.search.keep_checkpoints])
+        deleted = []
+        for trial_id in self.oracle.trials:
+            path = Path(self._get_checkpoint_fname(trial_id))
+            if trial_id not in keep and path.exists():
+                path.unlink()
+                deleted.append(trial_id)
+        return deleted
 
     def on_trial_end(self, trial: kt.engine.trial.Trial) -> None:
         super().on_trial_end(trial)
         record, self._last_record = self._last_record, None
         if record is None:
             return
+        self.prune_checkpoints()
         self.events.trial_finished(record)
         if record.status == "completed":
             self._consecutive_failures = 0

@@ -74,7 +74,10 @@ class TrialModel:
         model = self.build()
         model.optimizer.build(model.trainable_variables)
         if not self.checkpoint.exists():
-            raise RunError(f"{self.checkpoint} is missing; re-run the search, or pass --retrain to train this configuration again")
+            raise RunError(
+                f"trial {self.record.trial_id} has no saved weights ({self.checkpoint} is missing: a search keeps only the best "
+                f"search.keep_checkpoints trials' weights); pass --retrain to train this configuration again"
+            )
         model.load_weights(self.checkpoint)
         return model
 

@@ -74,6 +74,7 @@ class TrialRecord:
     traceback: str | None = None
     resumed_from_epoch: int | None = None  # continued after an interruption, from this epoch's saved state
     rss_mb: float | None = None  # resident memory of the search process when the trial ended
+    batch_size: int | None = None  # the batch size trained with (half the sampled one after running out of memory)
 
     @property
     def parent(self) -> str | None:

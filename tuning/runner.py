@@ -50,24 +50,28 @@ def search(
     data: Sequence[np.ndarray] | None = None,
     class_names: Sequence[str] | None = None,
     overwrite: bool = False,
+    retry_failed: bool = False,
+    extend: int = 0,
     progress: bool | None = None,
     quiet: bool = False,
 ) -> Any:
     """Run (or resume) a search and return its `Run`.
 
     Args:
-        spec: a YAML path, a mapping, or a loaded spec.
+        spec: a YAML path, a mapping, or a spec from `load_spec`.
         name: the run's name (default: the spec's `name`, else the file's stem); results go to `out/name`.
         out: the output root (default `reports/`).
-        data: `(x_train, y_train)` or `(x_train, y_train, x_test, y_test)` arrays replacing the spec's data source.
+        data: `(x_train, y_train)` or `(x_train, y_train, x_test, y_test)` numpy arrays replacing the spec's data.
         class_names: names of the classes of `data`, in label order (default "0", "1", ...).
         overwrite: start over, deleting an existing run of that name.
-        progress: force the live view on or off (default: on for a terminal or notebook).
+        retry_failed: when resuming, run the `failed` and `out_of_memory` trials again (same values, same ids).
+        extend: add this many Hyperband iterations to an existing (usually finished) search.
+        progress: force the live progress view on or off (default: on in a terminal or notebook).
         quiet: print nothing while searching.
 
     Example:
-        >>> run = search("search_spaces/digits.yaml", name="quickstart")
-        >>> run.trials.head()
+        >>> run = tuning.search("search_spaces/digits.yaml", name="digits")
+        >>> run.trials[["rank", "trial_id", "score"]].head()
     """
 
     spec = load_spec(spec)
@@ -76,7 +80,16 @@ def search(
     if store.dir.exists() and (store.dir / ".lock").exists():
         store.lock()  # refuse before touching anything if another search holds it
         store.unlock()
-    the_plan = make_plan(spec)
+    if extend < 0:
+        raise RunError(f"--extend takes a positive number of Hyperband iterations to add, not {extend}")
+    if extend and spec.search.algorithm != "hyperband":
+        raise RunError(f"--extend adds Hyperband iterations, but this search uses {spec.search.algorithm}; raise search.max_trials in a new run instead")
+    if extend and (overwrite or not store.exists()):
+        raise RunError(f"--extend adds iterations to an existing search, and {store.dir} has none{' (or --overwrite deletes it)' if overwrite else ''}")
+    iterations = spec.search.iterations
+    if store.exists() and not overwrite:
+        iterations = max(iterations, int(store.read_manifest().get("iterations", iterations))) + extend
+    the_plan = make_plan(with_iterations(spec, iterations))
     if the_plan.feasibility.all_infeasible:
         raise SpecError(
             [
@@ -91,12 +104,30 @@ def search(
     resumed = _prepare_directory(store, spec, overwrite)
     store.lock()
     try:
-        return _search_locked(spec, store, the_plan, resumed, data, class_names, progress, quiet)
+        return _search_locked(spec, store, the_plan, resumed, data, class_names, progress, quiet, retry_failed, iterations)
     finally:
         store.unlock()
 
 
-def _search_locked(spec: SearchSpec, store: RunStore, the_plan: Plan, resumed: bool, data: Any, class_names: Any, progress: bool | None, quiet: bool) -> Any:
+def with_iterations(spec: SearchSpec, iterations: int) -> SearchSpec:
+    """The spec with another Hyperband iteration count (for `--extend`); its file and text are kept."""
+    if iterations == spec.search.iterations:
+        return spec
+    return spec.model_copy(update={"search": spec.search.model_copy(update={"iterations": iterations})})
+
+
+def _search_locked(
+    spec: SearchSpec,
+    store: RunStore,
+    the_plan: Plan,
+    resumed: bool,
+    data: Any,
+    class_names: Any,
+    progress: bool | None,
+    quiet: bool,
+    retry_failed: bool,
+    iterations: int,
+) -> Any:
     """The search itself, run while this process holds the run directory's lock."""
     from .run import Run
 
@@ -110,6 +141,7 @@ def _search_locked(spec: SearchSpec, store: RunStore, the_plan: Plan, resumed: b
     previous = store.read_manifest() if resumed else {}
     elapsed_before = float(previous.get("elapsed_s", 0.0))
     manifest = _manifest(spec, run_dir.name, the_plan, dataset, device, previous)
+    manifest["iterations"] = iterations
     store.write_manifest(manifest)
     if not (run_dir / "spec.yaml").exists():
         write_atomic(run_dir / "spec.yaml", spec.text)
@@ -127,6 +159,11 @@ def _search_locked(spec: SearchSpec, store: RunStore, the_plan: Plan, resumed: b
     events = Events(_progress(spec, the_plan, store, progress, quiet), board_log)
     tuner = SpecTuner(spec=spec, oracle=oracle, hypermodel=hypermodel, directory=str(run_dir), events=events, store=store)
     oracle.verbose = 0  # KerasTuner's own printing is replaced by ours
+    if spec.search.algorithm == "hyperband":
+        oracle.hyperband_iterations = iterations  # reloaded from oracle.json; --extend raises it
+    if retry_failed:
+        again = [r.trial_id for r in store.read_trials() if r.status in ("failed", "out_of_memory") and r.trial_id in oracle.trials]
+        oracle._retry_queue.extend(t for t in again if t not in oracle._retry_queue)  # KerasTuner runs these first
     oracle.is_feasible = lambda values: feasibility.check(resolve(spec, values), model_shape, dataset.num_classes, spec.search.max_params)
     oracle.on_infeasible = lambda values, reason: board_log.infeasible(store.record_infeasible(values, reason))
     budget = spec.search.time_budget_seconds
@@ -141,6 +178,7 @@ def _search_locked(spec: SearchSpec, store: RunStore, the_plan: Plan, resumed: b
             weights = dataset.class_weights() if spec.data.class_weight == "balanced" else None
             tuner.search(train=(dataset.x_train, one_hot[dataset.y_train]), validation=(dataset.x_val, one_hot[dataset.y_val]), class_weight=weights)
         stop_reason = oracle.stop_reason or _stop_reason(spec, the_plan, store)
+        tuner.prune_checkpoints(final=True)
     except SearchAborted as exc:
         status, stop_reason, error = "aborted", str(exc), exc
     except KeyboardInterrupt:
@@ -327,6 +365,11 @@ def _stop_reason(spec: SearchSpec, the_plan: Plan, store: RunStore) -> str:
     return "plan complete"
 
 
+def directory_size(folder: Path) -> int:
+    """Bytes of every file under `folder`."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
 def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any, one_hot: np.ndarray) -> None:
     """Tables, best model and its test metrics: written whenever the search ends, however it ends."""
     from .results import columns, leaderboard_markdown, rank, trial_rows, write_trials_csv
@@ -359,6 +402,7 @@ def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any, one_hot
                 "model": "best_model.keras",
             }
         )
+    manifest = store.update_manifest(disk_mb=round(directory_size(store.dir) / 2**20, 2))
     rows = trial_rows(records, names, direction)
     write_trials_csv(store.dir / "trials.csv", rows, columns(names))
     write_atomic(store.dir / "leaderboard.md", leaderboard_markdown(rows, names, manifest))

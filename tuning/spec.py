@@ -134,6 +134,8 @@ class SearchSection(Frozen):
     time_budget: str | int | None = None
     max_consecutive_failures: PosInt = 3
     max_params: PosInt | None = None
+    keep_checkpoints: PosInt = 5
+    halve_batch_on_oom: bool = True
 
     @field_validator("objective", mode="before")
     @classmethod
