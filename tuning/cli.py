@@ -43,7 +43,26 @@ def _parser() -> argparse.ArgumentParser:
     _run_options(search, "YAML search space")
     search.add_argument("--retry-failed", action="store_true", help="when resuming, run the failed and out-of-memory trials again")
     search.add_argument("--extend", type=int, default=0, metavar="N", help="add N Hyperband iterations to an existing (finished) search")
+    search.add_argument("--workers", type=int, default=0, metavar="N", help="run trials in N worker processes (default 0: in this process)")
+    search.add_argument("--gpus", help="GPU indices for the workers, e.g. 0,1 (round-robin; default: all GPUs, else the CPU)")
+    search.add_argument("--host", default="127.0.0.1", help="address the oracle listens on for workers (default 127.0.0.1; unauthenticated)")
+    search.add_argument("--port", type=int, default=None, help="port for workers (default: a free one)")
+    search.add_argument(
+        "--trials-per-process",
+        type=int,
+        default=None,
+        metavar="K",
+        help="replace each worker by a fresh process after K trials (1: each trial in its own process)",
+    )
     search.set_defaults(handler=_search)
+
+    worker = commands.add_parser("worker", help="join a running search (started with --workers) from this machine")
+    worker.add_argument("run", metavar="RUN", help="the run directory, shared with the search's machine")
+    worker.add_argument("--chief", required=True, metavar="HOST:PORT", help="where the search serves its oracle")
+    worker.add_argument("--id", help="this worker's name (default: host-pid)")
+    worker.add_argument("--quiet", action="store_true")
+    worker.add_argument("--trials-per-process", type=int, default=None, help=argparse.SUPPRESS)
+    worker.set_defaults(handler=_worker)
 
     train = commands.add_parser("train", help="train one fixed configuration (e.g. an exported best_config.yaml) without a search")
     _run_options(train, "YAML spec with every value fixed")
@@ -160,8 +179,28 @@ def describe_plan(spec: Any, the_plan: Any) -> str:
 def _search(args: argparse.Namespace) -> int:
     from .runner import search
 
-    run = search(args.spec, name=args.name, out=args.out, overwrite=args.overwrite, retry_failed=args.retry_failed, extend=args.extend, quiet=args.quiet)
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
+    run = search(
+        args.spec,
+        name=args.name,
+        out=args.out,
+        overwrite=args.overwrite,
+        retry_failed=args.retry_failed,
+        extend=args.extend,
+        workers=args.workers,
+        gpus=gpus,
+        host=args.host,
+        port=args.port,
+        trials_per_process=args.trials_per_process,
+        quiet=args.quiet,
+    )
     return _summarize(run)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .workers import run_worker
+
+    return run_worker(args.run, args.chief, args.id, quiet=args.quiet, trials_per_process=args.trials_per_process)
 
 
 def _train(args: argparse.Namespace) -> int:

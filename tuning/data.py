@@ -306,6 +306,8 @@ def _standardize(x: np.ndarray, y: np.ndarray, origin: str, part: str, num_class
         raise DataError(f"{origin}: x_{part} has shape {x.shape}; expected (N, H, W) or (N, H, W, C) with C = 1, 3 or 4")
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise DataError(f"{origin}: x_{part} has dtype {x.dtype}; expected numbers (uint8 0-255 or floats)")
+    if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+        raise DataError(f"{origin}: x_{part} contains NaN or infinite pixel values; every pixel must be a finite number")
     if y.ndim == 2 and y.shape[1] > 1:
         y = np.argmax(y, axis=1)
     y = y.reshape(-1)
@@ -333,12 +335,22 @@ def from_arrays(arrays: Sequence[np.ndarray], class_names: Sequence[str] | None 
     if len(arrays) not in (2, 4):
         raise DataError(f"{origin}: expected (x_train, y_train) or (x_train, y_train, x_test, y_test); received {len(arrays)} arrays")
     labels = [np.asarray(a) for a in arrays[1::2]]
+    for part, y in zip(("train", "test"), labels):
+        if y.ndim > 2 or (y.ndim == 2 and y.shape[1] == 0):
+            raise DataError(f"{origin}: y_{part} has shape {y.shape}; expected (N,) class indices or (N, classes) one-hot rows")
     flat = [np.argmax(y, 1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(-1) for y in labels]
+    if not flat[0].size:
+        raise DataError(f"{origin}: y_train is empty; expected one label per training image")
     if class_names is None:
-        top = max(int(np.max(y)) for y in flat if y.size and np.issubdtype(y.dtype, np.number))
+        numeric = [y for y in flat if y.size and np.issubdtype(y.dtype, np.number) and np.all(np.isfinite(y))]
+        if not numeric:
+            raise DataError(f"{origin}: y_train has dtype {flat[0].dtype}; expected integer class indices (or give class_names)")
+        top = max(int(np.max(y)) for y in numeric)
         class_names = [str(i) for i in range(top + 1)]
     if len(class_names) < 2:
-        raise DataError(f"{origin}: only one class ({class_names[0]!r}); classification needs at least 2")
+        raise DataError(
+            f"{origin}: {'only one class (' + repr(class_names[0]) + ')' if class_names else 'no class names'}; classification needs at least 2 classes"
+        )
     x_test, y_test = (arrays[2], arrays[3]) if len(arrays) == 4 else (None, None)
     return RawData(np.asarray(arrays[0]), np.asarray(arrays[1]), x_test, y_test, tuple(class_names), origin)
 
@@ -367,7 +379,11 @@ def _npz(data_spec: Any, base_dir: Path) -> RawData:
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise _object_array(path) from None
+        raise DataError(f"{path}: not a readable .npz file ({exc}); save one with numpy.savez(path, x_train=..., y_train=...)") from None
+    except (OSError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable .npz file ({exc}); save one with numpy.savez(path, x_train=..., y_train=...)") from None
     missing = [k for k in ("x_train", "y_train") if k not in arrays]
     if missing:
@@ -381,18 +397,29 @@ def _npz(data_spec: Any, base_dir: Path) -> RawData:
     return from_arrays(ordered, names, origin=str(path))
 
 
+def _object_array(path: Path) -> DataError:
+    return DataError(
+        f"{path}: holds an array of Python objects (images of different sizes?); resize the images to one size and "
+        f"save one numeric array of shape (N, H, W) or (N, H, W, C). Object arrays are never loaded: unpickling can run code"
+    )
+
+
 def _npz_header(path: Path) -> tuple[tuple[int, int, int], int]:
     """Image shape and class count of an .npz file, reading only the array headers and the labels."""
     try:
         with zipfile.ZipFile(path) as archive, archive.open("x_train.npy") as handle:
             fmt = np.lib.format
             version = fmt.read_magic(handle)
-            shape = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(handle)[0]
+            shape, _, dtype = (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(handle)
+        if dtype.hasobject:
+            raise _object_array(path)
         with np.load(path, allow_pickle=False) as npz:
             y = np.asarray(npz["y_train"])
             names = npz["class_names"] if "class_names" in npz.files else None
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: cannot read x_train and y_train ({exc})") from None
+    if names is None and (not y.size or not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y))):
+        raise DataError(f"{path}: y_train has {y.size} labels of dtype {y.dtype}; expected integer class indices, one per image")
     classes = len(names) if names is not None else (y.shape[1] if y.ndim == 2 and y.shape[1] > 1 else int(np.max(y)) + 1)
     if len(shape) not in (3, 4):
         raise DataError(f"{path}: x_train has shape {shape}; expected (N, H, W) or (N, H, W, C)")

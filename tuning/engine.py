@@ -280,6 +280,8 @@ class SpecTuner(kt.Tuner):
         self.store = store
         self.deadline: float | None = None
         self.stop = StopFlag()
+        self.trials_per_process: int | None = None  # a worker exits (to be replaced by a fresh process) after this many
+        self.trials_done = 0
         self._consecutive_failures = 0
         self._last_record: TrialRecord | None = None
         with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner from ..."; we say it our way
@@ -293,6 +295,8 @@ class SpecTuner(kt.Tuner):
 
     def pre_create_trial(self) -> None:
         self.stop.check()
+        if self.trials_per_process is not None and self.trials_done >= self.trials_per_process:
+            raise ProcessRecycle(self.trials_done)
 
     def _try_build(self, hp: kt.HyperParameters) -> keras.Model:
         # KerasTuner runs clear_session() (which already garbage-collects) and then gc.collect() again;
@@ -462,7 +466,9 @@ class SpecTuner(kt.Tuner):
         record, self._last_record = self._last_record, None
         if record is None:
             return
-        self.prune_checkpoints()
+        if not self._is_worker():  # with workers, the search process prunes (it holds the oracle)
+            self.prune_checkpoints()
+        self.trials_done += 1
         self.events.trial_finished(record)
         if record.status == "completed":
             self._consecutive_failures = 0
@@ -490,6 +496,10 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     """Memory exhaustion on any backend: TensorFlow's ResourceExhaustedError, XLA/JAX and CUDA messages."""
     text = f"{type(exc).__name__} {exc}"
     return isinstance(exc, MemoryError) or any(s in text for s in ("ResourceExhausted", "RESOURCE_EXHAUSTED", "out of memory", "OutOfMemory"))
+
+
+class ProcessRecycle(Exception):
+    """A worker has run its share of trials; the search process starts a fresh one in its place."""
 
 
 class _TrialOutcome(Exception):

@@ -52,6 +52,11 @@ def search(
     overwrite: bool = False,
     retry_failed: bool = False,
     extend: int = 0,
+    workers: int = 0,
+    gpus: Sequence[str] | None = None,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    trials_per_process: int | None = None,
     progress: bool | None = None,
     quiet: bool = False,
 ) -> Any:
@@ -66,6 +71,12 @@ def search(
         overwrite: start over, deleting an existing run of that name.
         retry_failed: when resuming, run the `failed` and `out_of_memory` trials again (same values, same ids).
         extend: add this many Hyperband iterations to an existing (usually finished) search.
+        workers: run trials in this many worker processes (0: in this process). This process serves the
+            oracle on `host:port`; more workers can join from other machines with `tuning worker`.
+        gpus: GPU indices handed to workers round-robin (default: every GPU `nvidia-smi` lists; none: CPU).
+        host, port: where the oracle listens (default 127.0.0.1 and a free port). Unauthenticated: trusted networks only.
+        trials_per_process: replace each worker by a fresh process after this many trials (1: every trial in its own
+            process), for stacks that leak memory; implies one worker if `workers` is 0.
         progress: force the live progress view on or off (default: on in a terminal or notebook).
         quiet: print nothing while searching.
 
@@ -84,6 +95,14 @@ def search(
         raise RunError(f"--extend takes a positive number of Hyperband iterations to add, not {extend}")
     if extend and spec.search.algorithm != "hyperband":
         raise RunError(f"--extend adds Hyperband iterations, but this search uses {spec.search.algorithm}; raise search.max_trials in a new run instead")
+    if trials_per_process is not None and trials_per_process < 1:
+        raise RunError(f"--trials-per-process takes a positive number, not {trials_per_process}")
+    if trials_per_process and not workers:
+        workers = 1
+    if workers < 0:
+        raise RunError(f"--workers takes a number of worker processes (0 runs trials in this process), not {workers}")
+    if workers and data is not None:
+        raise RunError("worker processes load the data from the spec; arrays passed as `data=` need workers=0")
     if extend and (overwrite or not store.exists()):
         raise RunError(f"--extend adds iterations to an existing search, and {store.dir} has none{' (or --overwrite deletes it)' if overwrite else ''}")
     iterations = spec.search.iterations
@@ -104,7 +123,8 @@ def search(
     resumed = _prepare_directory(store, spec, overwrite)
     store.lock()
     try:
-        return _search_locked(spec, store, the_plan, resumed, data, class_names, progress, quiet, retry_failed, iterations)
+        parallel = {"workers": workers, "gpus": gpus, "host": host, "port": port, "trials_per_process": trials_per_process}
+        return _search_locked(spec, store, the_plan, resumed, data, class_names, progress, quiet, retry_failed, iterations, parallel)
     finally:
         store.unlock()
 
@@ -127,6 +147,7 @@ def _search_locked(
     quiet: bool,
     retry_failed: bool,
     iterations: int,
+    parallel: dict[str, Any],
 ) -> Any:
     """The search itself, run while this process holds the run directory's lock."""
     from .run import Run
@@ -153,10 +174,11 @@ def _search_locked(
     oracle = make_oracle(spec, list(the_plan.params))
     from .hparams import HParamsLog
 
-    brackets = 1 + max(r.bracket for r in the_plan.rounds) if spec.search.algorithm == "hyperband" else None
+    brackets = brackets_of(with_iterations(spec, iterations))
     board_log = HParamsLog(run_dir / "logs", list(the_plan.params), spec.search.objective.metric, max_epochs=spec.search.max_epochs, brackets=brackets)
     board_log.write_experiment()
-    events = Events(_progress(spec, the_plan, store, progress, quiet), board_log)
+    view = _progress(spec, the_plan, store, progress, quiet)
+    events = Events(view, board_log)
     tuner = SpecTuner(spec=spec, oracle=oracle, hypermodel=hypermodel, directory=str(run_dir), events=events, store=store)
     oracle.verbose = 0  # KerasTuner's own printing is replaced by ours
     if spec.search.algorithm == "hyperband":
@@ -170,13 +192,17 @@ def _search_locked(
     started = time.time()
     if budget is not None:
         tuner.deadline = oracle.deadline = started + max(0.0, budget - elapsed_before)
+        store.update_manifest(deadline=tuner.deadline)  # for worker processes
 
     one_hot = np.eye(dataset.num_classes, dtype="float32")
     status, stop_reason, error = "finished", None, None
     try:
         with _graceful_stop(tuner.stop, quiet):
             weights = dataset.class_weights() if spec.data.class_weight == "balanced" else None
-            tuner.search(train=(dataset.x_train, one_hot[dataset.y_train]), validation=(dataset.x_val, one_hot[dataset.y_val]), class_weight=weights)
+            if parallel["workers"]:
+                _serve_workers(tuner, store, view, parallel, quiet)
+            else:
+                tuner.search(train=(dataset.x_train, one_hot[dataset.y_train]), validation=(dataset.x_val, one_hot[dataset.y_val]), class_weight=weights)
         stop_reason = oracle.stop_reason or _stop_reason(spec, the_plan, store)
         tuner.prune_checkpoints(final=True)
     except SearchAborted as exc:
@@ -192,6 +218,41 @@ def _search_locked(
     if error is not None:
         raise error
     return Run(run_dir)
+
+
+def brackets_of(spec: SearchSpec) -> int | None:
+    """Hyperband's bracket count (an HParams field), None for other algorithms."""
+    if spec.search.algorithm != "hyperband":
+        return None
+    return 1 + max(r.bracket for r in make_plan(spec).rounds)
+
+
+def _serve_workers(tuner: Any, store: RunStore, view: Any, parallel: dict[str, Any], quiet: bool) -> None:
+    """Trials run in worker processes; this process serves the oracle, shows progress and prunes checkpoints."""
+    from .workers import Chief
+
+    def on_record(record: Any) -> None:
+        tuner.prune_checkpoints()
+        hb = record.hyperband
+        view.trial_started(record, int(hb.get("epochs", record.epochs_trained)) - int(hb.get("initial_epoch", 0)))
+        view.trial_finished(record)
+
+    chief = Chief(
+        tuner.oracle,
+        store.dir,
+        count=parallel["workers"],
+        gpus=parallel["gpus"],
+        host=parallel["host"],
+        port=parallel["port"],
+        on_record=on_record,
+        stop=tuner.stop,
+        trials_per_process=parallel["trials_per_process"],
+    )
+    store.update_manifest(workers=parallel["workers"], chief=chief.address)
+    if not quiet:
+        placement = f"GPUs {','.join(chief.gpus)}" if chief.gpus else "the CPU"
+        print(f"{parallel['workers']} workers on {placement}; oracle at {chief.address} (join: tuning worker {store.dir} --chief {chief.address})", flush=True)
+    chief.run()
 
 
 @contextlib.contextmanager

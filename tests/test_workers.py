@@ -1,0 +1,99 @@
+"""Parallel trials: a chief and worker processes over loopback, one killed mid-search."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tuning import open_run, search
+from tuning.workers import worker_environments
+
+from .conftest import ROOT, tiny, write_spec
+
+pytestmark = pytest.mark.slow
+
+
+def header(path: Path) -> list[str]:
+    with open(path, newline="") as handle:
+        return next(csv.reader(handle))
+
+
+def worker_pids(run_dir: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"worker" in command and str(run_dir).encode() in command:
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_two_workers_run_every_planned_trial_once_with_the_same_results_schema(tmp_path):
+    spec = tiny()
+    parallel = search(spec, name="parallel", out=tmp_path, workers=2, quiet=True)
+    search(spec, name="single", out=tmp_path, quiet=True)
+
+    oracle = json.loads((tmp_path / "parallel" / "kerastuner" / "oracle.json").read_text())
+    assert sorted(oracle["end_order"]) == sorted(set(oracle["end_order"]))  # no trial ran twice
+    trials = parallel.trials[~parallel.trials["trial_id"].str.startswith("infeasible")]
+    assert len(trials) == parallel.plan["trials"] and set(trials["status"]) == {"completed"}
+    assert parallel.manifest["workers"] == 2 and parallel.manifest["chief"].startswith("127.0.0.1:")
+    tuners = {p.name for p in (tmp_path / "parallel" / "kerastuner").glob("worker*.json")}
+    assert tuners == {"worker0.json", "worker1.json"}  # both workers took trials
+
+    assert header(tmp_path / "parallel" / "trials.csv") == header(tmp_path / "single" / "trials.csv")
+    left, right = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("parallel", "single"))
+    assert sorted(left) == sorted(right) and sorted(left["trials"][0]) == sorted(right["trials"][0])
+    assert (tmp_path / "parallel" / "best_model.keras").exists() and parallel.best["test"]["accuracy"] > 0.2
+    sessions = sorted(p.name for p in (tmp_path / "parallel" / "logs").iterdir() if p.is_dir())
+    assert sessions == sorted(parallel.trials["trial_id"])  # TensorBoard: one HParams session per trial
+
+
+def test_a_killed_worker_does_not_stop_the_search(tmp_path):
+    spec = write_spec(tmp_path, tiny(search={"max_epochs": 9}, training={"early_stopping": {"patience": 9}}), "killed.yaml")
+    run_dir = tmp_path / "reports" / "killed"
+    command = [sys.executable, "-m", "tuning", "search", str(spec), "--out", str(tmp_path / "reports"), "--workers", "2", "--quiet"]
+    search_process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((run_dir / "kerastuner").glob("trial_*/resume.json")):
+        time.sleep(0.1)
+    victims = worker_pids(run_dir)
+    assert len(victims) == 2
+    os.kill(victims[0], signal.SIGKILL)  # mid-trial
+    out, err = search_process.communicate(timeout=600)
+    assert search_process.returncode == 0, err[-2000:]
+    assert "died (exit code -9)" in err and "handed out again, worker restarted" in err
+
+    run = open_run(run_dir)
+    trials = run.trials[~run.trials["trial_id"].str.startswith("infeasible")]
+    assert run.status == "finished" and len(trials) == run.plan["trials"] and set(trials["status"]) == {"completed"}
+    oracle = json.loads((run_dir / "kerastuner" / "oracle.json").read_text())
+    assert len(oracle["end_order"]) == len(set(oracle["end_order"])) == run.plan["trials"]
+    assert "worker0-restart1" in (run_dir / "workers" / "worker0.log").read_text() or "worker1-restart1" in (run_dir / "workers" / "worker1.log").read_text()
+
+
+def test_workers_get_their_own_gpu_or_a_share_of_the_cpu():
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in worker_environments(3, ["0", "1"])] == ["0", "1", "0"]  # two share GPU 0
+    cpu = worker_environments(2, None, cpus=8)
+    assert all(e["TF_NUM_INTRAOP_THREADS"] == "4" and "CUDA_VISIBLE_DEVICES" not in e for e in cpu)
+
+
+def test_each_trial_in_its_own_process(tmp_path):
+    """For stacks that leak: `trials_per_process=1` replaces the worker process after every trial."""
+    run = search(tiny(search={"algorithm": "random", "max_trials": 3, "max_epochs": 1}), name="fresh", out=tmp_path, trials_per_process=1, quiet=True)
+    assert len(run.trials) == 3 and set(run.trials["status"]) == {"completed"}
+    log = (tmp_path / "fresh" / "workers" / "worker0.log").read_text()
+    assert log.count(": joined ") == 4 and log.count("exiting for a fresh process") == 3  # the 4th is told the search is over
+    pids = {line.split()[1] for line in log.splitlines() if line.startswith("worker ") and ": joined " in line}
+    assert len(pids) == 4  # four distinct worker ids, one per process

@@ -1,0 +1,301 @@
+"""Parallel trials: the search process serves KerasTuner's oracle over gRPC and runs worker processes.
+
+KerasTuner's distributed mode is the engine (a chief oracle handing out trials to workers that share
+the run directory). What this module adds: the launcher (`--workers N`), one GPU per worker (or shared
+GPUs, or shared CPU cores), one progress view, and resilience: a worker that dies has its trial handed
+out again (it continues from its last finished epoch) and is restarted; a worker on another machine
+(`tuning worker RUN --chief HOST:PORT`) waits for a restarted chief and reconnects.
+
+The gRPC channel is unauthenticated: keep it on 127.0.0.1 or a trusted network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RunError, SearchAborted
+
+MAX_RESTARTS = 3  # per worker slot: a worker that keeps dying (a machine problem) stops the search
+EXIT_ABORTED = 1  # `tuning worker` exit code when too many consecutive trials failed
+EXIT_ERROR = 2  # ... and for bad input (its data cannot be read, ...)
+EXIT_RECYCLE = 75  # ... and after its `trials_per_process` trials: replace it with a fresh process
+
+
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def worker_environments(count: int, gpus: Sequence[str] | None, cpus: int | None = None) -> list[dict[str, str]]:
+    """Environment overrides per worker: its GPU(s) (round-robin, so workers may share one), else a share of the CPU."""
+    cpus = cpus or os.cpu_count() or 1
+    out = []
+    for index in range(count):
+        env = {}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpus[index % len(gpus)])
+        else:
+            threads = str(max(1, cpus // count))
+            env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads)
+        out.append(env)
+    return out
+
+
+def visible_gpus() -> list[str]:
+    """GPU indices `nvidia-smi` lists (empty without NVIDIA GPUs), without importing a framework."""
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))]
+
+
+@dataclass
+class _Slot:
+    """One worker process slot: restarted (with a fresh tuner id) when its process dies."""
+
+    index: int
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    tuner_id: str = ""
+    restarts: int = 0
+    done: bool = False
+    log: Any = None
+    history: list[str] = field(default_factory=list)
+
+
+class Chief:
+    """Serves `oracle` on `host:port` and supervises `count` local worker processes until the search ends."""
+
+    def __init__(
+        self,
+        oracle: Any,
+        run_dir: Path,
+        *,
+        count: int,
+        gpus: Sequence[str] | None,
+        host: str,
+        port: int | None,
+        on_record: Any,
+        stop: Any,
+        trials_per_process: int | None = None,
+    ):
+        self.oracle, self.run_dir, self.count, self.host = oracle, run_dir, count, host
+        self.trials_per_process = trials_per_process
+        self.launches = 0
+        self.port = port or free_port(host)
+        self.gpus = list(gpus) if gpus is not None else visible_gpus()
+        self.on_record, self.stop = on_record, stop
+        self.slots = [_Slot(i, env) for i, env in enumerate(worker_environments(count, self.gpus))]
+        self.server: Any = None
+        self.servicer: Any = None
+        self.seen = {p.name: p.stat().st_mtime for p in (run_dir / "trials").glob("*.json")} if (run_dir / "trials").exists() else {}
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start_server(self) -> None:
+        from concurrent import futures
+
+        import grpc
+        from keras_tuner.src import protos
+        from keras_tuner.src.distribute.oracle_chief import OracleServicer
+
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.servicer = OracleServicer(self.oracle)
+        protos.get_service_grpc().add_OracleServicer_to_server(self.servicer, self.server)
+        if self.server.add_insecure_port(self.address) == 0:
+            raise RunError(f"cannot listen on {self.address} (in use?); pick another --port")
+        self.server.start()
+
+    def run(self) -> None:
+        """Until every worker has been told the search is over (or the search is stopped or aborted)."""
+        self.start_server()
+        logs = self.run_dir / "workers"
+        logs.mkdir(exist_ok=True)
+        try:
+            for slot in self.slots:
+                self._launch(slot)
+            while not all(slot.done for slot in self.slots):
+                time.sleep(0.25)
+                self._watch_records()
+                if self.stop.requested:
+                    self._forward_stop()
+                for slot in self.slots:
+                    self._check(slot)
+            self._watch_records()
+        finally:
+            for slot in self.slots:
+                if slot.process is not None and slot.process.poll() is None:
+                    slot.process.kill()
+                    slot.process.wait()
+                if slot.log is not None:
+                    slot.log.close()
+            self.server.stop(grace=1)
+        if self.stop.requested:
+            raise KeyboardInterrupt("stop requested")
+
+    def _launch(self, slot: _Slot) -> None:
+        self.launches += 1
+        slot.tuner_id = (
+            f"worker{slot.index}" + (f"-restart{slot.restarts}" if slot.restarts else "") + (f"-process{self.launches}" if self.trials_per_process else "")
+        )
+        command = [sys.executable, "-m", "tuning", "worker", str(self.run_dir), "--chief", self.address, "--id", slot.tuner_id]
+        if self.trials_per_process:
+            command += ["--trials-per-process", str(self.trials_per_process)]
+        env = {**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"}
+        if slot.log is None:
+            slot.log = open(self.run_dir / "workers" / f"worker{slot.index}.log", "ab")  # noqa: SIM115 - closed in run()
+        slot.log.write(f"--- {slot.tuner_id} {' '.join(f'{k}={v}' for k, v in slot.env.items())}\n".encode())
+        slot.log.flush()
+        slot.process = subprocess.Popen(command, env=env, stdout=slot.log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        slot.history.append(slot.tuner_id)
+
+    def _check(self, slot: _Slot) -> None:
+        if slot.done or slot.process is None or slot.process.poll() is None:
+            return
+        code = slot.process.returncode
+        if code == 0 or self.stop.requested:
+            slot.done = True
+            return
+        if code == EXIT_RECYCLE:
+            self.hand_out_again(slot.tuner_id)  # nothing to hand out: it stopped between trials
+            self._launch(slot)
+            return
+        if code in (EXIT_ABORTED, EXIT_ERROR):  # deterministic: restarting would fail the same way
+            self._forward_stop()
+            message = _last_line(self.run_dir / "workers" / f"worker{slot.index}.log") or f"worker {slot.tuner_id} stopped with exit code {code}"
+            raise (SearchAborted if code == EXIT_ABORTED else RunError)(message)
+        requeued = self.hand_out_again(slot.tuner_id)
+        if slot.restarts >= MAX_RESTARTS:
+            raise RunError(
+                f"worker {slot.index} died {slot.restarts + 1} times (last exit code {code}); see {self.run_dir / 'workers' / f'worker{slot.index}.log'}. "
+                "Finished trials are kept: run the same command again to continue"
+            )
+        slot.restarts += 1
+        print(f"worker {slot.tuner_id} died (exit code {code}); trial {requeued or '-'} handed out again, worker restarted", file=sys.stderr, flush=True)
+        self._launch(slot)
+
+    def hand_out_again(self, tuner_id: str) -> str | None:
+        """The trial a dead worker was running goes back to KerasTuner's retry queue, ahead of new trials."""
+        from keras_tuner.src.engine.oracle import LOCKS
+
+        with LOCKS[self.oracle]:
+            trial = self.oracle.ongoing_trials.pop(tuner_id, None)
+            self.oracle.tuner_ids.discard(tuner_id)
+            if trial is not None and trial.trial_id not in self.oracle._retry_queue:
+                self.oracle._retry_queue.append(trial.trial_id)
+        self.oracle.save()
+        return trial.trial_id if trial is not None else None
+
+    def _forward_stop(self) -> None:
+        for slot in self.slots:
+            if slot.process is not None and slot.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    slot.process.send_signal(signal.SIGTERM)  # workers finish their epoch, then stop
+
+    def _watch_records(self) -> None:
+        import json
+
+        from .records import TrialRecord
+
+        for path in sorted((self.run_dir / "trials").glob("*.json")):
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                mtime = path.stat().st_mtime
+                if self.seen.get(path.name) == mtime or path.name.startswith("infeasible-"):
+                    continue
+                record = TrialRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+                self.seen[path.name] = mtime
+                self.on_record(record)
+
+
+def _last_line(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.startswith("error:")]
+        return lines[-1][len("error: ") :] if lines else ""
+    return ""
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGKILL when the search process dies, so no orphan keeps training."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def run_worker(run_dir: str | Path, chief: str, tuner_id: str | None = None, quiet: bool = False, trials_per_process: int | None = None) -> int:
+    """Join the search of `run_dir` served at `chief` (HOST:PORT): take trials until the chief says it is over."""
+    from .data import load_data
+    from .records import RunStore
+    from .runtime import prepare_devices, quiet_logs
+    from .spec import load_spec
+
+    store = RunStore(run_dir)
+    if not store.exists():
+        raise RunError(f"{run_dir} is not a run directory (no run.json); start the search first with `tuning search SPEC --workers N`")
+    manifest = store.read_manifest()
+    host, _, port = chief.rpartition(":")
+    if not host or not port.isdigit():
+        raise RunError(f"--chief {chief!r}: expected HOST:PORT, e.g. 10.0.0.5:8470")
+    spec = load_spec(manifest["spec"])
+    spec._file = manifest.get("spec_file")  # relative data paths resolve from the spec's folder, as in the search
+    tuner_id = tuner_id or f"{socket.gethostname()}-{os.getpid()}"
+    os.environ.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port, KERASTUNER_TUNER_ID=tuner_id)
+
+    quiet_logs()
+    prepare_devices()
+    dataset = load_data(spec.data, spec.base_dir, seed=spec.search.seed)
+    import numpy as np
+
+    from .engine import SpecHyperModel, SpecTuner, make_oracle
+    from .hparams import HParamsLog
+    from .runner import Events, _graceful_stop, brackets_of, with_iterations
+    from .space import parameters
+
+    params = parameters(spec)
+    hypermodel = SpecHyperModel(spec, dataset.input_shape, dataset.num_classes, dataset.value_max)
+    brackets = brackets_of(with_iterations(spec, int(manifest.get("iterations", spec.search.iterations))))
+    board_log = HParamsLog(store.dir / "logs", params, spec.search.objective.metric, max_epochs=spec.search.max_epochs, brackets=brackets)
+    tuner = SpecTuner(spec=spec, oracle=make_oracle(spec, params), hypermodel=hypermodel, directory=str(store.dir), events=Events(board_log), store=store)
+    tuner.deadline = manifest.get("deadline")
+    tuner.trials_per_process = trials_per_process
+    _pace_idle_requests(tuner.oracle)
+    one_hot = np.eye(dataset.num_classes, dtype="float32")
+    weights = dataset.class_weights() if spec.data.class_weight == "balanced" else None
+    print(f"worker {tuner_id}: joined {chief} for {store.dir}", flush=True)
+    from .engine import ProcessRecycle
+
+    try:
+        with _graceful_stop(tuner.stop, quiet):
+            tuner.search(train=(dataset.x_train, one_hot[dataset.y_train]), validation=(dataset.x_val, one_hot[dataset.y_val]), class_weight=weights)
+    except ProcessRecycle as done:
+        print(f"worker {tuner_id}: ran {done} trials; exiting for a fresh process", flush=True)
+        return EXIT_RECYCLE
+    print(f"worker {tuner_id}: the search is over", flush=True)
+    return 0
+
+
+def _pace_idle_requests(client: Any) -> None:
+    """KerasTuner's workers ask again at once when Hyperband waits for other trials; ask twice a second instead."""
+    ask = client.create_trial
+
+    def create_trial(tuner_id: str) -> Any:
+        trial = ask(tuner_id)
+        if trial.status == "IDLE":
+            time.sleep(0.5)
+        return trial
+
+    client.create_trial = create_trial
