@@ -352,7 +352,7 @@ def test_several_kills_resume_each_trial_from_its_last_epoch(tmp_path):
 
     spec = write_spec(
         tmp_path,
-        tiny(search={"algorithm": "random", "max_trials": 3, "max_epochs": 8}, training={"early_stopping": {"patience": 8}}),
+        tiny(search={"algorithm": "random", "max_trials": 3, "max_epochs": 6}, training={"early_stopping": {"patience": 6}}),
         "kills.yaml",
     )
     out = tmp_path / "reports"
@@ -463,3 +463,18 @@ def test_extend_adds_hyperband_iterations_and_checkpoints_are_pruned(tmp_path):
     assert len(scored) == 2 * planned and grown.manifest["iterations"] == 2 and grown.plan["trials"] == 2 * planned
     assert search(spec, name="grow", out=tmp_path, quiet=True).manifest["iterations"] == 2  # a plain resume keeps them
     assert len(list((tmp_path / "grow" / "kerastuner").glob("trial_*/checkpoint.weights.h5"))) == 2
+
+
+@pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow", reason="a TensorFlow leak")
+def test_trials_leave_no_traced_graphs_behind(tmp_path):
+    """TensorFlow keeps one `CustomGradient-N` registry entry (and its whole graph) per trace; we drop them per trial."""
+    from tensorflow.python.framework import ops
+
+    def entries() -> int:
+        return sum(name.startswith("CustomGradient-") for name in ops._gradient_registry._registry)
+
+    search(tiny(search={"algorithm": "random", "max_trials": 4, "max_epochs": 1}), name="leak", out=tmp_path, quiet=True)
+    after_four = entries()
+    assert after_four <= 4  # only the last trial's traces (train and validation shapes) remain
+    records = open_run(tmp_path / "leak").records()
+    assert all(r.rss_mb and r.rss_mb > 100 for r in records)  # each trial records the process's memory

@@ -14,3 +14,22 @@ def prepare_gpus() -> list[str]:
         except RuntimeError:
             pass  # already initialised by an earlier search in this process
     return [gpu.name for gpu in gpus]
+
+
+def forget_custom_gradients() -> int:
+    """Drop the `CustomGradient-N` entries that earlier trials' traces left in TensorFlow's gradient registry.
+
+    Each trace of a Keras training step registers one through `tf.custom_gradient` and TensorFlow never
+    removes it; the entry pins the whole traced graph, so a long search grew by about 8 MB per trial
+    (bench/memory.py). After `clear_session()` those graphs are dead. Private API: a test watches it.
+    """
+    try:
+        from tensorflow.python.framework import ops
+
+        registry = ops._gradient_registry._registry
+    except (ImportError, AttributeError):
+        return 0
+    stale = [name for name in registry if name.startswith("CustomGradient-")]
+    for name in stale:
+        del registry[name]
+    return len(stale)

@@ -380,7 +380,7 @@ def _npz(data_spec: Any, base_dir: Path) -> RawData:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except ValueError as exc:
-        if "allow_pickle" in str(exc):
+        if "Object arrays" in str(exc):
             raise _object_array(path) from None
         raise DataError(f"{path}: not a readable .npz file ({exc}); save one with numpy.savez(path, x_train=..., y_train=...)") from None
     except (OSError, zipfile.BadZipFile) as exc:

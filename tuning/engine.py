@@ -33,6 +33,7 @@ from .domains import Choice, FloatRange, IntRange
 from .errors import SearchAborted
 from .hypermodel import build_model, compile_model
 from .records import TrialRecord, utc_now, write_json
+from .runtime import clear_session
 from .space import Param, parameters, resolve
 
 UNLIMITED = 10**9
@@ -301,7 +302,7 @@ class SpecTuner(kt.Tuner):
     def _try_build(self, hp: kt.HyperParameters) -> keras.Model:
         # KerasTuner runs clear_session() (which already garbage-collects) and then gc.collect() again;
         # with TensorFlow's large object graphs each collection costs about half a second per trial.
-        keras.backend.clear_session()
+        clear_session()
         return self._build_hypermodel(hp)
 
     def _build_hypermodel(self, hp: kt.HyperParameters) -> keras.Model:
@@ -358,7 +359,7 @@ class SpecTuner(kt.Tuner):
                 except Exception as exc:  # noqa: BLE001 - only memory exhaustion is retried, once, at half the batch
                     if not (_is_out_of_memory(exc) and self.spec.search.halve_batch_on_oom and batch_size == config.batch_size and batch_size > 1):
                         raise
-                    keras.backend.clear_session()
+                    clear_session()
                     batch_size, resume = batch_size // 2, None
                     log.epochs = []
                     record.reason = f"out of memory at batch size {config.batch_size}; retried at {batch_size}"

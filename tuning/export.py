@@ -4,6 +4,7 @@ train + validation for the trial's best epoch count, as KerasTuner's documentati
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,13 @@ def _test_metrics(model: Any, dataset: Any, chosen: TrialModel, retrain: bool) -
     return best.get("test") if best.get("trial_id") == chosen.record.trial_id and not retrain else None
 
 
+def _plain(value: Any) -> Any:
+    """Tuples as lists, for JSON."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
 def _model_card(chosen: TrialModel, source: str, test: dict[str, float] | None, formats: list[str]) -> dict[str, Any]:
     manifest, data = chosen.run.manifest, chosen.data
     size = chosen.spec.data.image_size
@@ -212,7 +220,7 @@ def _model_card(chosen: TrialModel, source: str, test: dict[str, float] | None, 
         "score": chosen.record.score,
         "best_epoch": chosen.record.best_epoch,
         "hyperparameters": chosen.record.values,
-        "configuration": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(chosen.config).items()},
+        "configuration": _plain(dataclasses.asdict(chosen.config)),
         "test_metrics": test,
         "class_names": data["classes"],
         "input": {"shape": data["image_shape"], "dtype": data.get("dtype", "uint8"), "value_max": data.get("value_max", 255.0)},

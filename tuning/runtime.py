@@ -53,6 +53,17 @@ def backend() -> str:
     return str(keras.backend.backend())
 
 
+def clear_session() -> None:
+    """Free the previous trial's models and graphs (on TensorFlow, also what `clear_session` leaves behind)."""
+    import keras
+
+    keras.backend.clear_session()
+    if backend() == "tensorflow":
+        from ._tensorflow import forget_custom_gradients
+
+        forget_custom_gradients()
+
+
 def prepare_devices() -> str:
     """Configure accelerators the way the backends' guides prescribe; return the device in words."""
     name = backend()
