@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-def prepare_gpus() -> list[str]:
-    """Enable memory growth on every GPU, so several workers can share one; return their names."""
+def prepare_gpus() -> tuple[list[str], tuple[int, int] | None]:
+    """Enable memory growth on every GPU, so several workers can share one; their names and the first's capability."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -13,7 +13,11 @@ def prepare_gpus() -> list[str]:
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:
             pass  # already initialised by an earlier search in this process
-    return [gpu.name for gpu in gpus]
+    capability = None
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        capability = tuple(details["compute_capability"]) if details.get("compute_capability") else None
+    return [gpu.name for gpu in gpus], capability  # type: ignore[return-value]
 
 
 def forget_custom_gradients() -> int:

@@ -79,6 +79,7 @@ class SpecHyperModel(kt.HyperModel):
         self.input_shape = input_shape
         self.num_classes = num_classes
         self.value_max = value_max
+        self.jit_compile: bool | str = False  # set from training.jit_compile and the accelerator
 
     def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
         declare(hp, self.params)
@@ -87,7 +88,7 @@ class SpecHyperModel(kt.HyperModel):
         config = resolve(self.spec, active_values(hp))
         image_size = tuple(self.spec.data.image_size) if self.spec.data.image_size else None
         model = build_model(config, self.input_shape, self.num_classes, value_max=self.value_max, image_size=image_size)  # type: ignore[arg-type]
-        return compile_model(model, config)
+        return compile_model(model, config, self.jit_compile)
 
 
 class _SearchOracleMixin:

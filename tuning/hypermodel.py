@@ -79,11 +79,15 @@ def make_optimizer(config: TrialConfig) -> keras.optimizers.Optimizer:
     return kinds[config.optimizer]()
 
 
-def compile_model(model: keras.Model, config: TrialConfig) -> keras.Model:
-    """Compile with one-hot labels, so label smoothing works with every optimizer and backend."""
+def compile_model(model: keras.Model, config: TrialConfig, jit_compile: bool | str = False) -> keras.Model:
+    """Compile with one-hot labels, so label smoothing works with every optimizer and backend.
+
+    Under the `mixed_float16` policy Keras wraps the optimizer in a LossScaleOptimizer itself.
+    """
     model.compile(
         optimizer=make_optimizer(config),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
+        jit_compile=jit_compile,
     )
     return model

@@ -25,7 +25,7 @@ from .errors import Problem, RunError, SearchAborted, SpecError
 from .planner import Plan
 from .planner import plan as make_plan
 from .records import RunStore, utc_now, write_atomic
-from .runtime import prepare_devices, quiet_logs, versions
+from .runtime import Accelerator, dtype_policy, jit_setting, precision_policy, prepare_devices, quiet_logs, versions
 from .space import parameters as the_params
 from .space import resolve
 from .spec import SearchSpec, load_spec
@@ -149,20 +149,40 @@ def _search_locked(
     iterations: int,
     parallel: dict[str, Any],
 ) -> Any:
-    """The search itself, run while this process holds the run directory's lock."""
+    """The search itself, run while this process holds the run directory's lock, in the chosen precision."""
+    quiet_logs()
+    accelerator = prepare_devices()
+    with dtype_policy(precision_policy(spec.training.mixed_precision, accelerator)):
+        return _search_on(accelerator, spec, store, the_plan, resumed, data, class_names, progress, quiet, retry_failed, iterations, parallel)
+
+
+def _search_on(
+    accelerator: Accelerator,
+    spec: SearchSpec,
+    store: RunStore,
+    the_plan: Plan,
+    resumed: bool,
+    data: Any,
+    class_names: Any,
+    progress: bool | None,
+    quiet: bool,
+    retry_failed: bool,
+    iterations: int,
+    parallel: dict[str, Any],
+) -> Any:
     from .run import Run
 
     run_dir = store.dir
-    quiet_logs()
-    device = prepare_devices()
     dataset = load_data(spec.data, spec.base_dir, seed=spec.search.seed, arrays=data, class_names=class_names)
 
     from .engine import SpecHyperModel, SpecTuner, make_oracle
 
     previous = store.read_manifest() if resumed else {}
     elapsed_before = float(previous.get("elapsed_s", 0.0))
-    manifest = _manifest(spec, run_dir.name, the_plan, dataset, device, previous)
+    manifest = _manifest(spec, run_dir.name, the_plan, dataset, accelerator.describe(), previous)
     manifest["iterations"] = iterations
+    manifest["precision"] = precision_policy(spec.training.mixed_precision, accelerator)
+    manifest["jit_compile"] = jit_setting(spec.training.jit_compile, accelerator)
     store.write_manifest(manifest)
     if not (run_dir / "spec.yaml").exists():
         write_atomic(run_dir / "spec.yaml", spec.text)
@@ -171,6 +191,7 @@ def _search_locked(
         (spec.data.image_size[0], spec.data.image_size[1], dataset.input_shape[2]) if spec.data.image_size else dataset.input_shape
     )
     hypermodel = SpecHyperModel(spec, dataset.input_shape, dataset.num_classes, dataset.value_max)
+    hypermodel.jit_compile = jit_setting(spec.training.jit_compile, accelerator)
     oracle = make_oracle(spec, list(the_plan.params))
     from .hparams import HParamsLog
 

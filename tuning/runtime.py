@@ -9,6 +9,7 @@ import platform
 import sys
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from importlib import metadata
 
 
@@ -53,35 +54,94 @@ def backend() -> str:
     return str(keras.backend.backend())
 
 
+@dataclass(frozen=True)
+class Accelerator:
+    """What the backend will train on: `cpu` or `gpu`, how many, and the first GPU's compute capability."""
+
+    kind: str = "cpu"
+    count: int = 0
+    compute_capability: tuple[int, int] | None = None
+    names: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.kind == "cpu":
+            return "CPU"
+        return f"{self.count} {self.kind.upper()} ({', '.join(self.names)})"
+
+
+def precision_policy(setting: bool | str, accelerator: Accelerator) -> str:
+    """The Keras dtype policy for `training.mixed_precision` on `accelerator`.
+
+    `auto`: mixed precision on GPUs only (bfloat16 from compute capability 8.0, Ampere and later, which
+    needs no loss scaling; float16 before, where Keras wraps the optimizer in a LossScaleOptimizer), float32
+    on CPU, where neither is faster. `true` forces it (bfloat16 on CPU); `false` keeps float32.
+    """
+    if setting is False or (setting == "auto" and accelerator.kind != "gpu"):
+        return "float32"
+    if accelerator.kind == "gpu" and (accelerator.compute_capability or (0, 0)) < (8, 0):
+        return "mixed_float16"
+    return "mixed_bfloat16"
+
+
+def jit_setting(setting: bool | str, accelerator: Accelerator) -> bool | str:
+    """`training.jit_compile`: XLA where it pays. On this CPU it made a small CNN 3x slower (35 s against 9 s
+    for 3 epochs of Fashion-MNIST), so `auto` means off on CPU and Keras' own `auto` on accelerators."""
+    if setting == "auto":
+        return "auto" if accelerator.kind != "cpu" else False
+    return bool(setting)
+
+
 def clear_session() -> None:
     """Free the previous trial's models and graphs (on TensorFlow, also what `clear_session` leaves behind)."""
     import keras
 
+    policy = keras.config.dtype_policy()
     keras.backend.clear_session()
+    keras.config.set_dtype_policy(policy)  # clear_session resets Keras' global state, the dtype policy included
     if backend() == "tensorflow":
         from ._tensorflow import forget_custom_gradients
 
         forget_custom_gradients()
 
 
-def prepare_devices() -> str:
-    """Configure accelerators the way the backends' guides prescribe; return the device in words."""
+def prepare_devices() -> Accelerator:
+    """Configure accelerators the way the backends' guides prescribe (memory growth); say what there is."""
     name = backend()
     if name == "tensorflow":
         from ._tensorflow import prepare_gpus
 
-        gpus = prepare_gpus()
-        return f"{len(gpus)} GPU ({', '.join(gpus)})" if gpus else "CPU"
+        gpus, capability = prepare_gpus()
+        return Accelerator("gpu", len(gpus), capability, tuple(gpus)) if gpus else Accelerator()
     if name == "jax":
         import jax
 
-        devices = jax.devices()
-        return ", ".join(sorted({d.platform.upper() for d in devices}))
+        devices = [d for d in jax.devices() if d.platform == "gpu"]
+        if not devices:
+            return Accelerator()
+        capability = getattr(devices[0], "compute_capability", None)
+        major_minor = tuple(int(p) for p in str(capability).split(".")[:2]) if capability else None
+        return Accelerator("gpu", len(devices), major_minor, tuple(str(d.device_kind) for d in devices))  # type: ignore[arg-type]
     if name == "torch":
         import torch
 
-        return f"GPU ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "CPU"
-    return "unknown"
+        if not torch.cuda.is_available():
+            return Accelerator()
+        count = torch.cuda.device_count()
+        return Accelerator("gpu", count, tuple(torch.cuda.get_device_capability(0)), tuple(torch.cuda.get_device_name(i) for i in range(count)))  # type: ignore[arg-type]
+    return Accelerator()
+
+
+@contextlib.contextmanager
+def dtype_policy(policy: str) -> Iterator[None]:
+    """Keras' global dtype policy for the duration of a search, restored afterwards."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def versions() -> dict[str, str]:

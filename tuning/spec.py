@@ -116,6 +116,8 @@ class TrainingSpec(Frozen):
     label_smoothing: Tunable(Rate, ranges="float") = 0.0
     early_stopping: EarlyStoppingSpec | Literal[False] = EarlyStoppingSpec()
     reduce_lr_on_plateau: PlateauSpec | None = None
+    mixed_precision: Literal["auto"] | bool = "auto"
+    jit_compile: Literal["auto"] | bool = "auto"
 
 
 class ObjectiveSpec(Frozen):

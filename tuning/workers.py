@@ -238,9 +238,8 @@ def _die_with_parent() -> None:
 
 def run_worker(run_dir: str | Path, chief: str, tuner_id: str | None = None, quiet: bool = False, trials_per_process: int | None = None) -> int:
     """Join the search of `run_dir` served at `chief` (HOST:PORT): take trials until the chief says it is over."""
-    from .data import load_data
     from .records import RunStore
-    from .runtime import prepare_devices, quiet_logs
+    from .runtime import dtype_policy, jit_setting, precision_policy, prepare_devices, quiet_logs
     from .spec import load_spec
 
     store = RunStore(run_dir)
@@ -256,7 +255,14 @@ def run_worker(run_dir: str | Path, chief: str, tuner_id: str | None = None, qui
     os.environ.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port, KERASTUNER_TUNER_ID=tuner_id)
 
     quiet_logs()
-    prepare_devices()
+    accelerator = prepare_devices()
+    with dtype_policy(precision_policy(spec.training.mixed_precision, accelerator)):
+        return _work(store, manifest, spec, chief, tuner_id, quiet, trials_per_process, jit_setting(spec.training.jit_compile, accelerator))
+
+
+def _work(store: Any, manifest: dict[str, Any], spec: Any, chief: str, tuner_id: str, quiet: bool, trials_per_process: int | None, jit: bool | str) -> int:
+    from .data import load_data
+
     dataset = load_data(spec.data, spec.base_dir, seed=spec.search.seed)
     import numpy as np
 
@@ -267,6 +273,7 @@ def run_worker(run_dir: str | Path, chief: str, tuner_id: str | None = None, qui
 
     params = parameters(spec)
     hypermodel = SpecHyperModel(spec, dataset.input_shape, dataset.num_classes, dataset.value_max)
+    hypermodel.jit_compile = jit
     brackets = brackets_of(with_iterations(spec, int(manifest.get("iterations", spec.search.iterations))))
     board_log = HParamsLog(store.dir / "logs", params, spec.search.objective.metric, max_epochs=spec.search.max_epochs, brackets=brackets)
     tuner = SpecTuner(spec=spec, oracle=make_oracle(spec, params), hypermodel=hypermodel, directory=str(store.dir), events=Events(board_log), store=store)
