@@ -125,6 +125,7 @@ def test_results_json_holds_trials_history_plan_and_summary(finished):
     completed = [r["trial_id"] for r in rows if r["status"] == "completed"]
     assert set(completed) <= set(results["history"])
     assert results["budget"]["epochs_trained"] == sum(int(r["epochs_trained"]) for r in rows if not r["trial_id"].startswith("infeasible"))
+    assert results["budget"]["disk_mb"] > 0 and results["precision"] == "float32" and results["budget"]["workers"] == 0
     assert results["plan"]["trials"] == 6 and results["best"]["analysis"]["test_count"] == results["data"]["test"]
 
 

@@ -64,6 +64,8 @@ def collect(run: Run, top: int = 10) -> dict[str, Any]:
             "epochs_trained": int(sum(r["epochs_trained"] or 0 for r in trials)),
             "wall_time_s": manifest.get("elapsed_s"),
             "stop_reason": manifest.get("stop_reason"),
+            "disk_mb": manifest.get("disk_mb"),
+            "workers": manifest.get("workers", 0),
         },
         "counts": {status: sum(1 for r in rows if r["status"] == status) for status in STATUSES},
         "best": best or None,
@@ -73,6 +75,7 @@ def collect(run: Run, top: int = 10) -> dict[str, Any]:
         "versions": manifest.get("versions"),
         "device": manifest.get("device"),
         "backend": manifest.get("backend"),
+        "precision": manifest.get("precision", "float32"),
     }
 
 
@@ -172,9 +175,17 @@ def _summary_lines(results: dict[str, Any]) -> list[tuple[str, str]]:
                 f"trial {best.get('trial_id')}: {metric} {best.get('score', float('nan')):.4f}; test accuracy {test.get('accuracy', float('nan')):.4f}, test loss {test.get('loss', float('nan')):.4f}",
             )
         )
+    budget = results["budget"]
+    workers = f", {budget['workers']} worker processes" if budget.get("workers") else ""
     lines.append(
-        ("run on", f"{results.get('backend')} on {results.get('device')}; " + ", ".join(f"{k} {v}" for k, v in (results.get("versions") or {}).items()))
+        (
+            "run on",
+            f"{results.get('backend')} on {results.get('device')} ({results.get('precision')}{workers}); "
+            + ", ".join(f"{k} {v}" for k, v in (results.get("versions") or {}).items()),
+        )
     )
+    if budget.get("disk_mb") is not None:
+        lines.append(("run folder", f"{budget['disk_mb']:.1f} MB on disk (weights kept for the best search.keep_checkpoints trials)"))
     return lines
 
 
