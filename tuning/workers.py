@@ -160,7 +160,7 @@ class Chief:
             slot.log = open(self.run_dir / "workers" / f"worker{slot.index}.log", "ab")  # noqa: SIM115 - closed in run()
         slot.log.write(f"--- {slot.tuner_id} {' '.join(f'{k}={v}' for k, v in slot.env.items())}\n".encode())
         slot.log.flush()
-        slot.process = subprocess.Popen(command, env=env, stdout=slot.log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # noqa: PLW1509
+        slot.process = subprocess.Popen(command, env=env, stdout=slot.log, stderr=subprocess.STDOUT, preexec_fn=_parent_death_signal())  # noqa: PLW1509
         slot.history.append(slot.tuner_id)
 
     def _check(self, slot: _Slot) -> None:
@@ -228,12 +228,17 @@ def _last_line(path: Path) -> str:
     return ""
 
 
-def _die_with_parent() -> None:
-    """Linux: a worker gets SIGKILL when the search process dies, so no orphan keeps training."""
-    with contextlib.suppress(Exception):
+def _parent_death_signal() -> Any:
+    """Linux: a function for `preexec_fn` that makes a worker get SIGKILL when the search process dies, so no
+    orphan keeps training. libc is loaded here, in the parent: the child (forked while gRPC threads run) only
+    makes the one system call."""
+    try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def run_worker(run_dir: str | Path, chief: str, tuner_id: str | None = None, quiet: bool = False, trials_per_process: int | None = None) -> int:
