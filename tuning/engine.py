@@ -111,6 +111,13 @@ class _SearchOracleMixin:
                 self.on_infeasible(values, reason)
         return None
 
+    def end_trial(self, trial: Any) -> Any:
+        # A remote worker that outlived a chief restart reports a trial the restarted chief had queued to run
+        # again: it is done, so it leaves the queue.
+        if trial.trial_id in self._retry_queue:  # type: ignore[attr-defined]
+            self._retry_queue.remove(trial.trial_id)  # type: ignore[attr-defined]
+        return super().end_trial(trial)  # type: ignore[misc]
+
     def populate_space(self, trial_id: str) -> dict[str, Any]:
         if self.deadline is not None and time.time() >= self.deadline:
             self.stop_reason = "time budget reached"

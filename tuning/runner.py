@@ -201,7 +201,8 @@ def _search_on(
     view = _progress(spec, the_plan, store, progress, quiet)
     events = Events(view, board_log)
     tuner = SpecTuner(spec=spec, oracle=oracle, hypermodel=hypermodel, directory=str(run_dir), events=events, store=store)
-    oracle.verbose = 0  # KerasTuner's own printing is replaced by ours
+    oracle.verbose = oracle._display.verbose = 0  # KerasTuner's printing is replaced by ours (and its display
+    # state is saved before it learns of a new trial, so a restarted chief would fail to print that trial's end)
     if spec.search.algorithm == "hyperband":
         oracle.hyperband_iterations = iterations  # reloaded from oracle.json; --extend raises it
     if retry_failed:

@@ -4,7 +4,7 @@ KerasTuner's distributed mode is the engine (a chief oracle handing out trials t
 the run directory). What this module adds: the launcher (`--workers N`), one GPU per worker (or shared
 GPUs, or shared CPU cores), one progress view, and resilience: a worker that dies has its trial handed
 out again (it continues from its last finished epoch) and is restarted; a worker on another machine
-(`tuning worker RUN --chief HOST:PORT`) waits for a restarted chief and reconnects.
+joins with `tuning worker RUN --chief HOST:PORT`.
 
 The gRPC channel is unauthenticated: keep it on 127.0.0.1 or a trusted network.
 """
