@@ -124,7 +124,10 @@ def search(
     store.lock()
     try:
         parallel = {"workers": workers, "gpus": gpus, "host": host, "port": port, "trials_per_process": trials_per_process}
-        return _search_locked(spec, store, the_plan, resumed, data, class_names, progress, quiet, retry_failed, iterations, parallel)
+        quiet_logs()
+        accelerator = prepare_devices()
+        with dtype_policy(precision_policy(spec.training.mixed_precision, accelerator)):
+            return _search_locked(accelerator, spec, store, the_plan, resumed, data, class_names, progress, quiet, retry_failed, iterations, parallel)
     finally:
         store.unlock()
 
@@ -137,26 +140,6 @@ def with_iterations(spec: SearchSpec, iterations: int) -> SearchSpec:
 
 
 def _search_locked(
-    spec: SearchSpec,
-    store: RunStore,
-    the_plan: Plan,
-    resumed: bool,
-    data: Any,
-    class_names: Any,
-    progress: bool | None,
-    quiet: bool,
-    retry_failed: bool,
-    iterations: int,
-    parallel: dict[str, Any],
-) -> Any:
-    """The search itself, run while this process holds the run directory's lock, in the chosen precision."""
-    quiet_logs()
-    accelerator = prepare_devices()
-    with dtype_policy(precision_policy(spec.training.mixed_precision, accelerator)):
-        return _search_on(accelerator, spec, store, the_plan, resumed, data, class_names, progress, quiet, retry_failed, iterations, parallel)
-
-
-def _search_on(
     accelerator: Accelerator,
     spec: SearchSpec,
     store: RunStore,
@@ -170,6 +153,7 @@ def _search_on(
     iterations: int,
     parallel: dict[str, Any],
 ) -> Any:
+    """The search itself, run while this process holds the run directory's lock, in the chosen precision."""
     from .run import Run
 
     run_dir = store.dir

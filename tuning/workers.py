@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,6 @@ class _Slot:
     restarts: int = 0
     done: bool = False
     log: Any = None
-    history: list[str] = field(default_factory=list)
 
 
 class Chief:
@@ -91,7 +90,7 @@ class Chief:
         stop: Any,
         trials_per_process: int | None = None,
     ):
-        self.oracle, self.run_dir, self.count, self.host = oracle, run_dir, count, host
+        self.oracle, self.run_dir, self.host = oracle, run_dir, host
         self.trials_per_process = trials_per_process
         self.launches = 0
         self.port = port or free_port(host)
@@ -161,7 +160,6 @@ class Chief:
         slot.log.write(f"--- {slot.tuner_id} {' '.join(f'{k}={v}' for k, v in slot.env.items())}\n".encode())
         slot.log.flush()
         slot.process = subprocess.Popen(command, env=env, stdout=slot.log, stderr=subprocess.STDOUT, preexec_fn=_parent_death_signal())  # noqa: PLW1509
-        slot.history.append(slot.tuner_id)
 
     def _check(self, slot: _Slot) -> None:
         if slot.done or slot.process is None or slot.process.poll() is None:
