@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from tuning.cli import main  # noqa: E402
@@ -79,6 +79,8 @@ npz_contents = st.fixed_dictionaries(
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(contents=npz_contents, size=st.one_of(st.none(), st.just([8, 8])))
+@example(contents={"x_train": [[[0]], [[0]]], "y_train": [0, 2**40]}, size=None)  # once sized a list of class names by it
+@example(contents={"x_train": [[[0]], [[0]]], "y_train": [0.0, 1e300]}, size=None)
 def test_malformed_npz_data_gives_a_data_error(tmp_path, contents, size):
     """Labels out of range, mismatched lengths, one class, NaNs, wrong shapes and dtypes: a DataError, never a crash."""
     import numpy as np

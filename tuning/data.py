@@ -345,14 +345,25 @@ def from_arrays(arrays: Sequence[np.ndarray], class_names: Sequence[str] | None 
         numeric = [y for y in flat if y.size and np.issubdtype(y.dtype, np.number) and np.all(np.isfinite(y))]
         if not numeric:
             raise DataError(f"{origin}: y_train has dtype {flat[0].dtype}; expected integer class indices (or give class_names)")
-        top = max(int(np.max(y)) for y in numeric)
-        class_names = [str(i) for i in range(top + 1)]
+        class_names = [str(i) for i in range(_class_count(numeric, origin))]
     if len(class_names) < 2:
         raise DataError(
             f"{origin}: {'only one class (' + repr(class_names[0]) + ')' if class_names else 'no class names'}; classification needs at least 2 classes"
         )
     x_test, y_test = (arrays[2], arrays[3]) if len(arrays) == 4 else (None, None)
     return RawData(np.asarray(arrays[0]), np.asarray(arrays[1]), x_test, y_test, tuple(class_names), origin)
+
+
+def _class_count(labels: Sequence[np.ndarray], origin: str) -> int:
+    """Classes implied by integer labels 0..K-1, checked before anything is sized by K (a label of 1e300 must not
+    become a list of 1e300 class names)."""
+    top = max(float(np.max(y)) for y in labels)
+    images = sum(y.size for y in labels)
+    if top + 1 > images:
+        raise DataError(
+            f"{origin}: labels run up to {top:g} but there are only {images} labels; expected class indices 0..K-1 with every class present"
+        )
+    return int(top) + 1
 
 
 def _resolve(path: str | None, base_dir: Path, field_name: str) -> Path:
@@ -420,7 +431,7 @@ def _npz_header(path: Path) -> tuple[tuple[int, int, int], int]:
         raise DataError(f"{path}: cannot read x_train and y_train ({exc})") from None
     if names is None and (not y.size or not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y))):
         raise DataError(f"{path}: y_train has {y.size} labels of dtype {y.dtype}; expected integer class indices, one per image")
-    classes = len(names) if names is not None else (y.shape[1] if y.ndim == 2 and y.shape[1] > 1 else int(np.max(y)) + 1)
+    classes = len(names) if names is not None else (y.shape[1] if y.ndim == 2 and y.shape[1] > 1 else _class_count([y], str(path)))
     if len(shape) not in (3, 4):
         raise DataError(f"{path}: x_train has shape {shape}; expected (N, H, W) or (N, H, W, C)")
     return (int(shape[1]), int(shape[2]), int(shape[3]) if len(shape) == 4 else 1), int(classes)
