@@ -360,9 +360,7 @@ def _class_count(labels: Sequence[np.ndarray], origin: str) -> int:
     top = max(float(np.max(y)) for y in labels)
     images = sum(y.size for y in labels)
     if top + 1 > images:
-        raise DataError(
-            f"{origin}: labels run up to {top:g} but there are only {images} labels; expected class indices 0..K-1 with every class present"
-        )
+        raise DataError(f"{origin}: labels run up to {top:g} but there are only {images} labels; expected class indices 0..K-1 with every class present")
     return int(top) + 1
 
 
