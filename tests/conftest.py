@@ -65,3 +65,11 @@ def spec_file(tmp_path: Path):
         return write_spec(tmp_path, mapping or tiny(), name)
 
     return make
+
+
+def interactive_ctrl_c() -> None:
+    """`preexec_fn` for a child that should take Ctrl-C as in a terminal, even when the test runner's own
+    process ignores SIGINT (pytest-xdist's workers do, and children inherit that)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -16,7 +16,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata
 
 from tuning import search
 
-from .conftest import ROOT, tiny
+from .conftest import ROOT, interactive_ctrl_c, tiny
 
 pytestmark = pytest.mark.slow
 
@@ -162,7 +162,10 @@ def test_board_command_serves_runs_side_by_side_and_stops_on_ctrl_c(run, tmp_pat
     spec = logdir_spec([run.path, run.path])
     assert spec[0] == "--logdir_spec" and spec[1].count(":") == 2
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tuning", "board", str(run.path), "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tuning", "board", str(run.path), "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=interactive_ctrl_c,
+    )  # fmt: skip
     try:
         line = process.stdout.readline()
         assert line.startswith(f"TensorBoard: http://127.0.0.1:{port}/")

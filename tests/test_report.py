@@ -20,7 +20,7 @@ from tuning.report import collect, compare_runs
 from tuning.results import _fmt
 from tuning.run import Run
 
-from .conftest import ROOT, tiny, write_spec
+from .conftest import ROOT, interactive_ctrl_c, tiny, write_spec
 
 pytestmark = pytest.mark.slow
 FIGURES = (
@@ -152,7 +152,7 @@ def test_report_rebuilds_from_a_copy_of_the_folder(finished, tmp_path, capsys):
 def test_interrupted_search_writes_a_partial_report_and_runs_compare(finished, tmp_path, capsys):
     spec = write_spec(tmp_path, tiny(), "partial.yaml")
     command = [sys.executable, "-m", "tuning", "search", str(spec), "--out", str(tmp_path), "--quiet"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=interactive_ctrl_c)
     deadline = time.time() + 240
     while time.time() < deadline and len(list((tmp_path / "partial" / "trials").glob("0*.json"))) < 2:
         time.sleep(0.2)
