@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -99,3 +100,79 @@ def test_each_trial_in_its_own_process(tmp_path):
     assert log.count(": joined ") == 3 and log.count("exiting for a fresh process") == 2  # the 3rd is told the search is over
     ids = {line.split()[1] for line in log.splitlines() if line.startswith("worker ") and ": joined " in line}
     assert len(ids) == 3  # three distinct worker ids, one per process
+
+
+def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp_path):
+    """kill -9 of the search (the chief) mid-trial; the same command again: finished trials are kept, its own
+    worker's trial continues from its last epoch, and a worker joined from elsewhere reconnects and reports."""
+    from tuning.workers import free_port
+
+    spec = write_spec(
+        tmp_path, tiny(search={"algorithm": "random", "max_trials": 8, "max_epochs": 4}, training={"early_stopping": {"patience": 5}}), "restart.yaml"
+    )
+    run_dir, port = tmp_path / "reports" / "restart", free_port("127.0.0.1")
+    command = [sys.executable, "-m", "tuning", "search", str(spec), "--out", str(tmp_path / "reports"), "--workers", "1", "--port", str(port), "--quiet"]
+    chief = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (run_dir / "run.json").exists():
+        time.sleep(0.1)
+    remote_command = [sys.executable, "-m", "tuning", "worker", str(run_dir), "--chief", f"127.0.0.1:{port}", "--id", "remote"]
+    remote = subprocess.Popen(remote_command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def ongoing() -> dict[str, str]:
+        try:
+            return json.loads((run_dir / "kerastuner" / "oracle.json").read_text())["ongoing_trials"]
+        except (OSError, ValueError, KeyError):
+            return {}
+
+    def mid_trial(tuner_id: str) -> bool:
+        trial_id = ongoing().get(tuner_id)
+        return trial_id is not None and (run_dir / "kerastuner" / f"trial_{trial_id}" / "resume.json").exists()
+
+    while time.time() < deadline and not (len(list((run_dir / "trials").glob("[0-9]*.json"))) >= 1 and mid_trial("remote") and mid_trial("worker0")):
+        time.sleep(0.1)
+    before = {p.name: p.read_bytes() for p in (run_dir / "trials").glob("[0-9]*.json")}
+    chief.kill()  # its own worker dies with it; the remote one waits for the chief to come back
+    chief.wait()
+    assert before and remote.poll() is None
+
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert remote.wait(timeout=120) == 0 and "the search is over" in remote.stdout.read()
+
+    run = open_run(run_dir)
+    assert run.status == "finished" and len(run.trials) == 8 and set(run.trials["status"]) == {"completed"}
+    oracle = json.loads((run_dir / "kerastuner" / "oracle.json").read_text())
+    assert sorted(oracle["end_order"]) == sorted(set(oracle["end_order"])) and len(oracle["end_order"]) == 8  # none ran twice
+    assert all((run_dir / "trials" / name).read_bytes() == data for name, data in before.items())  # kept, not retrained
+    records = [json.loads(p.read_text()) for p in (run_dir / "trials").glob("[0-9]*.json")]
+    assert any((r["resumed_from_epoch"] or 0) >= 1 for r in records)  # the local worker's trial went on from its epoch
+
+
+def test_a_remote_worker_that_goes_silent_has_its_trial_handed_out_again(tmp_path):
+    from tuning.workers import free_port
+
+    spec = write_spec(
+        tmp_path, tiny(search={"algorithm": "random", "max_trials": 4, "max_epochs": 4}, training={"early_stopping": {"patience": 5}}), "silent.yaml"
+    )
+    run_dir, port = tmp_path / "reports" / "silent", free_port("127.0.0.1")
+    command = [sys.executable, "-m", "tuning", "search", str(spec), "--out", str(tmp_path / "reports"), "--workers", "1", "--port", str(port), "--quiet"]
+    chief = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "TUNING_REMOTE_SILENCE_S": "5"}
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not (run_dir / "run.json").exists():
+        time.sleep(0.1)
+    remote = subprocess.Popen([sys.executable, "-m", "tuning", "worker", str(run_dir), "--chief", f"127.0.0.1:{port}", "--id", "remote"], cwd=ROOT)
+    taken = None
+    while time.time() < deadline and taken is None:
+        with contextlib.suppress(OSError, ValueError):
+            taken = json.loads((run_dir / "kerastuner" / "oracle.json").read_text())["ongoing_trials"].get("remote")
+        time.sleep(0.1)
+    remote.kill()  # a machine lost mid-trial: nobody tells the chief
+    remote.wait()
+    out, err = chief.communicate(timeout=600)
+    assert chief.returncode == 0, err[-2000:]
+    assert f"worker remote: no sign of trial {taken} for 5 s; handed out again" in err
+    run = open_run(run_dir)
+    assert len(run.trials) == 4 and set(run.trials["status"]) == {"completed"} and taken in set(run.trials["trial_id"])

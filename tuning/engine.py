@@ -98,6 +98,18 @@ class _SearchOracleMixin:
     on_infeasible: Callable[[dict[str, Any], str], None] | None = None
     deadline: float | None = None
     stop_reason: str | None = None
+    interrupted: dict[str, str] = {}  # tuner id -> trial id of the trials running when the state was last saved
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.interrupted = dict(state.get("ongoing_trials", {}))
+        super().set_state(state)  # type: ignore[misc]
+
+    def reload(self) -> None:
+        super().reload()  # type: ignore[misc]  # KerasTuner queues every trial that was running to run again
+        # ... but oracle.json is written before end_trial forgets the trial, so a finished one may be among them.
+        ended = set(self.end_order)  # type: ignore[attr-defined]
+        self._retry_queue = [t for t in self._retry_queue if t not in ended]  # type: ignore[attr-defined]
+        self.interrupted = {tuner: trial for tuner, trial in self.interrupted.items() if trial not in ended}
 
     def _random_values(self) -> dict[str, Any] | None:
         for _ in range(1000):
@@ -295,6 +307,10 @@ class SpecTuner(kt.Tuner):
         self._last_record: TrialRecord | None = None
         with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner from ..."; we say it our way
             super().__init__(oracle=oracle, hypermodel=hypermodel, directory=directory, project_name="kerastuner", overwrite=overwrite)
+        # KerasTuner reloads the oracle only with this tuner's own state file, which a search that served
+        # workers (and never ran a trial itself) does not have: without this it would start over.
+        if not overwrite and not self._is_worker() and not os.path.exists(self._get_tuner_fname()) and os.path.exists(oracle._get_oracle_fname()):
+            oracle.reload()
 
     def _populate_initial_space(self) -> None:
         # The YAML declares the whole space, conditions included: no discovery builds needed.

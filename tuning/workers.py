@@ -4,7 +4,8 @@ KerasTuner's distributed mode is the engine (a chief oracle handing out trials t
 the run directory). What this module adds: the launcher (`--workers N`), one GPU per worker (or shared
 GPUs, or shared CPU cores), one progress view, and resilience: a worker that dies has its trial handed
 out again (it continues from its last finished epoch) and is restarted; a worker on another machine
-joins with `tuning worker RUN --chief HOST:PORT`.
+joins with `tuning worker RUN --chief HOST:PORT`, keeps its trial across a restart of the search process,
+and loses it (handed out again) only after `REMOTE_SILENCE_S` without a sign of life.
 
 The gRPC channel is unauthenticated: keep it on 127.0.0.1 or a trusted network.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -29,6 +31,10 @@ MAX_RESTARTS = 3  # per worker slot: a worker that keeps dying (a machine proble
 EXIT_ABORTED = 1  # `tuning worker` exit code when too many consecutive trials failed
 EXIT_ERROR = 2  # ... and for bad input (its data cannot be read, ...)
 EXIT_RECYCLE = 75  # ... and after its `trials_per_process` trials: replace it with a fresh process
+LOCAL_ID = re.compile(r"worker\d+(-|$)")  # tuner ids of the workers this process launches; others joined from elsewhere
+# A trial of a worker launched elsewhere is presumed lost (and handed out again) after this long without a
+# sign of life: a new file in its trial folder (written after every epoch) or a message to the oracle.
+REMOTE_SILENCE_S = float(os.environ.get("TUNING_REMOTE_SILENCE_S", 900))
 
 
 def free_port(host: str) -> int:
@@ -100,6 +106,8 @@ class Chief:
         self.server: Any = None
         self.servicer: Any = None
         self.seen = {p.name: p.stat().st_mtime for p in (run_dir / "trials").glob("*.json")} if (run_dir / "trials").exists() else {}
+        self.remote_since: dict[str, float] = {}  # tuner id -> when this process first saw its ongoing trial
+        self._keep_remote_trials()
 
     @property
     def address(self) -> str:
@@ -127,11 +135,16 @@ class Chief:
         try:
             for slot in self.slots:
                 self._launch(slot)
-            while not all(slot.done for slot in self.slots):
+            while True:
+                remote = self._remote_trials()  # checked every round: a silent one is handed out again
+                if not remote and all(slot.done for slot in self.slots):
+                    break
                 time.sleep(0.25)
                 self._watch_records()
                 if self.stop.requested:
                     self._forward_stop()
+                    if all(slot.done for slot in self.slots):
+                        break  # a stopped search does not wait for workers elsewhere: their trials run again on resume
                 for slot in self.slots:
                     self._check(slot)
             self._watch_records()
@@ -197,6 +210,43 @@ class Chief:
                 self.oracle._retry_queue.append(trial.trial_id)
         self.oracle.save()
         return trial.trial_id if trial is not None else None
+
+    def _keep_remote_trials(self) -> None:
+        """After a restart, trials that workers elsewhere were running stay theirs (they reconnect and report
+        them) instead of being queued to run twice; `_remote_trials` hands them out if their worker is gone."""
+        from keras_tuner.src.engine.oracle import LOCKS
+
+        with LOCKS[self.oracle]:
+            for tuner_id, trial_id in getattr(self.oracle, "interrupted", {}).items():
+                if LOCAL_ID.match(tuner_id) or trial_id not in self.oracle._retry_queue or trial_id not in self.oracle.trials:
+                    continue  # our own workers died with the previous process: their trials do run again
+                self.oracle._retry_queue.remove(trial_id)
+                trial = self.oracle.trials[trial_id]
+                trial.status = "RUNNING"
+                self.oracle.ongoing_trials[tuner_id] = trial
+                self.oracle.tuner_ids.add(tuner_id)
+            self.oracle.interrupted = {}
+
+    def _remote_trials(self) -> list[str]:
+        """Tuner ids of workers elsewhere with a trial under way; one silent for `REMOTE_SILENCE_S` loses it."""
+        now, busy = time.time(), []
+        for tuner_id, trial in list(self.oracle.ongoing_trials.items()):
+            if LOCAL_ID.match(tuner_id):
+                continue
+            since = self.remote_since.setdefault(tuner_id, now)
+            folder = self.run_dir / "kerastuner" / f"trial_{trial.trial_id}"
+            last = max([since, *(p.stat().st_mtime for p in folder.glob("*") if p.is_file())])
+            if now - last > REMOTE_SILENCE_S:
+                self.hand_out_again(tuner_id)
+                self.remote_since.pop(tuner_id, None)
+                print(f"worker {tuner_id}: no sign of trial {trial.trial_id} for {REMOTE_SILENCE_S:.0f} s; handed out again", file=sys.stderr, flush=True)
+                idle = [slot for slot in self.slots if slot.done]
+                if len(idle) == len(self.slots) and not self.stop.requested:  # ours were told the search was over
+                    idle[0].done = False
+                    self._launch(idle[0])
+            else:
+                busy.append(tuner_id)
+        return busy
 
     def _forward_stop(self) -> None:
         for slot in self.slots:
