@@ -108,7 +108,7 @@ class _SearchOracleMixin:
         super().reload()  # type: ignore[misc]  # KerasTuner queues every trial that was running to run again
         # ... but oracle.json is written before end_trial forgets the trial, so a finished one may be among them.
         ended = set(self.end_order)  # type: ignore[attr-defined]
-        self._retry_queue = [t for t in self._retry_queue if t not in ended]  # type: ignore[attr-defined]
+        self._retry_queue = [t for t in self._retry_queue if t not in ended]  # type: ignore[attr-defined,has-type]
         self.interrupted = {tuner: trial for tuner, trial in self.interrupted.items() if trial not in ended}
 
     def _random_values(self) -> dict[str, Any] | None:
