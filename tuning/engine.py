@@ -31,7 +31,7 @@ import numpy as np
 from . import batches, feasibility
 from .domains import Choice, FloatRange, IntRange
 from .errors import SearchAborted
-from .hypermodel import build_model, compile_model
+from .hypermodel import build_model, compile_model, prepare_for_training
 from .records import TrialRecord, utc_now, write_json
 from .runtime import clear_session
 from .space import Param, parameters, resolve
@@ -331,9 +331,7 @@ class SpecTuner(kt.Tuner):
 
     def _build_hypermodel(self, hp: kt.HyperParameters) -> keras.Model:
         model = self.hypermodel.build(hp)
-        # The optimizer gets its variables now, not lazily inside the first traced training step: a
-        # checkpoint's moments and step count then load too (promotions), and tracing is ~0.5 s shorter.
-        model.optimizer.build(model.trainable_variables)
+        prepare_for_training(model, self.hypermodel.input_shape, self.hypermodel.num_classes)
         parent = hp.values.get("tuner/trial_id")
         if parent is not None:
             model.load_weights(self._get_checkpoint_fname(parent))
@@ -343,7 +341,7 @@ class SpecTuner(kt.Tuner):
         """The model of a finished trial at its best epoch, optimizer state included."""
         hp = self.oracle.get_trial(trial_id).hyperparameters
         model = self.hypermodel.build(hp)
-        model.optimizer.build(model.trainable_variables)
+        prepare_for_training(model, self.hypermodel.input_shape, self.hypermodel.num_classes)
         model.load_weights(self._get_checkpoint_fname(trial_id))
         return model
 

@@ -63,17 +63,18 @@ class TrialModel:
         return self.run.path / "kerastuner" / f"trial_{self.record.trial_id}" / "checkpoint.weights.h5"
 
     def build(self) -> Any:
-        from .hypermodel import build_model, compile_model
+        from .hypermodel import build_model, compile_model, prepare_for_training
 
         size = (self.spec.data.image_size[0], self.spec.data.image_size[1]) if self.spec.data.image_size else None
         model = build_model(
             self.config, tuple(self.data["image_shape"]), len(self.data["classes"]), value_max=float(self.data.get("value_max", 255.0)), image_size=size
         )  # type: ignore[arg-type]
-        return compile_model(model, self.config)
+        model = compile_model(model, self.config)
+        prepare_for_training(model, tuple(self.data["image_shape"]), len(self.data["classes"]))
+        return model
 
     def from_checkpoint(self) -> Any:
         model = self.build()
-        model.optimizer.build(model.trainable_variables)
         if not self.checkpoint.exists():
             raise RunError(
                 f"trial {self.record.trial_id} has no saved weights ({self.checkpoint} is missing: a search keeps only the best "
