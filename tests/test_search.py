@@ -469,8 +469,12 @@ def test_extend_adds_hyperband_iterations_and_checkpoints_are_pruned(tmp_path):
 def test_trials_leave_no_traced_graphs_behind_and_trace_their_step_once(tmp_path, monkeypatch):
     """TensorFlow keeps one `CustomGradient-N` registry entry (and its whole graph) per trace; we drop them per trial.
     And each trial traces its training step once, not twice (Keras builds metrics inside the first trace)."""
+    import gc
+
     from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
     from tensorflow.python.framework import ops
+
+    from tuning.runtime import clear_session
 
     def entries() -> int:
         return sum(name.startswith("CustomGradient-") for name in ops._gradient_registry._registry)
@@ -478,8 +482,11 @@ def test_trials_leave_no_traced_graphs_behind_and_trace_their_step_once(tmp_path
     traces = []
     train_step = TensorFlowTrainer.train_step
     monkeypatch.setattr(TensorFlowTrainer, "train_step", lambda model, data: traces.append(model.name) or train_step(model, data))
+    frozen = []
+    monkeypatch.setattr("tuning.engine.clear_session", lambda: frozen.append(gc.get_freeze_count()) or clear_session())
     search(tiny(search={"algorithm": "random", "max_trials": 4, "max_epochs": 1}), name="leak", out=tmp_path, quiet=True)
     assert len(traces) == 4  # one per trial (8 without building the metrics first)
+    assert len(frozen) == 4 and min(frozen) > 100_000 and gc.get_freeze_count() == 0  # collections skip the libraries, then not
     after_four = entries()
     assert after_four <= 4  # only the last trial's traces (train and validation shapes) remain
     records = open_run(tmp_path / "leak").records()

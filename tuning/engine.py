@@ -325,7 +325,8 @@ class SpecTuner(kt.Tuner):
 
     def _try_build(self, hp: kt.HyperParameters) -> keras.Model:
         # KerasTuner runs clear_session() (which already garbage-collects) and then gc.collect() again;
-        # with TensorFlow's large object graphs each collection costs about half a second per trial.
+        # with TensorFlow's large object graphs each collection costs about half a second per trial. One
+        # collection, over what the search froze out of the collector's sight (`long_lived_objects_frozen`).
         clear_session()
         return self._build_hypermodel(hp)
 

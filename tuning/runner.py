@@ -25,7 +25,7 @@ from .errors import Problem, RunError, SearchAborted, SpecError
 from .planner import Plan
 from .planner import plan as make_plan
 from .records import RunStore, utc_now, write_atomic
-from .runtime import Accelerator, dtype_policy, jit_setting, precision_policy, prepare_devices, quiet_logs, versions
+from .runtime import Accelerator, dtype_policy, jit_setting, long_lived_objects_frozen, precision_policy, prepare_devices, quiet_logs, versions
 from .space import parameters as the_params
 from .space import resolve
 from .spec import SearchSpec, load_spec
@@ -203,7 +203,7 @@ def _search_locked(
     one_hot = np.eye(dataset.num_classes, dtype="float32")
     status, stop_reason, error = "finished", None, None
     try:
-        with _graceful_stop(tuner.stop, quiet):
+        with _graceful_stop(tuner.stop, quiet), long_lived_objects_frozen():
             weights = dataset.class_weights() if spec.data.class_weight == "balanced" else None
             if parallel["workers"]:
                 _serve_workers(tuner, store, view, parallel, quiet)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import platform
@@ -89,6 +90,19 @@ def jit_setting(setting: bool | str, accelerator: Accelerator) -> bool | str:
     if setting == "auto":
         return "auto" if accelerator.kind != "cpu" else False
     return bool(setting)
+
+
+@contextlib.contextmanager
+def long_lived_objects_frozen() -> Iterator[None]:
+    """Move every object that exists now (TensorFlow's and Keras' modules, the data: ~480,000 objects) out of
+    the garbage collector's sight for the trials that follow. Each trial's `clear_session` runs a full
+    collection; with them frozen it takes ~0.02 s instead of ~0.45 s on 2 cores. Unfrozen afterwards."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def clear_session() -> None:

@@ -322,6 +322,7 @@ def _work(store: Any, manifest: dict[str, Any], spec: Any, chief: str, tuner_id:
     from .engine import SpecHyperModel, SpecTuner, make_oracle
     from .hparams import HParamsLog
     from .runner import Events, _graceful_stop, brackets_of, with_iterations
+    from .runtime import long_lived_objects_frozen
     from .space import parameters
 
     params = parameters(spec)
@@ -339,7 +340,7 @@ def _work(store: Any, manifest: dict[str, Any], spec: Any, chief: str, tuner_id:
     from .engine import ProcessRecycle
 
     try:
-        with _graceful_stop(tuner.stop, quiet):
+        with _graceful_stop(tuner.stop, quiet), long_lived_objects_frozen():
             tuner.search(train=(dataset.x_train, one_hot[dataset.y_train]), validation=(dataset.x_val, one_hot[dataset.y_val]), class_weight=weights)
     except ProcessRecycle as done:
         print(f"worker {tuner_id}: ran {done} trials; exiting for a fresh process", flush=True)
