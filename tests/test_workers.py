@@ -86,6 +86,13 @@ def test_a_killed_worker_does_not_stop_the_search(tmp_path):
     assert "worker0-restart1" in (run_dir / "workers" / "worker0.log").read_text() or "worker1-restart1" in (run_dir / "workers" / "worker1.log").read_text()
 
 
+def test_trials_of_workers_launched_elsewhere_are_told_apart_from_our_own():
+    from tuning.workers import LOCAL_ID
+
+    assert all(LOCAL_ID.match(i) for i in ["worker0", "worker12", "worker1-restart2", "worker0-process7", "tuner0"])
+    assert not any(LOCAL_ID.match(i) for i in ["remote", "gpu-box-4242", "workerless", "tuner0-b"])
+
+
 def test_workers_get_their_own_gpu_or_a_share_of_the_cpu():
     assert [e["CUDA_VISIBLE_DEVICES"] for e in worker_environments(3, ["0", "1"])] == ["0", "1", "0"]  # two share GPU 0
     cpu = worker_environments(2, None, cpus=8)

@@ -31,7 +31,9 @@ MAX_RESTARTS = 3  # per worker slot: a worker that keeps dying (a machine proble
 EXIT_ABORTED = 1  # `tuning worker` exit code when too many consecutive trials failed
 EXIT_ERROR = 2  # ... and for bad input (its data cannot be read, ...)
 EXIT_RECYCLE = 75  # ... and after its `trials_per_process` trials: replace it with a fresh process
-LOCAL_ID = re.compile(r"worker\d+(-|$)")  # tuner ids of the workers this process launches; others joined from elsewhere
+# Tuner ids of the workers this process launches, and of KerasTuner's in-process tuner (a search resumed with
+# --workers after running without); any other id is a worker that joined from elsewhere.
+LOCAL_ID = re.compile(r"worker\d+(-|$)|tuner0$")
 # A trial of a worker launched elsewhere is presumed lost (and handed out again) after this long without a
 # sign of life: a new file in its trial folder (written after every epoch) or a message to the oracle.
 REMOTE_SILENCE_S = float(os.environ.get("TUNING_REMOTE_SILENCE_S", 900))
