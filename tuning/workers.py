@@ -35,7 +35,7 @@ EXIT_RECYCLE = 75  # ... and after its `trials_per_process` trials: replace it w
 # --workers after running without); any other id is a worker that joined from elsewhere.
 LOCAL_ID = re.compile(r"worker\d+(-|$)|tuner0$")
 # A trial of a worker launched elsewhere is presumed lost (and handed out again) after this long without a
-# sign of life: a new file in its trial folder (written after every epoch) or a message to the oracle.
+# sign of life: a new file in its trial folder (written after every epoch), or its report, which ends it.
 REMOTE_SILENCE_S = float(os.environ.get("TUNING_REMOTE_SILENCE_S", 900))
 
 
@@ -108,7 +108,7 @@ class Chief:
         self.server: Any = None
         self.servicer: Any = None
         self.seen = {p.name: p.stat().st_mtime for p in (run_dir / "trials").glob("*.json")} if (run_dir / "trials").exists() else {}
-        self.remote_since: dict[str, float] = {}  # tuner id -> when this process first saw its ongoing trial
+        self.remote_since: dict[tuple[str, str], float] = {}  # (tuner id, trial id) -> when this process first saw it
         self._keep_remote_trials()
 
     @property
@@ -231,17 +231,19 @@ class Chief:
 
     def _remote_trials(self) -> list[str]:
         """Tuner ids of workers elsewhere with a trial under way; one silent for `REMOTE_SILENCE_S` loses it."""
+        from keras_tuner.src.engine.oracle import LOCKS
+
+        with LOCKS[self.oracle]:  # the gRPC threads change it
+            ongoing = [(tuner_id, trial.trial_id) for tuner_id, trial in self.oracle.ongoing_trials.items() if not LOCAL_ID.match(tuner_id)]
         now, busy = time.time(), []
-        for tuner_id, trial in list(self.oracle.ongoing_trials.items()):
-            if LOCAL_ID.match(tuner_id):
-                continue
-            since = self.remote_since.setdefault(tuner_id, now)
-            folder = self.run_dir / "kerastuner" / f"trial_{trial.trial_id}"
-            last = max([since, *(p.stat().st_mtime for p in folder.glob("*") if p.is_file())])
-            if now - last > REMOTE_SILENCE_S:
+        for tuner_id, trial_id in ongoing:
+            since = self.remote_since.setdefault((tuner_id, trial_id), now)
+            folder = self.run_dir / "kerastuner" / f"trial_{trial_id}"
+            with contextlib.suppress(OSError):  # a file replaced while we look
+                since = max([since, *(p.stat().st_mtime for p in folder.glob("*") if p.is_file())])
+            if now - since > REMOTE_SILENCE_S:
                 self.hand_out_again(tuner_id)
-                self.remote_since.pop(tuner_id, None)
-                print(f"worker {tuner_id}: no sign of trial {trial.trial_id} for {REMOTE_SILENCE_S:.0f} s; handed out again", file=sys.stderr, flush=True)
+                print(f"worker {tuner_id}: no sign of trial {trial_id} for {REMOTE_SILENCE_S:.0f} s; handed out again", file=sys.stderr, flush=True)
                 idle = [slot for slot in self.slots if slot.done]
                 if len(idle) == len(self.slots) and not self.stop.requested:  # ours were told the search was over
                     idle[0].done = False
