@@ -491,3 +491,22 @@ def test_trials_leave_no_traced_graphs_behind_and_trace_their_step_once(tmp_path
     assert after_four <= 4  # only the last trial's traces (train and validation shapes) remain
     records = open_run(tmp_path / "leak").records()
     assert all(r.rss_mb and r.rss_mb > 100 for r in records)  # each trial records the process's memory
+
+
+def test_a_trial_killed_after_its_record_was_written_is_not_trained_again(tmp_path):
+    """The narrowest kill: the record is on disk, KerasTuner's oracle never heard the trial end."""
+    spec = tiny(search={"algorithm": "random", "max_trials": 2, "max_epochs": 1})
+    search(spec, name="narrow", out=tmp_path, quiet=True)
+    run_dir = tmp_path / "narrow"
+    state_file = run_dir / "kerastuner" / "oracle.json"
+    state = json.loads(state_file.read_text())
+    last = state["end_order"].pop()
+    state["ongoing_trials"] = {"tuner0": last}  # as saved before end_trial reached the oracle
+    state_file.write_text(json.dumps(state))
+    (run_dir / "run.json").write_text(json.dumps({**json.loads((run_dir / "run.json").read_text()), "status": "running"}))
+    record = (run_dir / "trials" / f"{last}.json").read_bytes()
+
+    run = search(spec, name="narrow", out=tmp_path, quiet=True)
+    assert run.status == "finished" and len(run.trials) == 2
+    assert (run_dir / "trials" / f"{last}.json").read_bytes() == record  # its result stands, not retrained
+    assert json.loads(state_file.read_text())["end_order"].count(last) == 1

@@ -346,6 +346,17 @@ class SpecTuner(kt.Tuner):
         model.load_weights(self._get_checkpoint_fname(trial_id))
         return model
 
+    def _finished_before_a_kill(self, trial_id: str, values: dict[str, Any], hyperband: dict[str, Any]) -> TrialRecord | None:
+        """A trial queued again on resume whose record says it completed: killed after its record was written but
+        before KerasTuner's oracle heard of it. Its result stands; it is not trained again."""
+        path = self.store.trials_dir / f"{trial_id}.json"
+        try:
+            record = TrialRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        same = record.values == values and record.hyperband == hyperband
+        return record if same and record.status == "completed" and Path(self._get_checkpoint_fname(trial_id)).exists() else None
+
     def run_trial(
         self,
         trial: kt.engine.trial.Trial,
@@ -358,6 +369,9 @@ class SpecTuner(kt.Tuner):
         values = active_values(hp)
         hyperband = {k[6:]: v for k, v in hp.values.items() if k.startswith("tuner/")}
         seed = trial_seed(self.spec.search.seed, trial.trial_id)
+        finished = self._finished_before_a_kill(trial.trial_id, values, hyperband)
+        if finished is not None:
+            return finished.metrics
         record = TrialRecord(trial_id=trial.trial_id, values=values, hyperband=hyperband, seed=seed, started_at=utc_now())
         start = time.perf_counter()
         epochs = int(hyperband.get("epochs", self.spec.search.max_epochs))
