@@ -510,3 +510,29 @@ def test_a_trial_killed_after_its_record_was_written_is_not_trained_again(tmp_pa
     assert run.status == "finished" and len(run.trials) == 2
     assert (run_dir / "trials" / f"{last}.json").read_bytes() == record  # its result stands, not retrained
     assert json.loads(state_file.read_text())["end_order"].count(last) == 1
+
+
+def test_a_trial_lets_keras_dispatch_its_steps_asynchronously(tmp_path, monkeypatch):
+    """No callback of a trial waits on every step's result (an accelerator would idle between steps). Keras
+    dispatches asynchronously on thread-safe backends (JAX) only when no callback has an unmarked per-batch
+    hook; we ask its verdict for the trial's callbacks as a thread-safe backend would (TensorFlow is not one)."""
+    from keras.src import backend as keras_backend
+    from keras.src.callbacks.callback_list import CallbackList
+
+    from tuning.engine import NanGuard
+
+    verdicts = []
+    init = CallbackList.__init__
+
+    def spy(self, callbacks=None, **kwargs):
+        init(self, callbacks, **kwargs)
+        if any(isinstance(c, NanGuard) for c in self.callbacks):
+            with monkeypatch.context() as patch:
+                patch.setattr(keras_backend, "IS_THREAD_SAFE", True)
+                probe = object.__new__(CallbackList)
+                init(probe, list(callbacks))
+            verdicts.append(probe._async_train)
+
+    monkeypatch.setattr(CallbackList, "__init__", spy)
+    search(tiny(search={"algorithm": "random", "max_trials": 1, "max_epochs": 1}), name="async", out=tmp_path, quiet=True)
+    assert verdicts == [True]

@@ -198,6 +198,17 @@ class StopFlag:
             raise KeyboardInterrupt("stop requested")
 
 
+class NanGuard(keras.callbacks.TerminateOnNaN):
+    """Stop at the first NaN or infinite loss, checked off the training thread.
+
+    A callback with a per-batch hook makes Keras wait for every step's result before it dispatches the
+    next one, which leaves a GPU idle between steps; marked async-safe, Keras checks it in a thread and
+    keeps dispatching (a stop lands a step or two later, and the epoch's loss still shows it).
+    """
+
+    async_safe = True
+
+
 class _EpochLog(keras.callbacks.Callback):
     """Per-epoch history (with learning rate and time), progress reports, the time budget and Ctrl-C."""
 
@@ -465,7 +476,7 @@ class SpecTuner(kt.Tuner):
 
     def _callbacks(self, trial_id: str, log: _EpochLog, folder: Path, resume: dict[str, Any] | None, batch_size: int) -> list[keras.callbacks.Callback]:
         training, objective = self.spec.training, self.spec.search.objective
-        callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+        callbacks: list[keras.callbacks.Callback] = [NanGuard()]
         if training.early_stopping:
             es = training.early_stopping
             callbacks.append(keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience, min_delta=es.min_delta, mode="auto"))
