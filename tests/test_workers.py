@@ -94,7 +94,10 @@ def test_trials_of_workers_launched_elsewhere_are_told_apart_from_our_own():
 
 
 def test_workers_get_their_own_gpu_or_a_share_of_the_cpu():
-    assert [e["CUDA_VISIBLE_DEVICES"] for e in worker_environments(3, ["0", "1"])] == ["0", "1", "0"]  # two share GPU 0
+    shared = worker_environments(3, ["0", "1"])
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in shared] == ["0", "1", "0"]  # two share GPU 0
+    assert all(e["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for e in shared)  # JAX would take 75% of it in the first
+    assert "XLA_PYTHON_CLIENT_PREALLOCATE" not in worker_environments(2, ["0", "1"])[0]  # one each: preallocating is fine
     cpu = worker_environments(2, None, cpus=8)
     assert all(e["TF_NUM_INTRAOP_THREADS"] == "4" and "CUDA_VISIBLE_DEVICES" not in e for e in cpu)
 

@@ -46,13 +46,19 @@ def free_port(host: str) -> int:
 
 
 def worker_environments(count: int, gpus: Sequence[str] | None, cpus: int | None = None) -> list[dict[str, str]]:
-    """Environment overrides per worker: its GPU(s) (round-robin, so workers may share one), else a share of the CPU."""
+    """Environment overrides per worker: its GPU(s) (round-robin, so workers may share one), else a share of the CPU.
+
+    Workers that share a GPU allocate its memory as they need it: TensorFlow's memory growth is set in
+    `prepare_devices`; JAX would take 75% of the GPU in its first worker, so preallocation is turned off.
+    """
     cpus = cpus or os.cpu_count() or 1
     out = []
     for index in range(count):
         env = {}
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(gpus[index % len(gpus)])
+            if count > len(gpus):
+                env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
         else:
             threads = str(max(1, cpus // count))
             env.update(TF_NUM_INTRAOP_THREADS=threads, TF_NUM_INTEROP_THREADS="1", OMP_NUM_THREADS=threads)
