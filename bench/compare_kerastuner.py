@@ -217,7 +217,7 @@ def main() -> None:
                 "--data",
                 args.data,
             ]
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TUNING_COMPILE_CACHE": str(Path(work, "compiled"))}  # cold: JAX reuses only this run's programs
             subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
             results[system] = summarize(json.loads(Path(work, f"{system}.json").read_text()))
     kt, ours = results["kerastuner"], results["tuning"]

@@ -1,6 +1,6 @@
 """Trials per hour with 1 and 2 worker processes against one process, on the same search.
 
-    python bench/workers.py --subset 3000 --trials 12
+python bench/workers.py --subset 3000 --trials 12
 """
 
 from __future__ import annotations

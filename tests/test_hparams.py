@@ -211,3 +211,38 @@ def test_same_search_and_logs_on_other_backends(tmp_path, backend):
         acc = load(run.path / "logs" / row.trial_id)
         assert acc.Scalars("score")[0].value == pytest.approx(row.score)
         assert len(acc.Scalars("epoch_loss")) == row.epochs_trained
+
+
+def test_jax_reuses_compiled_steps_across_trials_and_runs(tmp_path):
+    """Trials that differ from an earlier one only in values held in variables (here the learning rate)
+    compile nothing new on JAX: its persistent cache serves their steps, across trials and runs."""
+    import importlib.util
+    import os
+
+    from tuning import open_run
+
+    from .conftest import write_spec
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    cache = tmp_path / "compiled"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TUNING_COMPILE_CACHE": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    model = {"blocks": 1, "filters": 8}
+
+    def run(name: str, training: dict, trials: int) -> list[str]:
+        spec = write_spec(tmp_path, tiny(model=model, training=training, search={"algorithm": "random", "max_trials": trials, "max_epochs": 1}), f"{name}.yaml")
+        result = subprocess.run(
+            [sys.executable, "-m", "tuning", "search", str(spec), "--out", str(tmp_path), "--quiet"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert open_run(tmp_path / name).manifest["compile_cache"] == str(cache)
+        return sorted(p.name for p in cache.iterdir())
+
+    first = run("one", {"learning_rate": 3e-3}, 1)
+    assert len(first) >= 2  # at least the training and evaluation steps
+    assert run("three", {"learning_rate": {"choice": [1e-3, 5e-3, 1e-2]}}, 3) == first  # three more trials, nothing compiled again

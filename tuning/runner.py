@@ -167,6 +167,7 @@ def _search_locked(
     manifest["iterations"] = iterations
     manifest["precision"] = precision_policy(spec.training.mixed_precision, accelerator)
     manifest["jit_compile"] = jit_setting(spec.training.jit_compile, accelerator)
+    manifest["compile_cache"] = accelerator.compile_cache
     store.write_manifest(manifest)
     if not (run_dir / "spec.yaml").exists():
         write_atomic(run_dir / "spec.yaml", spec.text)

@@ -63,6 +63,7 @@ class Accelerator:
     count: int = 0
     compute_capability: tuple[int, int] | None = None
     names: tuple[str, ...] = ()
+    compile_cache: str | None = None  # where compiled steps are kept for reuse (JAX), see `reuse_compiled_programs`
 
     def describe(self) -> str:
         if self.kind == "cpu":
@@ -129,12 +130,13 @@ def prepare_devices() -> Accelerator:
     if name == "jax":
         import jax
 
+        cache = reuse_compiled_programs()
         devices = [d for d in jax.devices() if d.platform == "gpu"]
         if not devices:
-            return Accelerator()
+            return Accelerator(compile_cache=cache)
         capability = getattr(devices[0], "compute_capability", None)
         major_minor = tuple(int(p) for p in str(capability).split(".")[:2]) if capability else None
-        return Accelerator("gpu", len(devices), major_minor, tuple(str(d.device_kind) for d in devices))  # type: ignore[arg-type]
+        return Accelerator("gpu", len(devices), major_minor, tuple(str(d.device_kind) for d in devices), cache)  # type: ignore[arg-type]
     if name == "torch":
         import torch
 
@@ -143,6 +145,38 @@ def prepare_devices() -> Accelerator:
         count = torch.cuda.device_count()
         return Accelerator("gpu", count, tuple(torch.cuda.get_device_capability(0)), tuple(torch.cuda.get_device_name(i) for i in range(count)))  # type: ignore[arg-type]
     return Accelerator()
+
+
+COMPILE_CACHE_BYTES = 2**30
+
+
+def reuse_compiled_programs() -> str | None:
+    """On JAX, keep compiled training and evaluation steps on disk and reuse them across trials and runs.
+
+    XLA compiles each trial's steps again, about 2.6 s per trial on an H200 against 0.1-0.9 s epochs, most
+    of a GPU search's time. A Hyperband promotion retrains the same model, and trials that differ only in
+    values held in variables (learning rate, momentum, weight decay) compile to the same program: JAX's
+    persistent cache, keyed by the program, serves them (measured: a trial's first epoch 6.5 s -> 2.7 s on
+    2 CPU cores). Folder: `TUNING_COMPILE_CACHE` (`off` to disable), else `~/.cache/tuning/jax`, at most
+    1 GiB (least recently used entries go). A cache folder the user set for JAX is kept as it is.
+    """
+    import jax
+
+    configured = getattr(jax.config, "values", {}).get("jax_compilation_cache_dir")
+    if configured:
+        return str(configured)
+    setting = os.environ.get("TUNING_COMPILE_CACHE", "")
+    if setting.lower() == "off":
+        return None
+    folder = setting or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "tuning", "jax")
+    jax.config.update("jax_compilation_cache_dir", folder)
+    options: dict[str, float] = {"jax_compilation_cache_max_size": COMPILE_CACHE_BYTES}
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        options["jax_persistent_cache_min_compile_time_secs"] = 0.2  # the steps, not every small helper
+    for option, value in options.items():
+        with contextlib.suppress(AttributeError, KeyError, ValueError):  # options a JAX version lacks
+            jax.config.update(option, value)
+    return folder
 
 
 @contextlib.contextmanager
