@@ -86,8 +86,8 @@ def precision_policy(setting: bool | str, accelerator: Accelerator) -> str:
 
 
 def jit_setting(setting: bool | str, accelerator: Accelerator) -> bool | str:
-    """`training.jit_compile`: XLA where it pays. On this CPU it made a small CNN 3x slower (35 s against 9 s
-    for 3 epochs of Fashion-MNIST), so `auto` means off on CPU and Keras' own `auto` on accelerators."""
+    """`training.jit_compile`: XLA where it pays. On 2 CPU cores it made a small CNN's epochs 2.2x slower and
+    its first epoch 5x (`bench/cpu_defaults.py`), so `auto` means off on CPU and Keras' own `auto` on GPUs."""
     if setting == "auto":
         return "auto" if accelerator.kind != "cpu" else False
     return bool(setting)
