@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.util
 import logging
 import os
 import platform
@@ -158,7 +159,8 @@ def reuse_compiled_programs() -> str | None:
     values held in variables (learning rate, momentum, weight decay) compile to the same program: JAX's
     persistent cache, keyed by the program, serves them (measured: a trial's first epoch 6.5 s -> 2.7 s on
     2 CPU cores). Folder: `TUNING_COMPILE_CACHE` (`off` to disable), else `~/.cache/tuning/jax`, at most
-    1 GiB (least recently used entries go). A cache folder the user set for JAX is kept as it is.
+    1 GiB (least recently used entries go; JAX needs `filelock` for that, a dependency of ours). A cache folder
+    the user set for JAX is kept as it is.
     """
     import jax
 
@@ -170,7 +172,9 @@ def reuse_compiled_programs() -> str | None:
         return None
     folder = setting or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "tuning", "jax")
     jax.config.update("jax_compilation_cache_dir", folder)
-    options: dict[str, float] = {"jax_compilation_cache_max_size": COMPILE_CACHE_BYTES}
+    options: dict[str, float] = {}
+    if importlib.util.find_spec("filelock") is not None:  # JAX needs it to evict; without it a size cap breaks the cache
+        options["jax_compilation_cache_max_size"] = COMPILE_CACHE_BYTES
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
         options["jax_persistent_cache_min_compile_time_secs"] = 0.2  # the steps, not every small helper
     for option, value in options.items():
