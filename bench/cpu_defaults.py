@@ -85,7 +85,12 @@ def child(args: argparse.Namespace, setting: dict) -> dict:
             seconds.append(time.perf_counter() - self.start)
 
     history = model.fit(**fit, epochs=args.epochs, validation_data=(x_val, y_val), callbacks=[Timer()], verbose=0)
-    return {"first": seconds[0], "steady": min(seconds[1:]), "steady_median": statistics.median(seconds[1:]), "val_accuracy": float(history.history["val_accuracy"][-1])}
+    return {
+        "first": seconds[0],
+        "steady": min(seconds[1:]),
+        "steady_median": statistics.median(seconds[1:]),
+        "val_accuracy": float(history.history["val_accuracy"][-1]),
+    }
 
 
 def main() -> None:
@@ -104,7 +109,18 @@ def main() -> None:
     order = list(SETTINGS)
     for repeat in range(args.repeats):
         for name in order if repeat % 2 == 0 else reversed(order):
-            command = [sys.executable, __file__, "--child", json.dumps(SETTINGS[name]), "--subset", str(args.subset), "--epochs", str(args.epochs), "--data", args.data]
+            command = [
+                sys.executable,
+                __file__,
+                "--child",
+                json.dumps(SETTINGS[name]),
+                "--subset",
+                str(args.subset),
+                "--epochs",
+                str(args.epochs),
+                "--data",
+                args.data,
+            ]
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
             output = subprocess.run(command, check=True, env=env, capture_output=True, text=True).stdout
             runs[name].append(json.loads(output.strip().splitlines()[-1]))
