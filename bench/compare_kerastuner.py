@@ -14,14 +14,12 @@ imports, data and final evaluation outside), `tuning.search` whole (imports and 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
+
+from _sides import add_child_arguments, finish_child, flags, run_sides, write_report
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 
@@ -196,39 +194,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=FASHION, help="folder of the four Fashion-MNIST IDX files")
     parser.add_argument("--out", default="bench/results/compare_kerastuner.json")
-    parser.add_argument("--child", choices=["kerastuner", "tuning"], help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    add_child_arguments(parser, ["kerastuner", "tuning"])
     args = parser.parse_args()
     if args.child:
-        result = (run_plain_kerastuner if args.child == "kerastuner" else run_tuning)(args, Path(args.workdir))
-        Path(args.workdir, f"{args.child}.json").write_text(json.dumps(result))
+        finish_child(args, (run_plain_kerastuner if args.child == "kerastuner" else run_tuning)(args, Path(args.workdir)))
         return
-    results = {}
-    with tempfile.TemporaryDirectory(prefix="bench-") as work:
-        for system in ("kerastuner", "tuning"):  # one process each: memory and start-up are their own
-            command = [
-                sys.executable,
-                __file__,
-                "--child",
-                system,
-                "--workdir",
-                work,
-                "--subset",
-                str(args.subset),
-                "--max-epochs",
-                str(args.max_epochs),
-                "--batch-size",
-                str(args.batch_size),
-                "--seed",
-                str(args.seed),
-                "--data",
-                args.data,
-            ]
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TUNING_COMPILE_CACHE": str(Path(work, "compiled"))}  # cold: JAX reuses only this run's programs
-            launched = time.perf_counter()
-            subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
-            raw = json.loads(Path(work, f"{system}.json").read_text())
-            results[system] = summarize({**raw, "process_wall_s": time.perf_counter() - launched})
+    raw = run_sides(__file__, ["kerastuner", "tuning"], flags(args, ["subset", "max_epochs", "batch_size", "seed", "data"]))
+    results = {system: summarize(figures) for system, figures in raw.items()}
     kt, ours = results["kerastuner"], results["tuning"]
     report = {
         "config": {
@@ -246,9 +218,7 @@ def main() -> None:
             "test_accuracy_difference": round(ours["test_accuracy"] - kt["test_accuracy"], 4),
         },
     }
-    print(json.dumps(report, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
+
+from _sides import add_child_arguments, finish_child, flags, run_sides, write_report
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 
@@ -122,31 +121,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=FASHION, help="folder of the four Fashion-MNIST IDX files")
     parser.add_argument("--out", default="bench/results/throughput.json")
-    parser.add_argument("--child", choices=["bare", "tuning"], help=argparse.SUPPRESS)
-    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    add_child_arguments(parser, ["bare", "tuning"])
     args = parser.parse_args()
     if args.child:
-        result = run_bare(args) if args.child == "bare" else run_tuning(args, Path(args.workdir))
-        Path(args.workdir, f"{args.child}.json").write_text(json.dumps(result))
+        finish_child(args, run_bare(args) if args.child == "bare" else run_tuning(args, Path(args.workdir)))
         return
-    results = {}
-    with tempfile.TemporaryDirectory(prefix="bench-") as work:
-        for side in ("bare", "tuning"):
-            command = [sys.executable, __file__, "--child", side, "--workdir", work]
-            command += [
-                "--subset",
-                str(args.subset),
-                "--epochs",
-                str(args.epochs),
-                "--batch-size",
-                str(args.batch_size),
-                "--seed",
-                str(args.seed),
-                "--data",
-                args.data,
-            ]
-            subprocess.run(command, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, stdout=subprocess.DEVNULL)
-            results[side] = summarize(json.loads(Path(work, f"{side}.json").read_text()))
+    raw = run_sides(__file__, ["bare", "tuning"], flags(args, ["subset", "epochs", "batch_size", "seed", "data"]))
+    results = {side: summarize(figures) for side, figures in raw.items()}
     report = {
         "config": {
             **{k: getattr(args, k) for k in ("subset", "epochs", "batch_size", "seed", "data")},
@@ -155,9 +136,7 @@ def main() -> None:
         **results,
         "tuning_over_bare_images_per_s": round(results["tuning"]["images_per_s"] / results["bare"]["images_per_s"], 3),
     }
-    print(json.dumps(report, indent=2))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":
