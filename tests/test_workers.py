@@ -40,6 +40,16 @@ def worker_pids(run_dir: Path) -> list[int]:
     return pids
 
 
+def children(pid: int) -> list[int]:
+    """Process ids whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
 def test_two_workers_run_every_planned_trial_once_with_the_same_results_schema(tmp_path):
     spec = tiny()
     parallel = search(spec, name="parallel", out=tmp_path, workers=2, quiet=True)
@@ -139,12 +149,19 @@ def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp
         trial_id = ongoing().get(tuner_id)
         return trial_id is not None and (run_dir / "kerastuner" / f"trial_{trial_id}" / "resume.json").exists()
 
-    while time.time() < deadline and not (len(list((run_dir / "trials").glob("[0-9]*.json"))) >= 1 and mid_trial("remote") and mid_trial("worker0")):
+    # The remote worker starts seconds after the chief's own one; so that the latter cannot take every trial
+    # meanwhile (a race CI lost once), it is paused once it has a finished trial and an epoch of the next.
+    while time.time() < deadline and not (len(list((run_dir / "trials").glob("[0-9]*.json"))) >= 1 and mid_trial("worker0")):
+        time.sleep(0.1)
+    local_workers = children(chief.pid)
+    for pid in local_workers:
+        os.kill(pid, signal.SIGSTOP)
+    while time.time() < deadline and not mid_trial("remote"):
         time.sleep(0.1)
     before = {p.name: p.read_bytes() for p in (run_dir / "trials").glob("[0-9]*.json")}
-    chief.kill()  # its own worker dies with it; the remote one waits for the chief to come back
+    chief.kill()  # its own worker dies with it (paused or not); the remote one waits for the chief to come back
     chief.wait()
-    assert before and remote.poll() is None
+    assert local_workers and before and mid_trial("remote") and remote.poll() is None
 
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
