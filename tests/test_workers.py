@@ -191,13 +191,25 @@ def test_a_remote_worker_that_goes_silent_has_its_trial_handed_out_again(tmp_pat
     while time.time() < deadline and not (run_dir / "run.json").exists():
         time.sleep(0.1)
     remote = subprocess.Popen([sys.executable, "-m", "tuning", "worker", str(run_dir), "--chief", f"127.0.0.1:{port}", "--id", "remote"], cwd=ROOT)
-    taken = None
-    while time.time() < deadline and taken is None:
-        with contextlib.suppress(OSError, ValueError):
-            taken = json.loads((run_dir / "kerastuner" / "oracle.json").read_text())["ongoing_trials"].get("remote")
+
+    def ongoing() -> dict[str, str]:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            return json.loads((run_dir / "kerastuner" / "oracle.json").read_text())["ongoing_trials"]
+        return {}
+
+    while time.time() < deadline and "worker0" not in ongoing():
         time.sleep(0.1)
+    local_workers = children(chief.pid)  # paused until the remote one has a trial, so it cannot take all four first
+    for pid in local_workers:
+        os.kill(pid, signal.SIGSTOP)
+    while time.time() < deadline and "remote" not in ongoing():
+        time.sleep(0.1)
+    taken = ongoing().get("remote")
     remote.kill()  # a machine lost mid-trial: nobody tells the chief
     remote.wait()
+    for pid in local_workers:
+        os.kill(pid, signal.SIGCONT)
+    assert local_workers and taken is not None
     out, err = chief.communicate(timeout=600)
     assert chief.returncode == 0, err[-2000:]
     assert f"worker remote: no sign of trial {taken} for 5 s; handed out again" in err
