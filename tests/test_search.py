@@ -484,13 +484,39 @@ def test_trials_leave_no_traced_graphs_behind_and_trace_their_step_once(tmp_path
     monkeypatch.setattr(TensorFlowTrainer, "train_step", lambda model, data: traces.append(model.name) or train_step(model, data))
     frozen = []
     monkeypatch.setattr("tuning.engine.clear_session", lambda: frozen.append(gc.get_freeze_count()) or clear_session())
-    search(tiny(search={"algorithm": "random", "max_trials": 4, "max_epochs": 1}), name="leak", out=tmp_path, quiet=True)
+    spec = tiny(search={"algorithm": "random", "max_trials": 4, "max_epochs": 1}, training={"reuse_models": False})  # a model per trial
+    search(spec, name="leak", out=tmp_path, quiet=True)
     assert len(traces) == 4  # one per trial (8 without building the metrics first)
     assert len(frozen) == 4 and min(frozen) > 100_000 and gc.get_freeze_count() == 0  # collections skip the libraries, then not
     after_four = entries()
     assert after_four <= 4  # only the last trial's traces (train and validation shapes) remain
     records = open_run(tmp_path / "leak").records()
     assert all(r.rss_mb and r.rss_mb > 100 for r in records)  # each trial records the process's memory
+
+
+def test_trials_of_a_network_seen_before_reuse_its_model_and_train_as_on_their_own(tmp_path, monkeypatch):
+    """Two filter counts, any learning rate: a Hyperband search traces two networks, not a model per trial,
+    and every trial's epochs (promotions included) are the same as when each trial builds its own model."""
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    traces = []
+    train_step = TensorFlowTrainer.train_step
+    monkeypatch.setattr(TensorFlowTrainer, "train_step", lambda model, data: traces.append(model.name) or train_step(model, data))
+    space = {"model": {"blocks": 1, "filters": {"choice": [8, 16]}}, "training": {"learning_rate": {"float": [1e-3, 1e-2], "log": True}}}
+    pooled = search(tiny(**space), name="pooled", out=tmp_path, quiet=True)
+    traced_pooled, traces[:] = len(traces), []
+    own = search(tiny(model=space["model"], training={**space["training"], "reuse_models": False}), name="own", out=tmp_path, quiet=True)
+
+    trials = len(pooled.trials)
+    assert trials >= 6 and traced_pooled == 2 and len(traces) == trials  # one trace per network vs one per trial
+    assert any(r.hyperband.get("trial_id") for r in pooled.records())  # promotions continued their parents' state
+    ours, theirs = ({r.trial_id: r for r in run.records()} for run in (pooled, own))
+    assert ours.keys() == theirs.keys()
+    for trial_id, record in ours.items():
+        assert record.values == theirs[trial_id].values
+        for mine, other in zip(record.history, theirs[trial_id].history, strict=True):
+            for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
+                assert mine[metric] == pytest.approx(other[metric], rel=1e-4, abs=1e-6), (trial_id, metric)
 
 
 def test_a_trial_killed_after_its_record_was_written_is_not_trained_again(tmp_path):

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from . import batches, feasibility
 from .domains import Choice, FloatRange, IntRange
 from .errors import SearchAborted
 from .hypermodel import build_model, compile_model, prepare_for_training
+from .model_pool import ModelPool, network_key
 from .records import TrialRecord, utc_now, write_json
 from .runtime import clear_session
 from .space import Param, parameters, resolve
@@ -86,9 +88,12 @@ class SpecHyperModel(kt.HyperModel):
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         config = resolve(self.spec, active_values(hp))
+        return compile_model(self.network(config), config, self.jit_compile)
+
+    def network(self, config: Any) -> keras.Model:
+        """The uncompiled model for a resolved `TrialConfig`."""
         image_size = tuple(self.spec.data.image_size) if self.spec.data.image_size else None
-        model = build_model(config, self.input_shape, self.num_classes, value_max=self.value_max, image_size=image_size)  # type: ignore[arg-type]
-        return compile_model(model, config, self.jit_compile)
+        return build_model(config, self.input_shape, self.num_classes, value_max=self.value_max, image_size=image_size)  # type: ignore[arg-type]
 
 
 class _SearchOracleMixin:
@@ -172,20 +177,34 @@ def make_oracle(spec: Any, params: list[Param]) -> kt.Oracle:
 
 
 class _SaveBestEpoch(keras.callbacks.Callback):
-    """Weights and optimizer state at the trial's best epoch: what a promotion continues from."""
+    """Weights and optimizer state at the trial's best epoch: what a promotion continues from. The epoch's
+    resume point (`_ResumePoint`, written after it) holds the same state: it is linked here, not written twice."""
 
     def __init__(self, metric: str, direction: str, path: str):
         super().__init__()
         self.metric, self.sign, self.path = metric, (1.0 if direction == "max" else -1.0), path
         self.best = -math.inf
+        self.improved = False
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         value = (logs or {}).get(self.metric)
-        if value is not None and math.isfinite(value) and self.sign * value > self.best:
-            self.best = self.sign * value
-            partial = self.path.replace(".weights.h5", ".partial.weights.h5")
-            self.model.save_weights(partial)
-            os.replace(partial, self.path)  # a kill mid-write never leaves a truncated checkpoint
+        signed = self.sign * value if value is not None and math.isfinite(value) else -math.inf
+        self.improved = signed > self.best
+        if self.improved:
+            self.best = signed
+
+    def keep(self, saved: Path) -> None:
+        """Make `saved` (this epoch's weights file) the best checkpoint, if this epoch improved."""
+        if not self.improved:
+            return
+        partial = self.path.replace(".weights.h5", ".partial.weights.h5")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        try:
+            os.link(saved, partial)  # the resume file is replaced next epoch; the link keeps this one's bytes
+        except OSError:  # a file system without hard links
+            shutil.copyfile(saved, partial)
+        os.replace(partial, self.path)  # a kill mid-way never leaves a truncated checkpoint
 
 
 class StopFlag:
@@ -240,9 +259,18 @@ class _ResumePoint(keras.callbacks.Callback):
     moment leaves a consistent pair (the previous one, or the new one).
     """
 
-    def __init__(self, folder: Path, trial_id: str, log: _EpochLog, stateful: list[keras.callbacks.Callback], restore: dict[str, Any] | None, batch_size: int):
+    def __init__(
+        self,
+        folder: Path,
+        trial_id: str,
+        log: _EpochLog,
+        save_best: _SaveBestEpoch,
+        stateful: list[keras.callbacks.Callback],
+        restore: dict[str, Any] | None,
+        batch_size: int,
+    ):
         super().__init__()
-        self.folder, self.trial_id, self.log, self.stateful, self.restore = folder, trial_id, log, stateful, restore
+        self.folder, self.trial_id, self.log, self.save_best, self.stateful, self.restore = folder, trial_id, log, save_best, stateful, restore
         self.batch_size = batch_size
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -254,6 +282,7 @@ class _ResumePoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         weights = self.folder / f"resume-epoch{epoch + 1}.weights.h5"
         self.model.save_weights(weights)
+        self.save_best.keep(weights)
         state = {
             "trial_id": self.trial_id,
             "epoch": epoch + 1,
@@ -316,6 +345,7 @@ class SpecTuner(kt.Tuner):
         self.trials_done = 0
         self._consecutive_failures = 0
         self._last_record: TrialRecord | None = None
+        self.models = ModelPool()
         with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner from ..."; we say it our way
             super().__init__(oracle=oracle, hypermodel=hypermodel, directory=directory, project_name="kerastuner", overwrite=overwrite)
         # KerasTuner reloads the oracle only with this tuner's own state file, which a search that served
@@ -335,6 +365,14 @@ class SpecTuner(kt.Tuner):
             raise ProcessRecycle(self.trials_done)
 
     def _try_build(self, hp: kt.HyperParameters) -> keras.Model:
+        """The trial's model: a pooled one of the same network when there is one (see `model_pool`), else new."""
+        if self.spec.training.reuse_models:
+            config = resolve(self.spec, active_values(hp))
+            key = network_key(config)
+            if key in self.models:
+                model = self.models.take(key, self.hypermodel.network(config), config.learning_rate)
+                if model is not None:
+                    return self._load_parent(model, hp)
         # KerasTuner runs clear_session() (which already garbage-collects) and then gc.collect() again;
         # with TensorFlow's large object graphs each collection costs about half a second per trial. One
         # collection, over what the search froze out of the collector's sight (`long_lived_objects_frozen`).
@@ -344,6 +382,10 @@ class SpecTuner(kt.Tuner):
     def _build_hypermodel(self, hp: kt.HyperParameters) -> keras.Model:
         model = self.hypermodel.build(hp)
         prepare_for_training(model, self.hypermodel.input_shape, self.hypermodel.num_classes)
+        self.models.remember_start(model)
+        return self._load_parent(model, hp)
+
+    def _load_parent(self, model: keras.Model, hp: kt.HyperParameters) -> keras.Model:
         parent = hp.values.get("tuner/trial_id")
         if parent is not None:
             model.load_weights(self._get_checkpoint_fname(parent))
@@ -408,6 +450,7 @@ class SpecTuner(kt.Tuner):
                 except Exception as exc:  # noqa: BLE001 - only memory exhaustion is retried, once, at half the batch
                     if not (_is_out_of_memory(exc) and self.spec.search.halve_batch_on_oom and batch_size == config.batch_size and batch_size > 1):
                         raise
+                    self.models.clear()
                     clear_session()
                     batch_size, resume = batch_size // 2, None
                     log.epochs = []
@@ -463,16 +506,26 @@ class SpecTuner(kt.Tuner):
             model.load_weights(folder / resume["weights"])
             initial_epoch = int(resume["epoch"])
             if resume["stopped"] or initial_epoch >= epochs:
+                self._pool(model, hp)
                 return
-        model.fit(
-            **batches.fit_data(*train, batch_size, seed=seed + initial_epoch),
-            validation_data=batches.held_out(*validation),
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            class_weight=class_weight,
-            callbacks=self._callbacks(record.trial_id, log, folder, resume, batch_size),
-            verbose=0,
-        )
+        try:
+            model.fit(
+                **batches.fit_data(*train, batch_size, seed=seed + initial_epoch),
+                validation_data=batches.held_out(*validation),
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                class_weight=class_weight,
+                callbacks=self._callbacks(record.trial_id, log, folder, resume, batch_size),
+                verbose=0,
+            )
+        except BaseException:
+            self.models.discard(model)
+            raise
+        self._pool(model, hp)
+
+    def _pool(self, model: keras.Model, hp: kt.HyperParameters) -> None:
+        if self.spec.training.reuse_models:
+            self.models.give(network_key(resolve(self.spec, active_values(hp))), model)
 
     def _callbacks(self, trial_id: str, log: _EpochLog, folder: Path, resume: dict[str, Any] | None, batch_size: int) -> list[keras.callbacks.Callback]:
         training, objective = self.spec.training, self.spec.search.objective
@@ -487,7 +540,7 @@ class SpecTuner(kt.Tuner):
         stateful = [*callbacks[1:], save_best]
         callbacks.append(log)  # after the LR schedule, so the logged rate is the one used next epoch
         callbacks.append(save_best)
-        callbacks.append(_ResumePoint(folder, trial_id, log, stateful, resume, batch_size))  # last: sees every callback's state
+        callbacks.append(_ResumePoint(folder, trial_id, log, save_best, stateful, resume, batch_size))  # last: sees every callback's state
         return callbacks
 
     def prune_checkpoints(self, final: bool = False) -> list[str]:
