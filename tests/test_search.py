@@ -496,13 +496,17 @@ def test_trials_leave_no_traced_graphs_behind_and_trace_their_step_once(tmp_path
 
 def test_trials_of_a_network_seen_before_reuse_its_model_and_train_as_on_their_own(tmp_path, monkeypatch):
     """Two filter counts, any learning rate: a Hyperband search traces two networks, not a model per trial,
-    and every trial's epochs (promotions included) are the same as when each trial builds its own model."""
+    and every trial's epochs (promotions included) are the same as when each trial builds its own model:
+    weights, batch-norm statistics, dropout and augmentation seeds, and the (loss-scaled) optimizer's state."""
     from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
 
     traces = []
     train_step = TensorFlowTrainer.train_step
     monkeypatch.setattr(TensorFlowTrainer, "train_step", lambda model, data: traces.append(model.name) or train_step(model, data))
-    space = {"model": {"blocks": 1, "filters": {"choice": [8, 16]}}, "training": {"learning_rate": {"float": [1e-3, 1e-2], "log": True}}}
+    space = {
+        "model": {"blocks": 1, "filters": {"choice": [8, 16]}, "batch_norm": True, "block_dropout": 0.2, "augment": {"flip": "horizontal"}},
+        "training": {"learning_rate": {"float": [1e-3, 1e-2], "log": True}, "mixed_precision": True},
+    }
     pooled = search(tiny(**space), name="pooled", out=tmp_path, quiet=True)
     traced_pooled, traces[:] = len(traces), []
     own = search(tiny(model=space["model"], training={**space["training"], "reuse_models": False}), name="own", out=tmp_path, quiet=True)
