@@ -50,6 +50,29 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def pause_local_worker(chief: subprocess.Popen, deadline: float) -> list[int]:
+    """Stop the chief's own worker (SIGSTOP) as soon as it is spawned, before it can take a trial: a worker
+    joined from elsewhere starts seconds later, and the local one could otherwise take every trial first."""
+    while time.time() < deadline:
+        pids = []
+        for pid in children(chief.pid):
+            with contextlib.suppress(OSError):
+                if b"nvidia-smi" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    pids.append(pid)
+        if pids:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            return pids
+        time.sleep(0.02)
+    return []
+
+
+def resume(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
 def test_two_workers_run_every_planned_trial_once_with_the_same_results_schema(tmp_path):
     spec = tiny()
     parallel = search(spec, name="parallel", out=tmp_path, workers=2, quiet=True)
@@ -134,6 +157,7 @@ def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp
     command = [sys.executable, "-m", "tuning", "search", str(spec), "--out", str(tmp_path / "reports"), "--workers", "1", "--port", str(port), "--quiet"]
     chief = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
+    local_workers = pause_local_worker(chief, deadline)
     while time.time() < deadline and not (run_dir / "run.json").exists():
         time.sleep(0.1)
     remote_command = [sys.executable, "-m", "tuning", "worker", str(run_dir), "--chief", f"127.0.0.1:{port}", "--id", "remote"]
@@ -149,17 +173,18 @@ def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp
         trial_id = ongoing().get(tuner_id)
         return trial_id is not None and (run_dir / "kerastuner" / f"trial_{trial_id}" / "resume.json").exists()
 
-    # The remote worker starts seconds after the chief's own one; so that the latter cannot take every trial
-    # meanwhile (a race CI lost once), it is paused once it has a finished trial and an epoch of the next.
-    while time.time() < deadline and not (len(list((run_dir / "trials").glob("[0-9]*.json"))) >= 1 and mid_trial("worker0")):
-        time.sleep(0.1)
-    local_workers = children(chief.pid)
-    for pid in local_workers:
-        os.kill(pid, signal.SIGSTOP)
-    while time.time() < deadline and not mid_trial("remote"):
+    # Both workers hold a trial before either runs on: the remote one (paused once it has one), then the local one.
+    while time.time() < deadline and "remote" not in ongoing():
+        time.sleep(0.05)
+    os.kill(remote.pid, signal.SIGSTOP)
+    resume(local_workers)
+    while time.time() < deadline and "worker0" not in ongoing():
+        time.sleep(0.05)
+    resume([remote.pid])
+    while time.time() < deadline and not (len(list((run_dir / "trials").glob("[0-9]*.json"))) >= 1 and mid_trial("remote") and mid_trial("worker0")):
         time.sleep(0.1)
     before = {p.name: p.read_bytes() for p in (run_dir / "trials").glob("[0-9]*.json")}
-    chief.kill()  # its own worker dies with it (paused or not); the remote one waits for the chief to come back
+    chief.kill()  # its own worker dies with it; the remote one waits for the chief to come back
     chief.wait()
     assert local_workers and before and mid_trial("remote") and remote.poll() is None
 
@@ -188,27 +213,18 @@ def test_a_remote_worker_that_goes_silent_has_its_trial_handed_out_again(tmp_pat
         command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "TUNING_REMOTE_SILENCE_S": "5"}
     )
     deadline = time.time() + 240
+    local_workers = pause_local_worker(chief, deadline)  # until the remote one has a trial, so it cannot take all four
     while time.time() < deadline and not (run_dir / "run.json").exists():
         time.sleep(0.1)
     remote = subprocess.Popen([sys.executable, "-m", "tuning", "worker", str(run_dir), "--chief", f"127.0.0.1:{port}", "--id", "remote"], cwd=ROOT)
-
-    def ongoing() -> dict[str, str]:
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            return json.loads((run_dir / "kerastuner" / "oracle.json").read_text())["ongoing_trials"]
-        return {}
-
-    while time.time() < deadline and "worker0" not in ongoing():
+    taken = None
+    while time.time() < deadline and taken is None:
+        with contextlib.suppress(OSError, ValueError):
+            taken = json.loads((run_dir / "kerastuner" / "oracle.json").read_text())["ongoing_trials"].get("remote")
         time.sleep(0.1)
-    local_workers = children(chief.pid)  # paused until the remote one has a trial, so it cannot take all four first
-    for pid in local_workers:
-        os.kill(pid, signal.SIGSTOP)
-    while time.time() < deadline and "remote" not in ongoing():
-        time.sleep(0.1)
-    taken = ongoing().get("remote")
     remote.kill()  # a machine lost mid-trial: nobody tells the chief
     remote.wait()
-    for pid in local_workers:
-        os.kill(pid, signal.SIGCONT)
+    resume(local_workers)
     assert local_workers and taken is not None
     out, err = chief.communicate(timeout=600)
     assert chief.returncode == 0, err[-2000:]
