@@ -186,7 +186,7 @@ def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp
     before = {p.name: p.read_bytes() for p in (run_dir / "trials").glob("[0-9]*.json")}
     chief.kill()  # its own worker dies with it; the remote one waits for the chief to come back
     chief.wait()
-    assert local_workers and before and mid_trial("remote") and remote.poll() is None
+    assert local_workers and before and remote.poll() is None  # (the remote one may finish its trial meanwhile)
 
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
