@@ -67,7 +67,7 @@ def pause_local_worker(chief: subprocess.Popen, deadline: float) -> list[int]:
     return []
 
 
-def resume(pids: list[int]) -> None:
+def continue_processes(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
@@ -177,10 +177,10 @@ def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp
     while time.time() < deadline and "remote" not in ongoing():
         time.sleep(0.05)
     os.kill(remote.pid, signal.SIGSTOP)
-    resume(local_workers)
+    continue_processes(local_workers)
     while time.time() < deadline and "worker0" not in ongoing():
         time.sleep(0.05)
-    resume([remote.pid])
+    continue_processes([remote.pid])
     while time.time() < deadline and not (len(list((run_dir / "trials").glob("[0-9]*.json"))) >= 1 and mid_trial("remote") and mid_trial("worker0")):
         time.sleep(0.1)
     # The remote worker is held mid-trial while the chief is down. (Left to run, it may report its trial to the
@@ -192,7 +192,7 @@ def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp
     assert local_workers and before and mid_trial("remote") and remote.poll() is None
 
     again = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    resume([remote.pid])
+    continue_processes([remote.pid])
     _, err = again.communicate(timeout=600)
     assert again.returncode == 0, err[-2000:]
     assert remote.wait(timeout=120) == 0 and "the search is over" in remote.stdout.read()
@@ -229,7 +229,7 @@ def test_a_remote_worker_that_goes_silent_has_its_trial_handed_out_again(tmp_pat
         time.sleep(0.1)
     remote.kill()  # a machine lost mid-trial: nobody tells the chief
     remote.wait()
-    resume(local_workers)
+    continue_processes(local_workers)
     assert local_workers and taken is not None
     out, err = chief.communicate(timeout=600)
     assert chief.returncode == 0, err[-2000:]

@@ -508,20 +508,16 @@ class SpecTuner(kt.Tuner):
             if resume["stopped"] or initial_epoch >= epochs:
                 self._pool(model, hp)
                 return
-        try:
-            model.fit(
-                **batches.fit_data(*train, batch_size, seed=seed + initial_epoch),
-                validation_data=batches.held_out(*validation),
-                epochs=epochs,
-                initial_epoch=initial_epoch,
-                class_weight=class_weight,
-                callbacks=self._callbacks(record.trial_id, log, folder, resume, batch_size),
-                verbose=0,
-            )
-        except BaseException:
-            self.models.discard(model)
-            raise
-        self._pool(model, hp)
+        model.fit(
+            **batches.fit_data(*train, batch_size, seed=seed + initial_epoch),
+            validation_data=batches.held_out(*validation),
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            class_weight=class_weight,
+            callbacks=self._callbacks(record.trial_id, log, folder, resume, batch_size),
+            verbose=0,
+        )
+        self._pool(model, hp)  # not reached when training raised: that model's state is not trusted
 
     def _pool(self, model: keras.Model, hp: kt.HyperParameters) -> None:
         if self.spec.training.reuse_models:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import weakref
 from collections import OrderedDict
 
 import keras
@@ -33,69 +34,47 @@ def network_key(config: TrialConfig) -> str:
     return json.dumps(settings, sort_keys=True, default=str)
 
 
-@dataclasses.dataclass
-class _Pooled:
-    model: keras.Model
-    optimizer_start: list[np.ndarray]  # the optimizer's variables before any step (Adam's moments at zero, ...)
-    params: int
-
-
 class ModelPool:
-    """Compiled models by network, least recently used first out; at most `max_models` and `max_params`."""
+    """Compiled models by network, least recently used first out; at most `max_models` and `max_params`.
+    Only models returned with `give` (after a trial that ended normally) are pooled."""
 
     def __init__(self, max_models: int = MAX_MODELS, max_params: int = MAX_PARAMS):
         self.max_models, self.max_params = max_models, max_params
-        self._pooled: OrderedDict[str, _Pooled] = OrderedDict()
-        self._start: dict[int, list[np.ndarray]] = {}  # id(model) -> optimizer_start, for models out of the pool
-        self.hits = self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._pooled)
+        self._pooled: OrderedDict[str, keras.Model] = OrderedDict()
+        # Each model's optimizer variables before any step (Adam's moments at zero, ...), for as long as it lives.
+        self._start: weakref.WeakKeyDictionary[keras.Model, list[np.ndarray]] = weakref.WeakKeyDictionary()
 
     def __contains__(self, key: str) -> bool:
         return key in self._pooled
 
     def take(self, key: str, fresh: keras.Model, learning_rate: float) -> keras.Model | None:
-        """The pooled model for `key` (removed from the pool while a trial trains it), set to `fresh`'s values
-        and a never-trained optimizer at `learning_rate`; None if there is none."""
-        pooled = self._pooled.pop(key, None)
-        if pooled is None:
-            self.misses += 1
+        """The pooled model for `key` (out of the pool while a trial trains it), set to `fresh`'s values and a
+        never-trained optimizer at `learning_rate`; None if there is none."""
+        model = self._pooled.pop(key, None)
+        if model is None:
             return None
-        model = pooled.model
         targets, sources = model.variables, fresh.variables
         if len(targets) != len(sources) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(targets, sources)):
-            self.misses += 1  # not the same network after all: never train on mismatched values
-            return None
+            return None  # not the same network after all: never train on mismatched values
         for target, source in zip(targets, sources):  # weights, batch-norm statistics, dropout seed states
             target.assign(source)
-        for variable, start in zip(model.optimizer.variables, pooled.optimizer_start):
+        for variable, start in zip(model.optimizer.variables, self._start[model]):
             variable.assign(start)
         model.optimizer.learning_rate = learning_rate
-        self._start[id(model)] = pooled.optimizer_start
-        self.hits += 1
         return model
 
     def remember_start(self, model: keras.Model) -> None:
         """Record a newly built model's untrained optimizer state (call before its first step)."""
-        self._start[id(model)] = [np.array(keras.ops.convert_to_numpy(v)) for v in model.optimizer.variables]
+        self._start[model] = [np.array(keras.ops.convert_to_numpy(v)) for v in model.optimizer.variables]
 
     def give(self, key: str, model: keras.Model) -> None:
         """Return a model after a trial that ended normally; evict the least recently used beyond the limits."""
-        start = self._start.pop(id(model), None)
-        params = int(model.count_params())
-        if start is None or params > self.max_params:
+        if model not in self._start or model.count_params() > self.max_params:
             return
         self._pooled.pop(key, None)
-        self._pooled[key] = _Pooled(model, start, params)
-        while len(self._pooled) > self.max_models or sum(p.params for p in self._pooled.values()) > self.max_params:
+        self._pooled[key] = model
+        while len(self._pooled) > self.max_models or sum(m.count_params() for m in self._pooled.values()) > self.max_params:
             self._pooled.popitem(last=False)
-
-    def discard(self, model: keras.Model | None) -> None:
-        """Forget a model whose trial failed (its state is not trusted, and it may be what ran out of memory)."""
-        if model is not None:
-            self._start.pop(id(model), None)
 
     def clear(self) -> None:
         self._pooled.clear()
-        self._start.clear()
