@@ -6,8 +6,10 @@ bare side builds the trial's model with `tuning`'s own builder, compiles it the 
 policy and XLA setting) and calls `model.fit(x, y, batch_size, epochs, validation_data, verbose=0)`; the
 `tuning` side runs a one-trial search of the same fixed configuration. Both are timed per epoch
 (validation included); the steady epoch is the median of every epoch after the first (which compiles).
+With `--repeats N` the pair runs N times, the order swapped each time (a host-bound GPU run varies with
+the host's load): the ratio reported is the median of the per-pair ratios, each pair's kept beside it.
 
-    python bench/trial_throughput.py --subset 0 --epochs 5 --batch-size 128 --out bench/results/throughput.json
+    python bench/trial_throughput.py --subset 0 --epochs 5 --batch-size 128 --repeats 2 --out bench/results/throughput.json
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def summarize(raw: dict) -> dict:
         "first_epoch_s": round(raw["epoch_seconds"][0], 3),
         "images_per_s": round(raw["train_images"] / steady, 1),
         "epochs": len(raw["epoch_seconds"]),
+        "epoch_seconds": [round(seconds, 4) for seconds in raw["epoch_seconds"]],
         "val_accuracy": round(raw["val_accuracy"], 4),
         **{k: raw[k] for k in ("wall_s", "trial_wall_s", "accelerator", "policy") if k in raw},
     }
@@ -120,21 +123,30 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=FASHION, help="folder of the four Fashion-MNIST IDX files")
+    parser.add_argument("--repeats", type=int, default=1, help="run the pair this many times, alternating which side goes first")
     parser.add_argument("--out", default="bench/results/throughput.json")
     add_child_arguments(parser, ["bare", "tuning"])
     args = parser.parse_args()
     if args.child:
         finish_child(args, run_bare(args) if args.child == "bare" else run_tuning(args, Path(args.workdir)))
         return
-    raw = run_sides(__file__, ["bare", "tuning"], flags(args, ["subset", "epochs", "batch_size", "seed", "data"]))
-    results = {side: summarize(figures) for side, figures in raw.items()}
+    forwarded = flags(args, ["subset", "epochs", "batch_size", "seed", "data"])
+    pairs = []
+    for repeat in range(args.repeats):
+        order = ["bare", "tuning"] if repeat % 2 == 0 else ["tuning", "bare"]
+        raw = run_sides(__file__, order, forwarded)
+        pair = {side: summarize(raw[side]) for side in ("bare", "tuning")}
+        pair["tuning_over_bare_images_per_s"] = round(pair["tuning"]["images_per_s"] / pair["bare"]["images_per_s"], 3)
+        pair["first"] = order[0]
+        pairs.append(pair)
     report = {
         "config": {
-            **{k: getattr(args, k) for k in ("subset", "epochs", "batch_size", "seed", "data")},
+            **{k: getattr(args, k) for k in ("subset", "epochs", "batch_size", "seed", "data", "repeats")},
             "backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
         },
-        **results,
-        "tuning_over_bare_images_per_s": round(results["tuning"]["images_per_s"] / results["bare"]["images_per_s"], 3),
+        **{side: pairs[0][side] for side in ("bare", "tuning")},
+        "tuning_over_bare_images_per_s": statistics.median(pair["tuning_over_bare_images_per_s"] for pair in pairs),
+        "pairs": pairs,
     }
     write_report(report, args.out)
 
