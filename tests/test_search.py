@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
@@ -352,7 +353,7 @@ def test_several_kills_resume_each_trial_from_its_last_epoch(tmp_path):
 
     spec = write_spec(
         tmp_path,
-        tiny(search={"algorithm": "random", "max_trials": 3, "max_epochs": 6}, training={"early_stopping": {"patience": 6}}),
+        tiny(search={"algorithm": "random", "max_trials": 3, "max_epochs": 6, "resume_every": 0}, training={"early_stopping": {"patience": 6}}),
         "kills.yaml",
     )
     out = tmp_path / "reports"
@@ -521,6 +522,44 @@ def test_trials_of_a_network_seen_before_reuse_its_model_and_train_as_on_their_o
         for mine, other in zip(record.history, theirs[trial_id].history, strict=True):
             for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"):
                 assert mine[metric] == pytest.approx(other[metric], rel=1e-4, abs=1e-6), (trial_id, metric)
+
+
+def test_a_short_trial_writes_its_weights_once_and_promotions_continue_from_the_same_best_epoch(tmp_path, monkeypatch):
+    """Under `search.resume_every` seconds a trial writes no resume point: its best epoch waits in memory and
+    is written when it ends. Every best checkpoint (weights and optimizer state) is then byte for byte the
+    values that writing a resume point after each epoch gives, so promotions continue from the same state."""
+    import h5py
+
+    writes = []
+    save_weights = keras.Model.save_weights
+    monkeypatch.setattr(keras.Model, "save_weights", lambda model, path, *a, **k: writes.append(Path(path).name) or save_weights(model, path, *a, **k))
+    space = {"training": {"learning_rate": {"float": [0.02, 0.05], "log": True}, "early_stopping": False}}
+    once = search(tiny(**space, search={"max_epochs": 6, "keep_checkpoints": 50}), name="once", out=tmp_path, quiet=True)
+    written_once, writes[:] = list(writes), []
+    each = search(tiny(**space, search={"max_epochs": 6, "keep_checkpoints": 50, "resume_every": 0}), name="each", out=tmp_path, quiet=True)
+
+    records = {r.trial_id: r for r in once.records()}
+    epochs = sum(len(r.history) for r in records.values())
+    assert written_once == ["checkpoint.partial.weights.h5"] * len(records)  # one write per trial
+    assert len(writes) == epochs and all(name.startswith("resume-epoch") for name in writes)  # one per epoch
+    assert any(r.hyperband.get("trial_id") for r in records.values())  # promotions loaded those checkpoints
+    assert any(r.best_epoch < r.history[-1]["epoch"] for r in records.values())  # a best epoch held in memory
+    for record in each.records():
+        assert [row["loss"] for row in record.history] == pytest.approx([row["loss"] for row in records[record.trial_id].history], rel=1e-5)
+
+    def arrays(path: Path) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        with h5py.File(path, "r") as file:
+            file.visititems(lambda name, item: found.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None)
+        return found
+
+    checkpoints = sorted((tmp_path / "once" / "kerastuner").glob("trial_*/checkpoint.weights.h5"))
+    assert len(checkpoints) == len(records)
+    for path in checkpoints:
+        mine, theirs = arrays(path), arrays(tmp_path / "each" / path.relative_to(tmp_path / "once"))
+        assert mine.keys() == theirs.keys() and any("optimizer" in name for name in mine)
+        for name in mine:
+            np.testing.assert_allclose(mine[name], theirs[name], rtol=1e-5, atol=1e-7, err_msg=f"{path.parent.name} {name}")
 
 
 def test_a_trial_killed_after_its_record_was_written_is_not_trained_again(tmp_path):

@@ -96,7 +96,9 @@ def test_two_workers_run_every_planned_trial_once_with_the_same_results_schema(t
 
 def test_a_killed_worker_does_not_stop_the_search(tmp_path):
     spec = write_spec(
-        tmp_path, tiny(search={"algorithm": "random", "max_trials": 4, "max_epochs": 5}, training={"early_stopping": {"patience": 5}}), "killed.yaml"
+        tmp_path,
+        tiny(search={"algorithm": "random", "max_trials": 4, "max_epochs": 5, "resume_every": 0}, training={"early_stopping": {"patience": 5}}),
+        "killed.yaml",
     )
     run_dir = tmp_path / "reports" / "killed"
     command = [sys.executable, "-m", "tuning", "search", str(spec), "--out", str(tmp_path / "reports"), "--workers", "2", "--quiet"]
@@ -151,7 +153,9 @@ def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp
     from tuning.workers import free_port
 
     spec = write_spec(
-        tmp_path, tiny(search={"algorithm": "random", "max_trials": 8, "max_epochs": 4}, training={"early_stopping": {"patience": 5}}), "restart.yaml"
+        tmp_path,
+        tiny(search={"algorithm": "random", "max_trials": 8, "max_epochs": 4, "resume_every": 0}, training={"early_stopping": {"patience": 5}}),
+        "restart.yaml",
     )
     run_dir, port = tmp_path / "reports" / "restart", free_port("127.0.0.1")
     command = [sys.executable, "-m", "tuning", "search", str(spec), "--out", str(tmp_path / "reports"), "--workers", "1", "--port", str(port), "--quiet"]
@@ -210,7 +214,9 @@ def test_a_remote_worker_that_goes_silent_has_its_trial_handed_out_again(tmp_pat
     from tuning.workers import free_port
 
     spec = write_spec(
-        tmp_path, tiny(search={"algorithm": "random", "max_trials": 4, "max_epochs": 4}, training={"early_stopping": {"patience": 5}}), "silent.yaml"
+        tmp_path,
+        tiny(search={"algorithm": "random", "max_trials": 4, "max_epochs": 4, "resume_every": 0}, training={"early_stopping": {"patience": 5}}),
+        "silent.yaml",
     )
     run_dir, port = tmp_path / "reports" / "silent", free_port("127.0.0.1")
     command = [sys.executable, "-m", "tuning", "search", str(spec), "--out", str(tmp_path / "reports"), "--workers", "1", "--port", str(port), "--quiet"]

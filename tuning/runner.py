@@ -254,6 +254,7 @@ def _serve_workers(tuner: Any, store: RunStore, view: Any, parallel: dict[str, A
         on_record=on_record,
         stop=tuner.stop,
         trials_per_process=parallel["trials_per_process"],
+        resume_every=tuner.spec.search.resume_every,
     )
     store.update_manifest(workers=parallel["workers"], chief=chief.address)
     if not quiet:

@@ -138,6 +138,7 @@ class SearchSection(Frozen):
     max_consecutive_failures: PosInt = 3
     max_params: PosInt | None = None
     keep_checkpoints: PosInt = 5
+    resume_every: Annotated[float, Field(ge=0, le=86_400)] = 30
     halve_batch_on_oom: bool = True
 
     @field_validator("objective", mode="before")

@@ -3,9 +3,9 @@
 KerasTuner's distributed mode is the engine (a chief oracle handing out trials to workers that share
 the run directory). What this module adds: the launcher (`--workers N`), one GPU per worker (or shared
 GPUs, or shared CPU cores), one progress view, and resilience: a worker that dies has its trial handed
-out again (it continues from its last finished epoch) and is restarted; a worker on another machine
+out again (it continues from its last resume point) and is restarted; a worker on another machine
 joins with `tuning worker RUN --chief HOST:PORT`, keeps its trial across a restart of the search process,
-and loses it (handed out again) only after `REMOTE_SILENCE_S` without a sign of life.
+and loses it (handed out again) only after `REMOTE_SILENCE_S` (or three resume intervals) without a sign of life.
 
 The gRPC channel is unauthenticated: keep it on 127.0.0.1 or a trusted network.
 """
@@ -35,7 +35,8 @@ EXIT_RECYCLE = 75  # ... and after its `trials_per_process` trials: replace it w
 # --workers after running without); any other id is a worker that joined from elsewhere.
 LOCAL_ID = re.compile(r"worker\d+(-|$)|tuner0$")
 # A trial of a worker launched elsewhere is presumed lost (and handed out again) after this long without a
-# sign of life: a new file in its trial folder (written after every epoch), or its report, which ends it.
+# sign of life: a new file in its trial folder (a resume point, written after the first epoch that ends
+# `search.resume_every` seconds after the last), or its report, which ends it. Never less than three resume intervals.
 REMOTE_SILENCE_S = float(os.environ.get("TUNING_REMOTE_SILENCE_S", 900))
 
 
@@ -103,8 +104,10 @@ class Chief:
         on_record: Any,
         stop: Any,
         trials_per_process: int | None = None,
+        resume_every: float = 0.0,
     ):
         self.oracle, self.run_dir, self.host = oracle, run_dir, host
+        self.remote_silence_s = max(REMOTE_SILENCE_S, 3 * resume_every)
         self.trials_per_process = trials_per_process
         self.launches = 0
         self.port = port or free_port(host)
@@ -236,7 +239,7 @@ class Chief:
             self.oracle.interrupted = {}
 
     def _remote_trials(self) -> list[str]:
-        """Tuner ids of workers elsewhere with a trial under way; one silent for `REMOTE_SILENCE_S` loses it."""
+        """Tuner ids of workers elsewhere with a trial under way; one silent for `remote_silence_s` loses it."""
         from keras_tuner.src.engine.oracle import LOCKS
 
         with LOCKS[self.oracle]:  # the gRPC threads change it
@@ -247,9 +250,9 @@ class Chief:
             folder = self.run_dir / "kerastuner" / f"trial_{trial_id}"
             with contextlib.suppress(OSError):  # a file replaced while we look
                 since = max([since, *(p.stat().st_mtime for p in folder.glob("*") if p.is_file())])
-            if now - since > REMOTE_SILENCE_S:
+            if now - since > self.remote_silence_s:
                 self.hand_out_again(tuner_id)
-                print(f"worker {tuner_id}: no sign of trial {trial_id} for {REMOTE_SILENCE_S:.0f} s; handed out again", file=sys.stderr, flush=True)
+                print(f"worker {tuner_id}: no sign of trial {trial_id} for {self.remote_silence_s:.0f} s; handed out again", file=sys.stderr, flush=True)
                 idle = [slot for slot in self.slots if slot.done]
                 if len(idle) == len(self.slots) and not self.stop.requested:  # ours were told the search was over
                     idle[0].done = False
