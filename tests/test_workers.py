@@ -210,6 +210,21 @@ def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp
     assert any((r["resumed_from_epoch"] or 0) >= 1 for r in records)  # the local worker's trial went on from its epoch
 
 
+def test_a_worker_whose_search_finished_without_it_leaves_instead_of_waiting_for_ever(tmp_path):
+    """The chief is gone and the run folder says the search finished (a restarted chief ended it without this
+    worker): KerasTuner's client would wait for the chief for ever; the worker says so and exits 0."""
+    from tuning.workers import free_port
+
+    search(tiny(search={"algorithm": "random", "max_trials": 1, "max_epochs": 1}), name="over", out=tmp_path, quiet=True)
+    chief = f"127.0.0.1:{free_port('127.0.0.1')}"  # nothing listens there
+    worker = subprocess.run(
+        [sys.executable, "-m", "tuning", "worker", str(tmp_path / "over"), "--chief", chief, "--id", "late"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    assert f"worker late: the search is over (finished, and nothing answers at {chief})" in worker.stdout
+
+
 def test_a_remote_worker_that_goes_silent_has_its_trial_handed_out_again(tmp_path):
     from tuning.workers import free_port
 

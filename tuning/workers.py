@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ LOCAL_ID = re.compile(r"worker\d+(-|$)|tuner0$")
 # sign of life: a new file in its trial folder (a resume point, written after the first epoch that ends
 # `search.resume_every` seconds after the last), or its report, which ends it. Never less than three resume intervals.
 REMOTE_SILENCE_S = float(os.environ.get("TUNING_REMOTE_SILENCE_S", 900))
+# How often a worker looks whether the search it serves has finished while its chief is unreachable.
+CHIEF_CHECK_S = 2.0
 
 
 def free_port(host: str) -> int:
@@ -350,6 +353,7 @@ def _work(store: Any, manifest: dict[str, Any], spec: Any, chief: str, tuner_id:
     one_hot = np.eye(dataset.num_classes, dtype="float32")
     weights = dataset.class_weights() if spec.data.class_weight == "balanced" else None
     print(f"worker {tuner_id}: joined {chief} for {store.dir}", flush=True)
+    _leave_once_the_search_is_over(store, chief, tuner_id)
     from .engine import ProcessRecycle
 
     try:
@@ -360,6 +364,33 @@ def _work(store: Any, manifest: dict[str, Any], spec: Any, chief: str, tuner_id:
         return EXIT_RECYCLE
     print(f"worker {tuner_id}: the search is over", flush=True)
     return 0
+
+
+def _leave_once_the_search_is_over(store: Any, chief: str, tuner_id: str) -> None:
+    """Exit when the run folder says the search finished and nothing answers at `chief` any more.
+
+    KerasTuner's client waits for an unreachable chief for ever (it reconnects when a killed search is run
+    again). A worker that was between trials when the chief died is unknown to the restarted one, which
+    may finish the search without it: without this, such a worker would wait for a chief that never comes.
+    """
+    host, _, port = chief.rpartition(":")
+
+    def answers() -> bool:
+        try:
+            socket.create_connection((host, int(port)), timeout=2).close()
+            return True
+        except OSError:
+            return False
+
+    def watch() -> None:
+        while True:
+            time.sleep(CHIEF_CHECK_S)
+            with contextlib.suppress(OSError, ValueError):  # the manifest may be replaced while read
+                if store.read_manifest().get("status") == "finished" and not answers():
+                    print(f"worker {tuner_id}: the search is over (finished, and nothing answers at {chief})", flush=True)
+                    os._exit(0)  # the main thread is blocked in a gRPC call that would wait for ever
+
+    threading.Thread(target=watch, name="chief-watch", daemon=True).start()
 
 
 def _pace_idle_requests(client: Any) -> None:
