@@ -562,6 +562,24 @@ def test_a_short_trial_writes_its_weights_once_and_promotions_continue_from_the_
             np.testing.assert_allclose(mine[name], theirs[name], rtol=1e-5, atol=1e-7, err_msg=f"{path.parent.name} {name}")
 
 
+def test_the_held_out_data_pipeline_is_built_once_per_search(tmp_path, monkeypatch):
+    """Given arrays, Keras builds and traces a new tf.data pipeline in every `fit`, for the validation data too:
+    the validation batches are built once for the whole search, so each trial builds its training pipeline alone."""
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    import tuning._tensorflow
+
+    built, pipelines = [], []
+    held_out_batches, get_tf_dataset = tuning._tensorflow.held_out_batches, ArrayDataAdapter.get_tf_dataset
+    monkeypatch.setattr(tuning._tensorflow, "held_out_batches", lambda *a: built.append(len(a[0])) or held_out_batches(*a))
+    monkeypatch.setattr(ArrayDataAdapter, "get_tf_dataset", lambda adapter: pipelines.append(bool(adapter._shuffle)) or get_tf_dataset(adapter))
+    run = search(tiny(search={"algorithm": "random", "max_trials": 3, "max_epochs": 2}), name="pipelines", out=tmp_path, quiet=True)
+
+    assert len(run.trials) == 3 and built == [run.manifest["data"]["validation"]]
+    assert pipelines[:3] == [True, True, True]  # during the trials: each one's shuffled training data alone
+    assert not any(pipelines[3:])  # then the best model's test evaluation and analysis, in order
+
+
 def test_a_trial_killed_after_its_record_was_written_is_not_trained_again(tmp_path):
     """The narrowest kill: the record is on disk, KerasTuner's oracle never heard the trial end."""
     spec = tiny(search={"algorithm": "random", "max_trials": 2, "max_epochs": 1})

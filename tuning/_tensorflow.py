@@ -1,6 +1,8 @@
-"""The only place that imports TensorFlow directly: GPU set-up for the TensorFlow backend."""
+"""The only place that imports TensorFlow directly: GPU set-up and the held-out data pipeline for the TensorFlow backend."""
 
 from __future__ import annotations
+
+from typing import Any
 
 
 def prepare_gpus() -> tuple[list[str], tuple[int, int] | None]:
@@ -37,3 +39,12 @@ def forget_custom_gradients() -> int:
     for name in stale:
         del registry[name]
     return len(stale)
+
+
+def held_out_batches(x: Any, y: Any, batch_size: int) -> Any:
+    """A `tf.data` pipeline of (images, labels) batches, in order: built once and evaluated after every epoch
+    of every trial. Given arrays, Keras builds and traces a new pipeline in each `fit` (~85 ms per trial on 2
+    cores)."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(tf.data.AUTOTUNE)

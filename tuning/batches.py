@@ -45,6 +45,19 @@ def fit_data(x: Any, y: np.ndarray, batch_size: int, *, seed: int = 0) -> dict[s
     return {"x": x, "y": y, "batch_size": batch_size}
 
 
+def validation_data(x: Any, y: np.ndarray, batch_size: int = 256) -> dict[str, Any]:
+    """Keyword arguments of `model.fit` for the held-out data. In batches of `batch_size`, whatever the
+    trial's batch size (inference needs no small batches); on TensorFlow, arrays go in as one `tf.data`
+    pipeline, which a caller evaluating it after many trials builds once (`SpecTuner` does)."""
+    if isinstance(x, LazyImages):
+        return {"validation_data": Batches(x, y, batch_size)}
+    if keras.backend.backend() == "tensorflow":
+        from ._tensorflow import held_out_batches
+
+        return {"validation_data": held_out_batches(x, y, batch_size)}
+    return {"validation_data": (x, y), "validation_batch_size": batch_size}
+
+
 def held_out(x: Any, y: np.ndarray, batch_size: int = 256) -> Any:
     """`validation_data` for `fit`, or the first argument of `evaluate`, for either kind of data."""
     return Batches(x, y, batch_size) if isinstance(x, LazyImages) else (x, y)

@@ -394,6 +394,7 @@ class SpecTuner(kt.Tuner):
         self._consecutive_failures = 0
         self._last_record: TrialRecord | None = None
         self.models = ModelPool()
+        self._validation: tuple[Any, dict[str, Any]] | None = None  # (the images it was built for, fit's keywords)
         with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner from ..."; we say it our way
             super().__init__(oracle=oracle, hypermodel=hypermodel, directory=directory, project_name="kerastuner", overwrite=overwrite)
         # KerasTuner reloads the oracle only with this tuner's own state file, which a search that served
@@ -558,7 +559,7 @@ class SpecTuner(kt.Tuner):
                 return
         model.fit(
             **batches.fit_data(*train, batch_size, seed=seed + initial_epoch),
-            validation_data=batches.held_out(*validation),
+            **self._validation_data(validation),
             epochs=epochs,
             initial_epoch=initial_epoch,
             class_weight=class_weight,
@@ -566,6 +567,12 @@ class SpecTuner(kt.Tuner):
             verbose=0,
         )
         self._pool(model, hp)  # not reached when training raised: that model's state is not trusted
+
+    def _validation_data(self, validation: tuple[Any, np.ndarray]) -> dict[str, Any]:
+        """The same held-out data for every trial, so its input pipeline is built once (see `batches`)."""
+        if self._validation is None or self._validation[0] is not validation[0]:
+            self._validation = (validation[0], batches.validation_data(*validation))
+        return self._validation[1]
 
     def _pool(self, model: keras.Model, hp: kt.HyperParameters) -> None:
         if self.spec.training.reuse_models:
