@@ -14,7 +14,7 @@ import numpy as np
 from . import plots
 from .importance import hyperparameter_importance
 from .records import STATUSES, utc_now, write_atomic, write_json
-from .results import RANKING_RULE, _fmt
+from .results import RANKING_RULE, _fmt, leaderboard_table, markdown_table
 from .run import Run
 
 SCHEMA_VERSION = 1
@@ -191,24 +191,7 @@ def _summary_lines(results: dict[str, Any]) -> list[tuple[str, str]]:
 
 def _leaderboard(results: dict[str, Any], top: int) -> tuple[list[str], list[list[str]], list[list[str]]]:
     params = [s["name"] for s in results["space"]] or [k for k in results["trials"][0] if k not in ("rank",)] if results["trials"] else []
-    header = ["rank", "trial", "score", *params, "bracket", "round", "epochs", "params", "time (s)"]
-    ranked = [r for r in results["trials"] if r["rank"] is not None][:top]
-    body = [
-        [
-            _fmt(r["rank"]),
-            r["trial_id"],
-            _fmt(r["score"]),
-            *(_fmt(r.get(p)) for p in params),
-            _fmt(r["bracket"]),
-            _fmt(r["round"]),
-            _fmt(r["epochs"]),
-            _fmt(r["params"]),
-            _fmt(r["wall_time_s"]),
-        ]
-        for r in ranked
-    ]
-    others = [[r["trial_id"], r["status"], str(r["reason"])] for r in results["trials"] if r["rank"] is None]
-    return header, body, others
+    return leaderboard_table(results["trials"], params, top)
 
 
 def _per_class(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -228,28 +211,21 @@ def _importance_rows(results: dict[str, Any]) -> list[list[str]]:
     return [[name, f"{v['importance']:.3f}", f"{v['mean']:.3f} ± {v['std']:.3f}"] for name, v in sorted(values.items(), key=lambda kv: -kv[1]["importance"])]
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    if not header:
-        return []
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return out + ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
-
-
 def _markdown(results: dict[str, Any], figures: dict[str, bytes], top: int) -> str:
     lines = [f"# Search report: {results['name']}", ""]
     if results["partial"]:
         lines += [f"> **Partial report**: the search is {results['status']}; figures cover the trials finished so far.", ""]
     lines += [f"- **{k}**: {v}" for k, v in _summary_lines(results)]
     header, body, others = _leaderboard(results, top)
-    lines += ["", "## Leaderboard", "", RANKING_RULE, "", *_md_table(header, body)]
+    lines += ["", "## Leaderboard", "", RANKING_RULE, "", *markdown_table(header, body)]
     if others:
-        lines += ["", "## Trials without a score", "", *_md_table(["trial", "status", "reason"], others)]
+        lines += ["", "## Trials without a score", "", *markdown_table(["trial", "status", "reason"], others)]
     if results["importance"]["values"] or results["importance"].get("note"):
         lines += ["", "## Hyperparameter importance", "", f"Method: {results['importance']['method']}.", ""]
         lines += (
             [results["importance"].get("note", "")]
             if results["importance"].get("note")
-            else _md_table(["hyperparameter", "importance", "bootstrap mean ± sd"], _importance_rows(results))
+            else markdown_table(["hyperparameter", "importance", "bootstrap mean ± sd"], _importance_rows(results))
         )
     best = (results.get("best") or {}).get("analysis")
     if best:
@@ -264,7 +240,7 @@ def _markdown(results: dict[str, Any], figures: dict[str, bytes], top: int) -> s
             "```",
             "",
         ]
-        lines += _md_table(*_per_class(results))
+        lines += markdown_table(*_per_class(results))
     lines += ["", "## Figures", ""]
     for name in figures:
         lines += [f"### {CAPTIONS[name]}", "", f"![{CAPTIONS[name]}](report_files/{name}.png)", ""]
@@ -335,4 +311,4 @@ def compare_runs(run_dirs: list[str | Path]) -> str:
             _fmt(best.get("score")), _fmt((best.get("test") or {}).get("accuracy")), f"{len(trials)} ({manifest.get('plan', {}).get('trials')})",
             str(sum(r["epochs_trained"] or 0 for r in trials)), f"{(manifest.get('elapsed_s') or 0) / 60:.1f}",
         ])  # fmt: skip
-    return "\n".join(_md_table(header, rows)) + "\n"
+    return "\n".join(markdown_table(header, rows)) + "\n"

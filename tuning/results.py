@@ -100,29 +100,28 @@ def leaderboard_markdown(rows: list[dict[str, Any]], param_names: Sequence[str],
             f"Best trial `{best['trial_id']}`: {metric} {best['score']:.4f}; test accuracy {test.get('accuracy', float('nan')):.4f}, test loss {test.get('loss', float('nan')):.4f}.",
             "",
         ]
-    ranked = [r for r in rows if r["rank"] is not None][:top]
-    header = ["rank", "trial", "score", *param_names, "bracket", "round", "epochs", "best epoch", "params", "time (s)"]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
-    for row in ranked:
-        cells = [
-            row["rank"],
-            row["trial_id"],
-            _fmt(row["score"]),
-            *(_fmt(row[n]) for n in param_names),
-            _fmt(row["bracket"]),
-            _fmt(row["round"]),
-            _fmt(row["epochs"]),
-            _fmt(row["best_epoch"]),
-            _fmt(row["params"]),
-            _fmt(row["wall_time_s"]),
-        ]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    others = [r for r in rows if r["rank"] is None]
+    header, body, others = leaderboard_table(rows, param_names, top)
+    lines += markdown_table(header, body)
     if others:
-        lines += ["", "## Trials without a score", "", "| trial | status | reason |", "|---|---|---|"]
-        lines += [f"| {r['trial_id']} | {r['status']} | {str(r['reason']).replace('|', '/')} |" for r in others]
+        lines += ["", "## Trials without a score", "", *markdown_table(["trial", "status", "reason"], others)]
     return "\n".join(lines) + "\n"
+
+
+def leaderboard_table(rows: list[dict[str, Any]], param_names: Sequence[str], top: int) -> tuple[list[str], list[list[str]], list[list[str]]]:
+    """The best `top` trials as table cells (header, rows), and the trials without a score (trial, status,
+    reason): what `leaderboard.md` and the reports show."""
+    header = ["rank", "trial", "score", *param_names, "bracket", "round", "epochs", "best epoch", "params", "time (s)"]
+    columns = ["rank", "trial_id", "score", *param_names, "bracket", "round", "epochs", "best_epoch", "params", "wall_time_s"]
+    body = [[_fmt(row.get(column)) for column in columns] for row in rows if row["rank"] is not None][:top]
+    others = [[row["trial_id"], row["status"], str(row["reason"])] for row in rows if row["rank"] is None]
+    return header, body, others
+
+
+def markdown_table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
+    if not header:
+        return []
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
 
 
 def top_text(rows: list[dict[str, Any]], param_names: Sequence[str], k: int = 5) -> str:
