@@ -185,11 +185,16 @@ def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp
     while time.time() < deadline and "worker0" not in ongoing():
         time.sleep(0.05)
     continue_processes([remote.pid])
-    while time.time() < deadline and not (len(list((run_dir / "trials").glob("[0-9]*.json"))) >= 1 and mid_trial("remote") and mid_trial("worker0")):
+    # The remote worker is held mid-trial while the chief is down: stopped, then checked (it may have ended its
+    # trial between a check and the stop; then it runs on until the next try). Left to run, it could report its
+    # trial to the dying chief and wait idle for the restarted one, a case covered by the test below.
+    while time.time() < deadline:
+        if len(list((run_dir / "trials").glob("[0-9]*.json"))) >= 1 and mid_trial("remote") and mid_trial("worker0"):
+            os.kill(remote.pid, signal.SIGSTOP)
+            if mid_trial("remote"):
+                break
+            continue_processes([remote.pid])
         time.sleep(0.1)
-    # The remote worker is held mid-trial while the chief is down. (Left to run, it may report its trial to the
-    # dying chief, then wait idle for a restarted chief that ends the search without it: a known gap.)
-    os.kill(remote.pid, signal.SIGSTOP)
     before = {p.name: p.read_bytes() for p in (run_dir / "trials").glob("[0-9]*.json")}
     chief.kill()  # its own worker dies with it; the remote one waits for the chief to come back
     chief.wait()
