@@ -58,11 +58,6 @@ def validation_data(x: Any, y: np.ndarray, batch_size: int = 256) -> dict[str, A
     return {"validation_data": (x, y), "validation_batch_size": batch_size}
 
 
-def held_out(x: Any, y: np.ndarray, batch_size: int = 256) -> Any:
-    """`validation_data` for `fit`, or the first argument of `evaluate`, for either kind of data."""
-    return Batches(x, y, batch_size) if isinstance(x, LazyImages) else (x, y)
-
-
 def evaluate(model: keras.Model, x: Any, y: np.ndarray, batch_size: int = 256) -> dict[str, float]:
     if isinstance(x, LazyImages):
         result = model.evaluate(Batches(x, y, batch_size), verbose=0, return_dict=True)

@@ -188,6 +188,7 @@ class _SaveBestEpoch(keras.callbacks.Callback):
     def __init__(self, metric: str, direction: str, path: str):
         super().__init__()
         self.metric, self.sign, self.path = metric, (1.0 if direction == "max" else -1.0), path
+        self.partial = path.replace(".weights.h5", ".partial.weights.h5")  # written first, then renamed: never truncated
         self.best = -math.inf
         self.improved = False
         self._pending: list[np.ndarray] | None = None  # the best epoch's variables, not yet on disk
@@ -214,14 +215,13 @@ class _SaveBestEpoch(keras.callbacks.Callback):
             self._write_pending(restore=True)
             return
         self._pending = None
-        partial = self.path.replace(".weights.h5", ".partial.weights.h5")
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(partial)
+            os.unlink(self.partial)
         try:
-            os.link(saved, partial)  # the resume file is replaced later; the link keeps this one's bytes
+            os.link(saved, self.partial)  # the resume file is replaced later; the link keeps this one's bytes
         except OSError:  # a file system without hard links
-            shutil.copyfile(saved, partial)
-        os.replace(partial, self.path)  # a kill mid-way never leaves a truncated checkpoint
+            shutil.copyfile(saved, self.partial)
+        os.replace(self.partial, self.path)
 
     def _variables(self) -> list[Any]:
         return [*self.model.variables, *self.model.optimizer.variables]
@@ -233,9 +233,8 @@ class _SaveBestEpoch(keras.callbacks.Callback):
         current = [keras.ops.convert_to_numpy(v) for v in variables] if restore else None
         for variable, value in zip(variables, self._pending):
             variable.assign(value)
-        partial = self.path.replace(".weights.h5", ".partial.weights.h5")
-        self.model.save_weights(partial)
-        os.replace(partial, self.path)
+        self.model.save_weights(self.partial)
+        os.replace(self.partial, self.path)
         self._pending = None
         if current is not None:
             for variable, value in zip(variables, current):
