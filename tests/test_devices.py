@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tuning import search
-from tuning.runtime import Accelerator, jit_setting, precision_policy
+from tuning.errors import SpecError
+from tuning.runtime import Accelerator, jit_setting, precision_policy, steps_per_execution
 
 from .conftest import tiny
 
@@ -37,6 +38,13 @@ def test_xla_is_off_on_cpu_unless_asked():
     assert HOPPER.describe() == "1 GPU (H100)" and CPU.describe() == "CPU"
 
 
+def test_several_steps_per_call_on_tensorflow_only_unless_asked():
+    assert steps_per_execution("auto", "tensorflow") == 32 and steps_per_execution("auto", "jax") == 1 and steps_per_execution("auto", "torch") == 1
+    assert steps_per_execution(4, "jax") == 4 and steps_per_execution(1, "torch") == 1
+    with pytest.raises(SpecError, match=r"training.steps_per_execution: 4 needs the TensorFlow or JAX backend.*Use auto or 1"):
+        steps_per_execution(4, "torch")
+
+
 @pytest.mark.slow
 def test_a_search_in_mixed_precision_and_the_policy_is_restored(tmp_path):
     import keras
@@ -48,7 +56,9 @@ def test_a_search_in_mixed_precision_and_the_policy_is_restored(tmp_path):
         quiet=True,
     )
     assert run.manifest["precision"] == "mixed_bfloat16" and run.manifest["jit_compile"] is False and run.manifest["device"] == "CPU"
+    assert run.manifest["steps_per_execution"] == 32  # TensorFlow, the tests' backend
     model = run.best_model()
+    assert model.steps_per_execution == 1  # the saved model trains on every backend, PyTorch included
     assert model.get_layer("block1_conv1").compute_dtype == "bfloat16" and model.get_layer("block1_conv1").variable_dtype == "float32"
     assert model.output.dtype == "float32" and run.best["test"]["accuracy"] > 0.3
     assert keras.config.dtype_policy().name == "float32"  # the search did not leave its policy behind

@@ -81,14 +81,14 @@ class SpecHyperModel(kt.HyperModel):
         self.input_shape = input_shape
         self.num_classes = num_classes
         self.value_max = value_max
-        self.jit_compile: bool | str = False  # set from training.jit_compile and the accelerator
+        self.compile_options: dict[str, Any] = {}  # `runtime.compile_options`: from the spec and the machine
 
     def declare_hyperparameters(self, hp: kt.HyperParameters) -> None:
         declare(hp, self.params)
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         config = resolve(self.spec, active_values(hp))
-        return compile_model(self.network(config), config, self.jit_compile)
+        return compile_model(self.network(config), config, **self.compile_options)
 
     def network(self, config: Any) -> keras.Model:
         """The uncompiled model for a resolved `TrialConfig`."""
@@ -442,7 +442,9 @@ class SpecTuner(kt.Tuner):
     def load_trained(self, trial_id: str) -> keras.Model:
         """The model of a finished trial at its best epoch, optimizer state included."""
         hp = self.oracle.get_trial(trial_id).hyperparameters
-        model = self.hypermodel.build(hp)
+        config = resolve(self.spec, active_values(hp))
+        # One step per call, as Keras compiles by default: the saved model trains on every backend (PyTorch's allows no other).
+        model = compile_model(self.hypermodel.network(config), config, **{**self.hypermodel.compile_options, "steps_per_execution": 1})
         prepare_for_training(model, self.hypermodel.input_shape, self.hypermodel.num_classes)
         model.load_weights(self._get_checkpoint_fname(trial_id))
         return model

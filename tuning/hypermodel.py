@@ -80,7 +80,7 @@ def make_optimizer(config: TrialConfig) -> keras.optimizers.Optimizer:
     return kinds[config.optimizer]()
 
 
-def compile_model(model: keras.Model, config: TrialConfig, jit_compile: bool | str = False) -> keras.Model:
+def compile_model(model: keras.Model, config: TrialConfig, jit_compile: bool | str = False, steps_per_execution: int = 1) -> keras.Model:
     """Compile with one-hot labels, so label smoothing works with every optimizer and backend.
 
     Under the `mixed_float16` policy Keras wraps the optimizer in a LossScaleOptimizer itself.
@@ -90,6 +90,7 @@ def compile_model(model: keras.Model, config: TrialConfig, jit_compile: bool | s
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
         jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
     )
     return model
 

@@ -25,7 +25,7 @@ from .errors import Problem, RunError, SearchAborted, SpecError
 from .planner import Plan
 from .planner import plan as make_plan
 from .records import RunStore, utc_now, write_atomic
-from .runtime import Accelerator, dtype_policy, jit_setting, long_lived_objects_frozen, precision_policy, prepare_devices, quiet_logs, versions
+from .runtime import Accelerator, compile_options, dtype_policy, long_lived_objects_frozen, precision_policy, prepare_devices, quiet_logs, versions
 from .space import parameters as the_params
 from .space import resolve
 from .spec import SearchSpec, load_spec
@@ -157,6 +157,7 @@ def _search_locked(
     from .run import Run
 
     run_dir = store.dir
+    options = compile_options(spec.training, accelerator)  # first: a setting this backend refuses fails before the data loads
     dataset = load_data(spec.data, spec.base_dir, seed=spec.search.seed, arrays=data, class_names=class_names)
 
     from .engine import SpecHyperModel, SpecTuner, make_oracle
@@ -166,7 +167,7 @@ def _search_locked(
     manifest = _manifest(spec, run_dir.name, the_plan, dataset, accelerator.describe(), previous)
     manifest["iterations"] = iterations
     manifest["precision"] = precision_policy(spec.training.mixed_precision, accelerator)
-    manifest["jit_compile"] = jit_setting(spec.training.jit_compile, accelerator)
+    manifest.update(options)
     manifest["compile_cache"] = accelerator.compile_cache
     store.write_manifest(manifest)
     if not (run_dir / "spec.yaml").exists():
@@ -176,7 +177,7 @@ def _search_locked(
         (spec.data.image_size[0], spec.data.image_size[1], dataset.input_shape[2]) if spec.data.image_size else dataset.input_shape
     )
     hypermodel = SpecHyperModel(spec, dataset.input_shape, dataset.num_classes, dataset.value_max)
-    hypermodel.jit_compile = jit_setting(spec.training.jit_compile, accelerator)
+    hypermodel.compile_options = options
     oracle = make_oracle(spec, list(the_plan.params))
     from .hparams import HParamsLog
 

@@ -118,6 +118,7 @@ class TrainingSpec(Frozen):
     reduce_lr_on_plateau: PlateauSpec | None = None
     mixed_precision: Literal["auto"] | bool = "auto"
     jit_compile: Literal["auto"] | bool = "auto"
+    steps_per_execution: Literal["auto"] | PosInt = "auto"
     reuse_models: bool = True
 
 

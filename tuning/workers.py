@@ -308,7 +308,7 @@ def _parent_death_signal() -> Any:
 def run_worker(run_dir: str | Path, chief: str, tuner_id: str | None = None, quiet: bool = False, trials_per_process: int | None = None) -> int:
     """Join the search of `run_dir` served at `chief` (HOST:PORT): take trials until the chief says it is over."""
     from .records import RunStore
-    from .runtime import dtype_policy, jit_setting, precision_policy, prepare_devices, quiet_logs
+    from .runtime import compile_options, dtype_policy, precision_policy, prepare_devices, quiet_logs
     from .spec import load_spec
 
     store = RunStore(run_dir)
@@ -326,10 +326,12 @@ def run_worker(run_dir: str | Path, chief: str, tuner_id: str | None = None, qui
     quiet_logs()
     accelerator = prepare_devices()
     with dtype_policy(precision_policy(spec.training.mixed_precision, accelerator)):
-        return _work(store, manifest, spec, chief, tuner_id, quiet, trials_per_process, jit_setting(spec.training.jit_compile, accelerator))
+        return _work(store, manifest, spec, chief, tuner_id, quiet, trials_per_process, compile_options(spec.training, accelerator))
 
 
-def _work(store: Any, manifest: dict[str, Any], spec: Any, chief: str, tuner_id: str, quiet: bool, trials_per_process: int | None, jit: bool | str) -> int:
+def _work(
+    store: Any, manifest: dict[str, Any], spec: Any, chief: str, tuner_id: str, quiet: bool, trials_per_process: int | None, options: dict[str, Any]
+) -> int:
     from .data import load_data
 
     dataset = load_data(spec.data, spec.base_dir, seed=spec.search.seed)
@@ -343,7 +345,7 @@ def _work(store: Any, manifest: dict[str, Any], spec: Any, chief: str, tuner_id:
 
     params = parameters(spec)
     hypermodel = SpecHyperModel(spec, dataset.input_shape, dataset.num_classes, dataset.value_max)
-    hypermodel.jit_compile = jit
+    hypermodel.compile_options = options
     brackets = brackets_of(with_iterations(spec, int(manifest.get("iterations", spec.search.iterations))))
     board_log = HParamsLog(store.dir / "logs", params, spec.search.objective.metric, max_epochs=spec.search.max_epochs, brackets=brackets)
     tuner = SpecTuner(spec=spec, oracle=make_oracle(spec, params), hypermodel=hypermodel, directory=str(store.dir), events=Events(board_log), store=store)
