@@ -1,4 +1,4 @@
-"""The CPU defaults, measured: thread pools, input pipeline, batch size and XLA for one `tuning` CNN.
+"""The CPU defaults, measured: thread pools, input pipeline, batch size, XLA and steps per call for one `tuning` CNN.
 
 Each setting trains the same model (`tuning`'s builder: 2 conv blocks of 32/64 filters, dense 64, the
 benchmark's largest configuration) on the same Fashion-MNIST subset for a few epochs, in its own process
@@ -7,6 +7,7 @@ speed varies by up to 2x from minute to minute (a shared host), so a setting's f
 epoch (any epoch after the first) over its runs, as `timeit` does; medians are kept beside them.
 
     python bench/cpu_defaults.py --subset 5000 --epochs 4 --out bench/results/cpu_defaults.json
+    python bench/cpu_defaults.py --only steps_per_execution     # the baseline and the settings named so
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ FASHION = "/usr/share/datasets/fashion-mnist"
 
 # name -> (what changes, overrides of the baseline: threads, pipeline, batch size, XLA)
 SETTINGS: dict[str, dict] = {
-    "baseline: TensorFlow's thread defaults, uint8 arrays, batch 64, no XLA": {},
+    "baseline: TensorFlow's thread defaults, uint8 arrays, batch 64, no XLA, one step per call": {"steps": 1},
     "threads: intra-op 2, inter-op 1": {"intra": 2, "inter": 1},
     "threads: intra-op 1, inter-op 1": {"intra": 1, "inter": 1},
     "threads: intra-op 2, inter-op 2": {"intra": 2, "inter": 2},
@@ -34,6 +35,9 @@ SETTINGS: dict[str, dict] = {
     "batch 128": {"batch": 128},
     "batch 256": {"batch": 256},
     "XLA (jit_compile: true)": {"jit": True},
+    "steps_per_execution 8": {"steps": 8},
+    "steps_per_execution 32": {"steps": 32},
+    "steps_per_execution 64": {"steps": 64},
 }
 
 
@@ -66,7 +70,9 @@ def child(args: argparse.Namespace, setting: dict) -> dict:
     config = resolve(spec, {})
     pipeline = setting.get("pipeline", "uint8")
     value_max = 1.0 if pipeline == "float32" else data.value_max
-    model = compile_model(build_model(config, data.input_shape, data.num_classes, value_max=value_max), config, setting.get("jit", False))
+    model = compile_model(
+        build_model(config, data.input_shape, data.num_classes, value_max=value_max), config, setting.get("jit", False), setting.get("steps", 1)
+    )
     prepare_for_training(model, data.input_shape, data.num_classes)
     x, x_val = data.x_train, data.x_val
     if pipeline == "float32":
@@ -100,13 +106,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data", default=FASHION)
     parser.add_argument("--out", default="bench/results/cpu_defaults.json")
+    parser.add_argument("--only", help="run the baseline and the settings whose name contains this text")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args, json.loads(args.child))))
         return
-    runs: dict[str, list[dict]] = {name: [] for name in SETTINGS}
-    order = list(SETTINGS)
+    order = [name for i, name in enumerate(SETTINGS) if i == 0 or not args.only or args.only in name]
+    runs: dict[str, list[dict]] = {name: [] for name in order}
     for repeat in range(args.repeats):
         for name in order if repeat % 2 == 0 else reversed(order):
             command = [
