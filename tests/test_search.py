@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,6 +141,28 @@ def test_changed_spec_is_refused(finished, capsys):
     err = capsys.readouterr().err
     assert "was started with a different spec (search.max_epochs: 3 -> 9)" in err
     assert "--overwrite" in err and "Traceback" not in err
+
+
+def test_a_run_begun_before_a_setting_existed_resumes_with_its_default(finished, tmp_path, capsys):
+    """A run written by an earlier version lacks settings added since; at their defaults they are no change."""
+    spec, run_dir = finished
+    old = tmp_path / run_dir.name
+    shutil.copytree(run_dir, old)
+    manifest = json.loads((old / "run.json").read_text())
+    del manifest["spec"]["training"]["steps_per_execution"]  # added in the seventh session
+    manifest["spec_hash"] = "written-by-0.x"
+    (old / "run.json").write_text(json.dumps(manifest))
+    before = {p.name: p.read_text() for p in (old / "trials").glob("*.json")}
+    assert main(["search", str(spec), "--out", str(tmp_path), "--quiet"]) == 0
+    assert {p.name: p.read_text() for p in (old / "trials").glob("*.json")} == before  # resumed: nothing retrained
+    assert "top 5 by val_accuracy" in capsys.readouterr().out
+
+    manifest = json.loads((old / "run.json").read_text())
+    manifest["spec"]["search"]["max_epochs"] = 9  # a real change is still refused, and named
+    manifest["spec_hash"] = "written-by-0.x"
+    (old / "run.json").write_text(json.dumps(manifest))
+    assert main(["search", str(spec), "--out", str(tmp_path)]) == 2
+    assert "was started with a different spec (search.max_epochs: 9 -> 3)" in capsys.readouterr().err
 
 
 def test_optimizer_state_survives_a_promotion(finished):

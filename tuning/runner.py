@@ -21,7 +21,7 @@ import numpy as np
 
 from . import feasibility
 from .data import load_data
-from .errors import Problem, RunError, SearchAborted, SpecError
+from .errors import Problem, RunError, SearchAborted, SpecError, TuningError
 from .planner import Plan
 from .planner import plan as make_plan
 from .records import RunStore, utc_now, write_atomic
@@ -345,8 +345,11 @@ def _prepare_directory(store: RunStore, spec: SearchSpec, overwrite: bool) -> bo
         shutil.rmtree(store.dir)
     if store.exists():
         manifest = store.read_manifest()
-        if manifest.get("spec_hash") != spec.spec_hash():
-            changes = _spec_changes(manifest.get("spec", {}), spec.to_dict())
+        stored = {"hash": manifest.get("spec_hash"), "spec": manifest.get("spec", {})}
+        if stored["hash"] != spec.spec_hash():
+            stored = _revalidated(stored["spec"]) or stored
+        if stored["hash"] != spec.spec_hash():
+            changes = _spec_changes(stored["spec"], spec.to_dict())
             raise RunError(
                 f"{store.dir} was started with a different spec ({'; '.join(changes[:6]) or 'content differs'}). "
                 "Resuming would mix two searches: pass --overwrite to start over, or --name NEW to keep both"
@@ -355,6 +358,18 @@ def _prepare_directory(store: RunStore, spec: SearchSpec, overwrite: bool) -> bo
     if store.dir.exists() and any(p.name != ".lock" for p in store.dir.iterdir()):
         raise RunError(f"{store.dir} exists and is not a tuning run (no run.json). Pick another --name or --out")
     return False
+
+
+def _revalidated(stored: Any) -> dict[str, Any]:
+    """A run's stored spec validated again by this version: a setting added since the run began takes its
+    default, so it does not count as a change (and an unchanged old run resumes). Empty if it no longer loads."""
+    from .spec import load_spec
+
+    try:
+        spec = load_spec(stored)
+    except (TuningError, TypeError, ValueError):
+        return {}
+    return {"spec": spec.to_dict(), "hash": spec.spec_hash()}
 
 
 def _spec_changes(old: Any, new: Any, path: str = "") -> list[str]:
