@@ -41,8 +41,8 @@ def test_xla_is_off_on_cpu_unless_asked():
 def test_several_steps_per_call_on_tensorflow_only_unless_asked():
     assert steps_per_execution("auto", "tensorflow") == 32 and steps_per_execution("auto", "jax") == 1 and steps_per_execution("auto", "torch") == 1
     assert steps_per_execution(4, "jax") == 4 and steps_per_execution(1, "torch") == 1
-    with pytest.raises(SpecError, match=r"training.steps_per_execution: 4 needs the TensorFlow or JAX backend.*Use auto or 1"):
-        steps_per_execution(4, "torch")
+    with pytest.raises(SpecError, match=r"space.yaml: training.steps_per_execution: 4 needs the TensorFlow or JAX backend.*Use auto or 1"):
+        steps_per_execution(4, "torch", "space.yaml")
 
 
 @pytest.mark.slow

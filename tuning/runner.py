@@ -157,7 +157,7 @@ def _search_locked(
     from .run import Run
 
     run_dir = store.dir
-    options = compile_options(spec.training, accelerator)  # first: a setting this backend refuses fails before the data loads
+    options = compile_options(spec, accelerator)  # first: a setting this backend refuses fails before the data loads
     dataset = load_data(spec.data, spec.base_dir, seed=spec.search.seed, arrays=data, class_names=class_names)
 
     from .engine import SpecHyperModel, SpecTuner, make_oracle

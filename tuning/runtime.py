@@ -98,7 +98,7 @@ def jit_setting(setting: bool | str, accelerator: Accelerator) -> bool | str:
 STEPS_PER_EXECUTION_ON_TENSORFLOW = 32
 
 
-def steps_per_execution(setting: int | str, backend_name: str) -> int:
+def steps_per_execution(setting: int | str, backend_name: str, file: str | None = None) -> int:
     """`training.steps_per_execution`: training steps run per call into the backend. On TensorFlow each call
     costs Python and `tf.data` work between steps; running 32 per call (a `tf.while_loop`) made the steady
     epochs of the benchmark's small CNNs 15-25% faster on 2 CPU cores, with the same first epoch
@@ -109,22 +109,16 @@ def steps_per_execution(setting: int | str, backend_name: str) -> int:
     if backend_name == "torch" and int(setting) > 1:
         from .errors import Problem, SpecError
 
-        raise SpecError(
-            [
-                Problem(
-                    "training.steps_per_execution",
-                    f"{setting} needs the TensorFlow or JAX backend: Keras runs one step per call on PyTorch (KERAS_BACKEND=torch). Use auto or 1.",
-                )
-            ]
-        )
+        message = f"{setting} needs the TensorFlow or JAX backend: Keras runs one step per call on PyTorch (KERAS_BACKEND=torch). Use auto or 1."
+        raise SpecError([Problem("training.steps_per_execution", message, file)])
     return int(setting)
 
 
-def compile_options(training: Any, accelerator: Accelerator) -> dict[str, Any]:
+def compile_options(spec: Any, accelerator: Accelerator) -> dict[str, Any]:
     """How every trial's model is compiled, from the spec's `training` section and the machine."""
     return {
-        "jit_compile": jit_setting(training.jit_compile, accelerator),
-        "steps_per_execution": steps_per_execution(training.steps_per_execution, backend()),
+        "jit_compile": jit_setting(spec.training.jit_compile, accelerator),
+        "steps_per_execution": steps_per_execution(spec.training.steps_per_execution, backend(), spec.file),
     }
 
 

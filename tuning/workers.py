@@ -326,7 +326,7 @@ def run_worker(run_dir: str | Path, chief: str, tuner_id: str | None = None, qui
     quiet_logs()
     accelerator = prepare_devices()
     with dtype_policy(precision_policy(spec.training.mixed_precision, accelerator)):
-        return _work(store, manifest, spec, chief, tuner_id, quiet, trials_per_process, compile_options(spec.training, accelerator))
+        return _work(store, manifest, spec, chief, tuner_id, quiet, trials_per_process, compile_options(spec, accelerator))
 
 
 def _work(
