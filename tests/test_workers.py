@@ -83,8 +83,10 @@ def test_two_workers_run_every_planned_trial_once_with_the_same_results_schema(t
     trials = parallel.trials[~parallel.trials["trial_id"].str.startswith("infeasible")]
     assert len(trials) == parallel.plan["trials"] and set(trials["status"]) == {"completed"}
     assert parallel.manifest["workers"] == 2 and parallel.manifest["chief"].startswith("127.0.0.1:")
-    tuners = {p.name for p in (tmp_path / "parallel" / "kerastuner").glob("worker*.json")}
-    assert tuners == {"worker0.json", "worker1.json"}  # both workers took trials
+    # Both worker slots took trials. A slot whose process died is restarted as `workerN-restartK` (seen once
+    # in CI: gRPC aborted a worker at start-up, "epoll_wait error: Bad file descriptor"); it is the same slot.
+    slots = {p.stem.split("-restart")[0] for p in (tmp_path / "parallel" / "kerastuner").glob("worker*.json")}
+    assert slots == {"worker0", "worker1"}
 
     assert header(tmp_path / "parallel" / "trials.csv") == header(tmp_path / "single" / "trials.csv")
     left, right = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("parallel", "single"))
