@@ -190,12 +190,17 @@ def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp
     # The remote worker is held mid-trial while the chief is down: stopped, then checked (it may have ended its
     # trial between a check and the stop; then it runs on until the next try). Left to run, it could report its
     # trial to the dying chief and wait idle for the restarted one, a case covered by the test below.
+    # Both are stopped before the last check, and the chief is given a moment to save the oracle: a worker
+    # left running could end its trial (and take a new one with no resume point yet) before the kill.
     while time.time() < deadline:
         if len(list((run_dir / "trials").glob("[0-9]*.json"))) >= 1 and mid_trial("remote") and mid_trial("worker0"):
-            os.kill(remote.pid, signal.SIGSTOP)
-            if mid_trial("remote"):
+            for pid in (remote.pid, *local_workers):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+            time.sleep(0.5)
+            if mid_trial("remote") and mid_trial("worker0"):
                 break
-            continue_processes([remote.pid])
+            continue_processes([remote.pid, *local_workers])
         time.sleep(0.1)
     before = {p.name: p.read_bytes() for p in (run_dir / "trials").glob("[0-9]*.json")}
     chief.kill()  # its own worker dies with it; the remote one waits for the chief to come back
