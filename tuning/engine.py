@@ -90,6 +90,12 @@ class SpecHyperModel(kt.HyperModel):
         config = resolve(self.spec, active_values(hp))
         return compile_model(self.network(config), config, **self.compile_options)
 
+    def build_to_save(self, hp: kt.HyperParameters) -> keras.Model:
+        """`build`, but one step per call, as Keras compiles by default: a saved model then trains on every
+        backend (PyTorch's allows no other)."""
+        config = resolve(self.spec, active_values(hp))
+        return compile_model(self.network(config), config, **{**self.compile_options, "steps_per_execution": 1})
+
     def network(self, config: Any) -> keras.Model:
         """The uncompiled model for a resolved `TrialConfig`."""
         image_size = tuple(self.spec.data.image_size) if self.spec.data.image_size else None
@@ -442,9 +448,7 @@ class SpecTuner(kt.Tuner):
     def load_trained(self, trial_id: str) -> keras.Model:
         """The model of a finished trial at its best epoch, optimizer state included."""
         hp = self.oracle.get_trial(trial_id).hyperparameters
-        config = resolve(self.spec, active_values(hp))
-        # One step per call, as Keras compiles by default: the saved model trains on every backend (PyTorch's allows no other).
-        model = compile_model(self.hypermodel.network(config), config, **{**self.hypermodel.compile_options, "steps_per_execution": 1})
+        model = self.hypermodel.build_to_save(hp)
         prepare_for_training(model, self.hypermodel.input_shape, self.hypermodel.num_classes)
         model.load_weights(self._get_checkpoint_fname(trial_id))
         return model

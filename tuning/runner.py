@@ -363,8 +363,6 @@ def _prepare_directory(store: RunStore, spec: SearchSpec, overwrite: bool) -> bo
 def _revalidated(stored: Any) -> dict[str, Any]:
     """A run's stored spec validated again by this version: a setting added since the run began takes its
     default, so it does not count as a change (and an unchanged old run resumes). Empty if it no longer loads."""
-    from .spec import load_spec
-
     try:
         spec = load_spec(stored)
     except (TuningError, TypeError, ValueError):
