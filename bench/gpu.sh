@@ -4,10 +4,11 @@
 #   bench/gpu.sh smoke              # seconds: the GPU is seen and a 2-trial digits search runs on it
 #   bench/gpu.sh all [TOTAL_S]      # throughput, the KerasTuner comparison, then a full Fashion-MNIST search
 #                                   # with the time left of TOTAL_S (default 540) as its time budget
+#   bench/gpu.sh steps              # throughput with 1, 8 and 32 training steps per call (steps_per_execution)
 #
 # Environment: DATA (the four Fashion-MNIST IDX files; default Debian's folder), OUT (results; default
 # bench/results/gpu), SUBSET (training images of the comparison; default 10000). GPU utilisation is sampled
-# every 250 ms for the whole run (util.csv) and averaged per stage (summary.json).
+# every 250 ms for the whole run (util.csv) and averaged per stage (summary.json). SKIP=throughput skips that stage.
 set -u
 mode=${1:-all}
 total=${2:-540}
@@ -41,9 +42,21 @@ EOF
   exit
 fi
 
+if [ "$mode" = steps ]; then
+  for steps in 1 32 8; do
+    repeats=2; [ "$steps" = 8 ] && repeats=1
+    mark "steps_$steps"
+    timeout 150 python3 bench/trial_throughput.py --data "$DATA" --epochs 6 --batch-size 128 --repeats $repeats --steps-per-execution $steps --out "$OUT/throughput_steps$steps.json" 2>&1 | grep -E '"(steady_epoch_s|images_per_s|tuning_over_bare_images_per_s|first|steps_per_execution)"' | tee -a "$log"
+  done
+  mark end
+  exit
+fi
+
+if [ "${SKIP:-}" != throughput ]; then
 mark throughput
 # three pairs, order swapped each time: on a host-bound GPU one pair varies by process more than by side
 timeout 200 python3 bench/trial_throughput.py --data "$DATA" --epochs 6 --batch-size 128 --repeats 3 --out "$OUT/throughput.json" 2>&1 | grep -E '"(steady_epoch_s|images_per_s|tuning_over_bare_images_per_s|first)"' | tee -a "$log"
+fi
 mark compare
 timeout 260 python3 bench/compare_kerastuner.py --data "$DATA" --subset "$SUBSET" --max-epochs 9 --batch-size 128 --out "$OUT/compare.json" 2>&1 | tail -60 | tee -a "$log"
 mark full_search

@@ -35,7 +35,13 @@ def spec(args: argparse.Namespace) -> dict:
         "version": 1,
         "data": data,
         "model": {"blocks": 3, "filters": 32, "filters_growth": 2.0, "batch_norm": True, "padding": "same", "dense_units": 128, "head_dropout": 0.25},
-        "training": {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": args.batch_size, "early_stopping": False},
+        "training": {
+            "optimizer": "adam",
+            "learning_rate": 1e-3,
+            "batch_size": args.batch_size,
+            "early_stopping": False,
+            "steps_per_execution": args.steps_per_execution,
+        },
         "search": {"algorithm": "random", "max_trials": 1, "max_epochs": args.epochs, "seed": args.seed},
     }
 
@@ -47,7 +53,7 @@ def run_bare(args: argparse.Namespace) -> dict:
     from tuning import load_spec
     from tuning.data import load_data
     from tuning.hypermodel import build_model, compile_model
-    from tuning.runtime import jit_setting, precision_policy, prepare_devices
+    from tuning.runtime import compile_options, precision_policy, prepare_devices
     from tuning.space import resolve
 
     loaded = load_spec(spec(args))
@@ -57,9 +63,7 @@ def run_bare(args: argparse.Namespace) -> dict:
     one_hot = np.eye(data.num_classes, dtype="float32")
     keras.utils.set_random_seed(args.seed)
     config = resolve(loaded, {})
-    model = compile_model(
-        build_model(config, data.input_shape, data.num_classes, value_max=data.value_max), config, jit_setting(loaded.training.jit_compile, accelerator)
-    )
+    model = compile_model(build_model(config, data.input_shape, data.num_classes, value_max=data.value_max), config, **compile_options(loaded, accelerator))
     seconds: list[float] = []
 
     class Timer(keras.callbacks.Callback):  # epoch-level only: keeps Keras' asynchronous dispatch on
@@ -81,6 +85,7 @@ def run_bare(args: argparse.Namespace) -> dict:
         "val_accuracy": float(history.history["val_accuracy"][-1]),
         "accelerator": accelerator.describe(),
         "policy": keras.config.dtype_policy().name,
+        "steps_per_execution": model.steps_per_execution,
     }
 
 
@@ -100,6 +105,7 @@ def run_tuning(args: argparse.Namespace, out: Path) -> dict:
         "val_accuracy": float(record.history[-1]["val_accuracy"]),
         "accelerator": manifest.get("device", ""),
         "policy": manifest.get("precision", ""),
+        "steps_per_execution": manifest.get("steps_per_execution"),
     }
 
 
@@ -112,7 +118,7 @@ def summarize(raw: dict) -> dict:
         "epochs": len(raw["epoch_seconds"]),
         "epoch_seconds": [round(seconds, 4) for seconds in raw["epoch_seconds"]],
         "val_accuracy": round(raw["val_accuracy"], 4),
-        **{k: raw[k] for k in ("wall_s", "trial_wall_s", "accelerator", "policy") if k in raw},
+        **{k: raw[k] for k in ("wall_s", "trial_wall_s", "accelerator", "policy", "steps_per_execution") if k in raw},
     }
 
 
@@ -123,6 +129,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=FASHION, help="folder of the four Fashion-MNIST IDX files")
+    parser.add_argument(
+        "--steps-per-execution",
+        default="auto",
+        type=lambda value: value if value == "auto" else int(value),
+        help="training steps per call into the backend (default auto)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="run the pair this many times, alternating which side goes first")
     parser.add_argument("--out", default="bench/results/throughput.json")
     add_child_arguments(parser, ["bare", "tuning"])
@@ -130,7 +142,7 @@ def main() -> None:
     if args.child:
         finish_child(args, run_bare(args) if args.child == "bare" else run_tuning(args, Path(args.workdir)))
         return
-    forwarded = flags(args, ["subset", "epochs", "batch_size", "seed", "data"])
+    forwarded = flags(args, ["subset", "epochs", "batch_size", "seed", "data", "steps_per_execution"])
     pairs = []
     for repeat in range(args.repeats):
         order = ["bare", "tuning"] if repeat % 2 == 0 else ["tuning", "bare"]
@@ -141,7 +153,7 @@ def main() -> None:
         pairs.append(pair)
     report = {
         "config": {
-            **{k: getattr(args, k) for k in ("subset", "epochs", "batch_size", "seed", "data", "repeats")},
+            **{k: getattr(args, k) for k in ("subset", "epochs", "batch_size", "seed", "data", "repeats", "steps_per_execution")},
             "backend": os.environ.get("KERAS_BACKEND", "tensorflow"),
         },
         **{side: pairs[0][side] for side in ("bare", "tuning")},

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tuning import search
+from tuning import load_spec, runtime, search
 from tuning.errors import SpecError
-from tuning.runtime import Accelerator, jit_setting, precision_policy, steps_per_execution
+from tuning.runtime import Accelerator, compile_options, jit_setting, precision_policy, steps_per_execution
 
 from .conftest import tiny
 
@@ -38,11 +38,19 @@ def test_xla_is_off_on_cpu_unless_asked():
     assert HOPPER.describe() == "1 GPU (H100)" and CPU.describe() == "CPU"
 
 
-def test_several_steps_per_call_on_tensorflow_only_unless_asked():
+def test_several_steps_per_call_where_measured_to_pay_unless_asked():
     assert steps_per_execution("auto", "tensorflow") == 32 and steps_per_execution("auto", "jax") == 1 and steps_per_execution("auto", "torch") == 1
+    assert steps_per_execution("auto", "jax", on_gpu=True) == 32 and steps_per_execution("auto", "torch", on_gpu=True) == 1
     assert steps_per_execution(4, "jax") == 4 and steps_per_execution(1, "torch") == 1
     with pytest.raises(SpecError, match=r"space.yaml: training.steps_per_execution: 4 needs the TensorFlow or JAX backend.*Use auto or 1"):
         steps_per_execution(4, "torch", "space.yaml")
+
+
+def test_compile_options_follow_the_backend_and_the_machine(monkeypatch):
+    spec = load_spec(tiny())
+    monkeypatch.setattr(runtime, "backend", lambda: "jax")
+    assert compile_options(spec, HOPPER) == {"jit_compile": "auto", "steps_per_execution": 32}
+    assert compile_options(spec, CPU) == {"jit_compile": False, "steps_per_execution": 1}
 
 
 @pytest.mark.slow

@@ -95,17 +95,18 @@ def jit_setting(setting: bool | str, accelerator: Accelerator) -> bool | str:
     return bool(setting)
 
 
-STEPS_PER_EXECUTION_ON_TENSORFLOW = 32
+STEPS_PER_EXECUTION = 32
 
 
-def steps_per_execution(setting: int | str, backend_name: str, file: str | None = None) -> int:
+def steps_per_execution(setting: int | str, backend_name: str, file: str | None = None, *, on_gpu: bool = False) -> int:
     """`training.steps_per_execution`: training steps run per call into the backend. On TensorFlow each call
     costs Python and `tf.data` work between steps; running 32 per call (a `tf.while_loop`) made the steady
     epochs of the benchmark's small CNNs 15-25% faster on 2 CPU cores, with the same first epoch
-    (`bench/cpu_defaults.py`). JAX's Keras trainer runs its steps one by one either way (no gain measured on
-    CPU) and PyTorch's allows only 1, so `auto` is 1 there."""
+    (`bench/cpu_defaults.py`). JAX's Keras trainer runs the N steps one by one from Python but skips its
+    per-call bookkeeping: no gain on CPU, where the step dominates, but 1.45x the images per second on an
+    H100, where the host is the limit (`bench/gpu.sh steps`). PyTorch allows only 1."""
     if setting == "auto":
-        return STEPS_PER_EXECUTION_ON_TENSORFLOW if backend_name == "tensorflow" else 1
+        return STEPS_PER_EXECUTION if backend_name == "tensorflow" or (backend_name == "jax" and on_gpu) else 1
     if backend_name == "torch" and int(setting) > 1:
         from .errors import Problem, SpecError
 
@@ -118,7 +119,7 @@ def compile_options(spec: Any, accelerator: Accelerator) -> dict[str, Any]:
     """How every trial's model is compiled, from the spec's `training` section and the machine."""
     return {
         "jit_compile": jit_setting(spec.training.jit_compile, accelerator),
-        "steps_per_execution": steps_per_execution(spec.training.steps_per_execution, backend(), spec.file),
+        "steps_per_execution": steps_per_execution(spec.training.steps_per_execution, backend(), spec.file, on_gpu=accelerator.kind == "gpu"),
     }
 
 
