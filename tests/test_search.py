@@ -587,20 +587,35 @@ def test_a_short_trial_writes_its_weights_once_and_promotions_continue_from_the_
 
 def test_the_held_out_data_pipeline_is_built_once_per_search(tmp_path, monkeypatch):
     """Given arrays, Keras builds and traces a new tf.data pipeline in every `fit`, for the validation data too:
-    the validation batches are built once for the whole search, so each trial builds its training pipeline alone."""
+    the validation batches are built once for the whole search, each trial builds its training pipeline alone,
+    and both run without tf.data's autotuning (whose iterators stalled epochs by a second)."""
     from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
 
     import tuning._tensorflow
 
-    built, pipelines = [], []
-    held_out_batches, get_tf_dataset = tuning._tensorflow.held_out_batches, ArrayDataAdapter.get_tf_dataset
-    monkeypatch.setattr(tuning._tensorflow, "held_out_batches", lambda *a: built.append(len(a[0])) or held_out_batches(*a))
+    built, trained, pipelines = [], [], []
+    held_out_batches, training_batches, get_tf_dataset = (
+        tuning._tensorflow.held_out_batches,
+        tuning._tensorflow.training_batches,
+        ArrayDataAdapter.get_tf_dataset,
+    )
+
+    def spy(log, function):
+        def record(*args):
+            pipeline = function(*args)
+            log.append((len(args[0]), pipeline.options().autotune.enabled))
+            return pipeline
+
+        return record
+
+    monkeypatch.setattr(tuning._tensorflow, "held_out_batches", spy(built, held_out_batches))
+    monkeypatch.setattr(tuning._tensorflow, "training_batches", spy(trained, training_batches))
     monkeypatch.setattr(ArrayDataAdapter, "get_tf_dataset", lambda adapter: pipelines.append(bool(adapter._shuffle)) or get_tf_dataset(adapter))
     run = search(tiny(search={"algorithm": "random", "max_trials": 3, "max_epochs": 2}), name="pipelines", out=tmp_path, quiet=True)
 
-    assert len(run.trials) == 3 and built == [run.manifest["data"]["validation"]]
-    assert pipelines[:3] == [True, True, True]  # during the trials: each one's shuffled training data alone
-    assert not any(pipelines[3:])  # then the best model's test evaluation and analysis, in order
+    assert len(run.trials) == 3 and built == [(run.manifest["data"]["validation"], False)]
+    assert trained == [(run.manifest["data"]["train"], False)] * 3  # each trial's own shuffled training data
+    assert not any(pipelines)  # Keras' own pipelines: only the best model's test evaluation and analysis, in order
 
 
 def test_a_trial_killed_after_its_record_was_written_is_not_trained_again(tmp_path):

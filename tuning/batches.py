@@ -39,9 +39,15 @@ class Batches(keras.utils.PyDataset):
 
 
 def fit_data(x: Any, y: np.ndarray, batch_size: int, *, seed: int = 0) -> dict[str, Any]:
-    """Keyword arguments of `model.fit` for training data held in memory or streamed."""
+    """Keyword arguments of `model.fit` for training data held in memory or streamed, reshuffled every
+    epoch from `seed`. On TensorFlow, arrays go in as a `tf.data` pipeline without autotuning (see
+    `_tensorflow.training_batches`); on JAX and PyTorch as arrays, which Keras batches itself."""
     if isinstance(x, LazyImages):
         return {"x": Batches(x, y, batch_size, shuffle=True, seed=seed)}
+    if keras.backend.backend() == "tensorflow":
+        from ._tensorflow import training_batches
+
+        return {"x": training_batches(x, y, batch_size, seed), "shuffle": False}
     return {"x": x, "y": y, "batch_size": batch_size}
 
 

@@ -94,7 +94,7 @@ class TrialModel:
 
         x = concat(dataset.x_train, dataset.x_val)
         y = np.eye(dataset.num_classes, dtype="float32")[np.concatenate([dataset.y_train, dataset.y_val])]
-        model.fit(**fit_data(x, y, self.config.batch_size, seed=self.spec.search.seed), epochs=int(self.record.best_epoch or 1), shuffle=True, verbose=0)
+        model.fit(**fit_data(x, y, self.config.batch_size, seed=self.spec.search.seed), epochs=int(self.record.best_epoch or 1), verbose=0)
         return model
 
 
