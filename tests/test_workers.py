@@ -269,3 +269,14 @@ def test_a_remote_worker_that_goes_silent_has_its_trial_handed_out_again(tmp_pat
     assert f"worker remote: no sign of trial {taken} for 5 s; handed out again" in err
     run = open_run(run_dir)
     assert len(run.trials) == 4 and set(run.trials["status"]) == {"completed"} and taken in set(run.trials["trial_id"])
+
+
+def test_a_worker_started_by_a_search_exits_at_once_when_that_search_is_gone():
+    """The worker arms its own parent-death signal (the search starts it with no code run between fork and exec)."""
+    script = "from tuning.workers import die_with_parent; die_with_parent(); print('running')"
+    alive = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, "TUNING_PARENT_PID": str(os.getpid())}, capture_output=True, text=True, timeout=120
+    )
+    orphan = subprocess.run([sys.executable, "-c", script], env={**os.environ, "TUNING_PARENT_PID": "1"}, capture_output=True, text=True, timeout=120)
+    assert (alive.returncode, alive.stdout.strip()) == (0, "running")
+    assert (orphan.returncode, orphan.stdout) == (1, "")

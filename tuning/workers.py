@@ -39,6 +39,7 @@ LOCAL_ID = re.compile(r"worker\d+(-|$)|tuner0$")
 # sign of life: a new file in its trial folder (a resume point, written after the first epoch that ends
 # `search.resume_every` seconds after the last), or its report, which ends it. Never less than three resume intervals.
 REMOTE_SILENCE_S = float(os.environ.get("TUNING_REMOTE_SILENCE_S", 900))
+PARENT_PID = "TUNING_PARENT_PID"  # set for the workers a search starts: see `die_with_parent`
 # How often a worker looks whether the search it serves has finished while its chief is unreachable.
 CHIEF_CHECK_S = 2.0
 
@@ -181,12 +182,15 @@ class Chief:
         command = [sys.executable, "-m", "tuning", "worker", str(self.run_dir), "--chief", self.address, "--id", slot.tuner_id]
         if self.trials_per_process:
             command += ["--trials-per-process", str(self.trials_per_process)]
-        env = {**os.environ, **slot.env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **slot.env, "PYTHONUNBUFFERED": "1", PARENT_PID: str(os.getpid())}
         if slot.log is None:
             slot.log = open(self.run_dir / "workers" / f"worker{slot.index}.log", "ab")  # noqa: SIM115 - closed in run()
         slot.log.write(f"--- {slot.tuner_id} {' '.join(f'{k}={v}' for k, v in slot.env.items())}\n".encode())
         slot.log.flush()
-        slot.process = subprocess.Popen(command, env=env, stdout=slot.log, stderr=subprocess.STDOUT, preexec_fn=_parent_death_signal())  # noqa: PLW1509
+        # No preexec_fn: Python then starts the child with vfork, which runs no fork handlers. Forked the
+        # usual way, a child of this process (whose gRPC server is polling) sometimes aborted in gRPC's
+        # fork handler ("epoll_wait error: Bad file descriptor") before it could exec.
+        slot.process = subprocess.Popen(command, env=env, stdout=slot.log, stderr=subprocess.STDOUT)
 
     def _check(self, slot: _Slot) -> None:
         if slot.done or slot.process is None or slot.process.poll() is None:
@@ -292,17 +296,21 @@ def _last_line(path: Path) -> str:
     return ""
 
 
-def _parent_death_signal() -> Any:
-    """Linux: a function for `preexec_fn` that makes a worker get SIGKILL when the search process dies, so no
-    orphan keeps training. libc is loaded here, in the parent: the child (forked while gRPC threads run) only
-    makes the one system call."""
+def die_with_parent() -> None:
+    """Linux: a worker started by a search gets SIGKILL when that search process dies, so no orphan keeps
+    training; if the search is already gone, the worker exits now. Armed by the worker itself (the search
+    names itself in `TUNING_PARENT_PID`), so the search can start it without running code in a forked child."""
+    parent = os.environ.get(PARENT_PID)
+    if not parent:
+        return  # started by hand on another machine: it stops when the chief stops answering
     try:
         import ctypes
 
-        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        return None
-    return lambda: prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        return
+    if os.getppid() != int(parent):
+        os._exit(1)  # the search died before the signal was armed
 
 
 def run_worker(run_dir: str | Path, chief: str, tuner_id: str | None = None, quiet: bool = False, trials_per_process: int | None = None) -> int:
@@ -311,6 +319,7 @@ def run_worker(run_dir: str | Path, chief: str, tuner_id: str | None = None, qui
     from .runtime import compile_options, dtype_policy, precision_policy, prepare_devices, quiet_logs
     from .spec import load_spec
 
+    die_with_parent()
     store = RunStore(run_dir)
     if not store.exists():
         raise RunError(f"{run_dir} is not a run directory (no run.json); start the search first with `tuning search SPEC --workers N`")
