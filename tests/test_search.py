@@ -165,25 +165,25 @@ def test_a_run_begun_before_a_setting_existed_resumes_with_its_default(finished,
     assert "was started with a different spec (search.max_epochs: 9 -> 3)" in capsys.readouterr().err
 
 
-def test_optimizer_state_survives_a_promotion(finished):
-    """KerasTuner alone restarts Adam at step 0 on promotion; our tuner continues from the parent's."""
-    import keras
-
+def reopen(spec_path: Path, run_dir: Path):
+    """The finished run's tuner, reloaded from its KerasTuner state as a resumed search reloads it."""
     from tuning.data import load_data
     from tuning.engine import SpecHyperModel, SpecTuner, make_oracle
     from tuning.space import parameters
 
-    spec_path, run_dir = finished
     spec = load_spec(spec_path)
     data = load_data(spec.data, spec.base_dir, seed=0)
-    tuner = SpecTuner(
-        spec=spec,
-        oracle=make_oracle(spec, parameters(spec)),
-        hypermodel=SpecHyperModel(spec, data.input_shape, 10, data.value_max),
-        directory=str(run_dir),
-        events=None,
-        store=None,
-    )
+    hypermodel = SpecHyperModel(spec, data.input_shape, 10, data.value_max)
+    tuner = SpecTuner(spec=spec, oracle=make_oracle(spec, parameters(spec)), hypermodel=hypermodel, directory=str(run_dir), events=None, store=None)
+    return tuner, data
+
+
+def test_optimizer_state_survives_a_promotion(finished):
+    """KerasTuner alone restarts Adam at step 0 on promotion; our tuner continues from the parent's."""
+
+    spec_path, run_dir = finished
+    tuner, data = reopen(spec_path, run_dir)
+    spec = tuner.spec
     promoted = next(t for t in tuner.oracle.trials.values() if "tuner/trial_id" in t.hyperparameters.values)
     parent_id = promoted.hyperparameters.values["tuner/trial_id"]
     parent = json.loads((run_dir / "trials" / f"{parent_id}.json").read_text())
@@ -199,6 +199,54 @@ def test_optimizer_state_survives_a_promotion(finished):
     plain = tuner.hypermodel.build(promoted.hyperparameters)  # KerasTuner's way: load before the optimizer is built
     plain.load_weights(tuner._get_checkpoint_fname(parent_id))
     assert int(plain.optimizer.iterations) == 0
+
+
+def test_a_search_killed_while_saving_its_state_leaves_the_previous_state_whole(finished, monkeypatch):
+    """KerasTuner truncates its state files before writing them: a kill in between left an empty oracle.json
+    that no resume could read (seen in CI). Ours replace the file whole, or leave it as it was."""
+    import tuning.records
+
+    spec_path, run_dir = finished
+    tuner, _ = reopen(spec_path, run_dir)
+    state_files = [run_dir / "kerastuner" / "oracle.json", run_dir / "kerastuner" / "tuner0.json"]
+    trial = next(iter(tuner.oracle.trials.values()))
+    state_files.append(run_dir / "kerastuner" / f"trial_{trial.trial_id}" / "trial.json")
+    before = {path: path.read_bytes() for path in state_files}
+    tuner.oracle.end_order.append("a change not yet on disk")
+    trial.metrics.update("loss", 99.0, step=999)
+
+    def killed(*args):
+        raise KeyboardInterrupt("killed before the new file took the old one's place")
+
+    monkeypatch.setattr(tuning.records.os, "replace", killed)
+    for save in (tuner.oracle.save, tuner.save, lambda: tuner.oracle._save_trial(trial)):
+        with pytest.raises(KeyboardInterrupt):
+            save()
+    assert {path: path.read_bytes() for path in state_files} == before
+    assert not [p for p in (run_dir / "kerastuner").rglob("*.tmp")]  # no half-written leftovers either
+
+
+def test_checkpoint_pruning_reads_the_trial_tables_under_the_oracle_lock(finished):
+    """A search serving workers prunes from its main thread while the workers' calls change the oracle's
+    tables from server threads ("dictionary changed size during iteration", seen in CI): KerasTuner's
+    per-oracle lock, which those calls hold, must keep the pruning out."""
+    import threading
+
+    from keras_tuner.src.engine.oracle import LOCKS
+
+    spec_path, run_dir = finished
+    tuner, _ = reopen(spec_path, run_dir)
+    done = []
+    with LOCKS[tuner.oracle]:  # as a worker's create_trial or end_trial holds it
+        reader = threading.Thread(target=lambda: done.append(tuner.oracle.trials_without_a_future(set())))
+        reader.start()
+        reader.join(timeout=1.0)
+        assert reader.is_alive() and not done
+    reader.join(timeout=10)
+    assert done and set(done[0]) <= set(tuner.oracle.trials)
+    promotable = {info["id"] for bracket in tuner.oracle._brackets for round_info in bracket["rounds"][:-1] for info in round_info}
+    assert not promotable & set(done[0])
+    assert set(tuner.oracle.trials_without_a_future(set(), final=True)) == set(tuner.oracle.trials)
 
 
 def test_failures_are_not_retried_and_stop_after_the_limit(tmp_path, monkeypatch):

@@ -34,7 +34,7 @@ from .domains import Choice, FloatRange, IntRange
 from .errors import SearchAborted
 from .hypermodel import build_model, compile_model, prepare_for_training
 from .model_pool import ModelPool, network_key
-from .records import TrialRecord, utc_now, write_json
+from .records import TrialRecord, utc_now, write_atomic, write_json
 from .runtime import clear_session
 from .space import Param, parameters, resolve
 
@@ -102,8 +102,15 @@ class SpecHyperModel(kt.HyperModel):
         return build_model(config, self.input_shape, self.num_classes, value_max=self.value_max, image_size=image_size)  # type: ignore[arg-type]
 
 
+def _save_state(path: str, state: dict[str, Any]) -> None:
+    """Write one of KerasTuner's state files (oracle, trial, tuner) whole or not at all: KerasTuner truncates the
+    file and then writes it, so a search killed in between left an empty oracle.json that no resume could read.
+    Not flushed to disk: trial.json is rewritten every epoch, and a killed process is the case to survive."""
+    write_atomic(Path(path), json.dumps(state), durable=False)
+
+
 class _SearchOracleMixin:
-    """Feasibility-aware sampling and clean stops, mixed into each KerasTuner oracle."""
+    """Feasibility-aware sampling, clean stops and crash-safe state files, mixed into each KerasTuner oracle."""
 
     is_feasible: Callable[[dict[str, Any]], str | None] | None = None
     on_infeasible: Callable[[dict[str, Any], str], None] | None = None
@@ -114,6 +121,24 @@ class _SearchOracleMixin:
     def set_state(self, state: dict[str, Any]) -> None:
         self.interrupted = dict(state.get("ongoing_trials", {}))
         super().set_state(state)  # type: ignore[misc]
+
+    def save(self) -> None:
+        _save_state(self._get_oracle_fname(), self.get_state())  # type: ignore[attr-defined]
+
+    def _save_trial(self, trial: Any) -> None:
+        _save_state(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())  # type: ignore[attr-defined]
+
+    @kt.synchronized
+    def trials_without_a_future(self, keep: set[str], final: bool = False) -> list[str]:
+        """Ids of the trials, less `keep`, that are not running and that Hyperband can no longer promote (none
+        can once the search is `final`); read under the oracle's lock, as workers' calls change these tables
+        from the chief's server threads."""
+        keep = keep | {t.trial_id for t in self.ongoing_trials.values()}  # type: ignore[attr-defined]
+        if not final:
+            for bracket in getattr(self, "_brackets", []):
+                for round_info in bracket["rounds"][:-1]:
+                    keep.update(info["id"] for info in round_info)
+        return [trial_id for trial_id in self.trials if trial_id not in keep]  # type: ignore[attr-defined]
 
     def reload(self) -> None:
         super().reload()  # type: ignore[misc]  # KerasTuner queues every trial that was running to run again
@@ -407,6 +432,11 @@ class SpecTuner(kt.Tuner):
         if not overwrite and not self._is_worker() and not os.path.exists(self._get_tuner_fname()) and os.path.exists(oracle._get_oracle_fname()):
             oracle.reload()
 
+    def save(self) -> None:
+        if not self._is_worker():
+            self.oracle.save()
+        _save_state(self._get_tuner_fname(), self.get_state())  # whole or not at all, as the oracle's
+
     def _populate_initial_space(self) -> None:
         # The YAML declares the whole space, conditions included: no discovery builds needed.
         hp = self.oracle.get_space()
@@ -605,17 +635,12 @@ class SpecTuner(kt.Tuner):
         `search.keep_checkpoints`; returns the trial ids whose weights were deleted."""
         from .results import rank
 
-        keep = {t.trial_id for t in self.oracle.ongoing_trials.values()}
-        if not final:
-            for bracket in getattr(self.oracle, "_brackets", []):
-                for round_info in bracket["rounds"][:-1]:
-                    keep.update(info["id"] for info in round_info)
         ranked = [r for r in rank(self.store.read_trials(), self.spec.search.objective.direction) if r.status == "completed"]
-        keep.update(r.trial_id for r in ranked[: self.spec.search.keep_checkpoints])
+        best = {r.trial_id for r in ranked[: self.spec.search.keep_checkpoints]}
         deleted = []
-        for trial_id in self.oracle.trials:
+        for trial_id in self.oracle.trials_without_a_future(best, final):
             path = Path(self._get_checkpoint_fname(trial_id))
-            if trial_id not in keep and path.exists():
+            if path.exists():
                 path.unlink()
                 deleted.append(trial_id)
         return deleted
