@@ -246,3 +246,23 @@ def test_jax_reuses_compiled_steps_across_trials_and_runs(tmp_path):
     first = run("one", {"learning_rate": 3e-3}, 1)
     assert len(first) >= 2  # at least the training and evaluation steps
     assert run("two", {"learning_rate": {"choice": [1e-3, 1e-2]}}, 2) == first  # two more trials, nothing compiled again
+
+
+def test_a_trials_session_has_ended_before_its_record_reaches_disk(tmp_path, monkeypatch):
+    """A kill between the two must leave a trial that runs again, never a finished trial whose TensorBoard
+    session never ends (seen in CI, where a resumed search kept such a trial as finished)."""
+    from tuning.records import RunStore
+
+    ended_when_written = {}
+    write_trial = RunStore.write_trial
+
+    def checked_write_trial(store, record):
+        logs = store.dir / "logs" / record.trial_id
+        ended_when_written[record.trial_id] = logs.is_dir() and metadata.SESSION_END_INFO_TAG in load(logs).Tags()["tensors"]
+        write_trial(store, record)
+
+    monkeypatch.setattr(RunStore, "write_trial", checked_write_trial)
+    spec = tiny(search={"algorithm": "random", "max_trials": 3, "max_epochs": 1}, model={"blocks": {"int": [1, 4]}, "padding": {"choice": ["valid"]}})
+    finished = search(spec, name="order", out=tmp_path, quiet=True)
+    assert set(ended_when_written) == set(finished.trials["trial_id"]) and len(ended_when_written) >= 3
+    assert all(ended_when_written.values()), ended_when_written

@@ -563,6 +563,9 @@ class SpecTuner(kt.Tuner):
             record.finished_at = utc_now()
             record.rss_mb = resident_memory_mb()
             if record.status != "running":
+                # TensorBoard's session end first: a kill between the two leaves a trial that runs again (and
+                # logs a fresh session), never a finished trial whose session never ends.
+                self.events.trial_finished(record)
                 self.store.write_trial(record)
                 clear_resume_point(folder)
                 self._last_record = record
@@ -653,7 +656,6 @@ class SpecTuner(kt.Tuner):
         if not self._is_worker():  # with workers, the search process prunes (it holds the oracle)
             self.prune_checkpoints()
         self.trials_done += 1
-        self.events.trial_finished(record)
         if record.status == "completed":
             self._consecutive_failures = 0
         elif record.status == "failed":

@@ -177,14 +177,13 @@ class RunStore:
     def write_trial(self, record: TrialRecord) -> None:
         write_json(self.trials_dir / f"{record.trial_id}.json", record.to_dict())
 
-    def record_infeasible(self, values: dict[str, Any], reason: str) -> TrialRecord:
-        """A configuration drawn and rejected before training; it never becomes a KerasTuner trial."""
+    def infeasible_record(self, values: dict[str, Any], reason: str) -> TrialRecord:
+        """The record, numbered but not yet written, of a configuration drawn and rejected before training; it
+        never becomes a KerasTuner trial."""
         count = len(list(self.trials_dir.glob("infeasible-*.json"))) if self.trials_dir.exists() else 0
         now = utc_now()
         status = "oversized" if "max_params" in reason else "infeasible"
-        record = TrialRecord(f"infeasible-{count + 1:03d}", dict(values), status=status, reason=reason, started_at=now, finished_at=now)
-        self.write_trial(record)
-        return record
+        return TrialRecord(f"infeasible-{count + 1:03d}", dict(values), status=status, reason=reason, started_at=now, finished_at=now)
 
     def read_trials(self) -> list[TrialRecord]:
         if not self.trials_dir.exists():

@@ -195,7 +195,7 @@ def _search_locked(
         again = [r.trial_id for r in store.read_trials() if r.status in ("failed", "out_of_memory") and r.trial_id in oracle.trials]
         oracle._retry_queue.extend(t for t in again if t not in oracle._retry_queue)  # KerasTuner runs these first
     oracle.is_feasible = lambda values: feasibility.check(resolve(spec, values), model_shape, dataset.num_classes, spec.search.max_params)
-    oracle.on_infeasible = lambda values, reason: board_log.infeasible(store.record_infeasible(values, reason))
+    oracle.on_infeasible = lambda values, reason: _record_infeasible(store, board_log, values, reason)
     budget = spec.search.time_budget_seconds
     started = time.time()
     if budget is not None:
@@ -226,6 +226,12 @@ def _search_locked(
     if error is not None:
         raise error
     return Run(run_dir)
+
+
+def _record_infeasible(store: RunStore, board_log: Any, values: dict[str, Any], reason: str) -> None:
+    record = store.infeasible_record(values, reason)
+    board_log.infeasible(record)  # its TensorBoard session first, as for trials: no record without one after a kill
+    store.write_trial(record)
 
 
 def brackets_of(spec: SearchSpec) -> int | None:
