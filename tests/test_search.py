@@ -595,6 +595,48 @@ def test_trials_of_a_network_seen_before_reuse_its_model_and_train_as_on_their_o
                 assert mine[metric] == pytest.approx(other[metric], rel=1e-4, abs=1e-6), (trial_id, metric)
 
 
+def test_a_trial_of_a_network_seen_before_keeps_tensorflows_instantiated_functions(tmp_path, monkeypatch):
+    """Seeding a trial must not clear TensorFlow's caches of instantiated functions, as
+    `keras.utils.set_random_seed` does (through `tf.random.set_seed`): each trial's first epoch then optimised
+    its training and evaluation graphs again. Only a new network (built after `clear_session`) clears them."""
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+    from tensorflow.python.eager import context
+
+    traces, clears = [], []
+    train_step = TensorFlowTrainer.train_step
+    monkeypatch.setattr(TensorFlowTrainer, "train_step", lambda model, data: traces.append(model.name) or train_step(model, data))
+    clear = context.pywrap_tfe.TFE_ContextClearCaches
+    monkeypatch.setattr(context.pywrap_tfe, "TFE_ContextClearCaches", lambda handle: clears.append(len(traces)) or clear(handle))
+    spec = tiny(model={"blocks": 1, "filters": {"choice": [8, 16]}}, search={"algorithm": "random", "max_trials": 5, "max_epochs": 1})
+    run = search(spec, name="seeded", out=tmp_path, quiet=True)
+    assert len(run.trials) == 5 and 1 <= len(traces) <= 2  # five trials, at most two networks traced
+    assert len(clears) == len(traces)  # one clear per new network, none per trial
+
+
+def test_trial_seeding_draws_what_keras_set_random_seed_draws():
+    """`seed_trial` leaves TensorFlow's global seed alone but must seed everything a Keras model draws from:
+    initializers, `keras.random` without a seed, dropout."""
+    import keras
+
+    from tuning.runtime import seed_trial
+
+    def draws():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dropout(0.5)])
+        weights = [keras.ops.convert_to_numpy(w) for w in model.weights]
+        dropped = keras.ops.convert_to_numpy(model(np.ones((2, 4)), training=True))
+        return [*weights, dropped, keras.ops.convert_to_numpy(keras.random.normal((3,)))]
+
+    seed_trial(11)
+    ours = draws()
+    keras.utils.set_random_seed(11)
+    theirs = draws()
+    seed_trial(12)
+    other = draws()
+    for mine, reference in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(mine, reference)
+    assert not np.array_equal(ours[0], other[0])
+
+
 def test_a_short_trial_writes_its_weights_once_and_promotions_continue_from_the_same_best_epoch(tmp_path, monkeypatch):
     """Under `search.resume_every` seconds a trial writes no resume point: its best epoch waits in memory and
     is written when it ends. Every best checkpoint (weights and optimizer state) is then byte for byte the

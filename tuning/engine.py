@@ -35,7 +35,7 @@ from .errors import SearchAborted
 from .hypermodel import build_model, compile_model, prepare_for_training
 from .model_pool import ModelPool, network_key
 from .records import TrialRecord, utc_now, write_atomic, write_json
-from .runtime import clear_session
+from .runtime import clear_session, seed_trial
 from .space import Param, parameters, resolve
 
 UNLIMITED = 10**9
@@ -586,7 +586,7 @@ class SpecTuner(kt.Tuner):
         seed: int,
     ) -> None:
         """Build the trial's model (continuing a saved epoch if there is one) and train it to `epochs`."""
-        keras.utils.set_random_seed(seed + (resume["epoch"] if resume else 0))
+        seed_trial(seed + (resume["epoch"] if resume else 0))
         model = self._try_build(hp)
         record.params = int(model.count_params())
         if resume is not None:
