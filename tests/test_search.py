@@ -555,7 +555,7 @@ def test_trials_leave_no_traced_graphs_behind_and_trace_their_step_once(tmp_path
     train_step = TensorFlowTrainer.train_step
     monkeypatch.setattr(TensorFlowTrainer, "train_step", lambda model, data: traces.append(model.name) or train_step(model, data))
     frozen = []
-    monkeypatch.setattr("tuning.engine.clear_session", lambda: frozen.append(gc.get_freeze_count()) or clear_session())
+    monkeypatch.setattr("tuning.engine.clear_session", lambda **kw: frozen.append(gc.get_freeze_count()) or clear_session(**kw))
     spec = tiny(search={"algorithm": "random", "max_trials": 4, "max_epochs": 1}, training={"reuse_models": False})  # a model per trial
     search(spec, name="leak", out=tmp_path, quiet=True)
     assert len(traces) == 4  # one per trial (8 without building the metrics first)
@@ -596,9 +596,10 @@ def test_trials_of_a_network_seen_before_reuse_its_model_and_train_as_on_their_o
 
 
 def test_a_trial_of_a_network_seen_before_keeps_tensorflows_instantiated_functions(tmp_path, monkeypatch):
-    """Seeding a trial must not clear TensorFlow's caches of instantiated functions, as
-    `keras.utils.set_random_seed` does (through `tf.random.set_seed`): each trial's first epoch then optimised
-    its training and evaluation graphs again. Only a new network (built after `clear_session`) clears them."""
+    """Nothing in a search with pooled models may clear TensorFlow's caches of instantiated functions: not the
+    trial's seeding, as `keras.utils.set_random_seed` does (through `tf.random.set_seed`), nor a new network's
+    `clear_session`, as Keras' does. Each pooled model's first epoch would then optimise its training and
+    evaluation graphs again (bench/first_epoch.py; a 60-trial search 0.83x as long without, bench/memory.py)."""
     from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
     from tensorflow.python.eager import context
 
@@ -610,7 +611,11 @@ def test_a_trial_of_a_network_seen_before_keeps_tensorflows_instantiated_functio
     spec = tiny(model={"blocks": 1, "filters": {"choice": [8, 16]}}, search={"algorithm": "random", "max_trials": 5, "max_epochs": 1})
     run = search(spec, name="seeded", out=tmp_path, quiet=True)
     assert len(run.trials) == 5 and 1 <= len(traces) <= 2  # five trials, at most two networks traced
-    assert len(clears) == len(traces)  # one clear per new network, none per trial
+    assert clears == []
+
+    spec["training"]["reuse_models"] = False
+    own = search(spec, name="own", out=tmp_path, quiet=True)
+    assert len(own.trials) == 5 and len(clears) == 5  # a model per trial: each new one frees the last one's
 
 
 def test_trial_seeding_draws_what_keras_set_random_seed_draws():

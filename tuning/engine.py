@@ -460,7 +460,7 @@ class SpecTuner(kt.Tuner):
         # KerasTuner runs clear_session() (which already garbage-collects) and then gc.collect() again;
         # with TensorFlow's large object graphs each collection costs about half a second per trial. One
         # collection, over what the search froze out of the collector's sight (`long_lived_objects_frozen`).
-        clear_session()
+        clear_session(keep_instantiated=self.spec.training.reuse_models)
         return self._build_hypermodel(hp)
 
     def _build_hypermodel(self, hp: kt.HyperParameters) -> keras.Model:

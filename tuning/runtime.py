@@ -160,12 +160,24 @@ def seed_trial(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-def clear_session() -> None:
-    """Free the previous trial's models and graphs (on TensorFlow, also what `clear_session` leaves behind)."""
+def clear_session(keep_instantiated: bool = False) -> None:
+    """Free the previous trial's models and graphs (on TensorFlow, also what `clear_session` leaves behind).
+    `keep_instantiated` keeps TensorFlow's cache of instantiated functions, which Keras' `clear_session`
+    empties: pooled models (`model_pool`) would otherwise optimise their graphs again at their next use."""
     import keras
 
     policy = keras.config.dtype_policy()
-    keras.backend.clear_session()
+    if keep_instantiated and backend() == "tensorflow":
+        from tensorflow.python.eager import context
+
+        eager = context.context()
+        eager.clear_kernel_cache = lambda: None  # type: ignore[method-assign]  # for Keras' call below only
+        try:
+            keras.backend.clear_session()
+        finally:
+            del eager.clear_kernel_cache
+    else:
+        keras.backend.clear_session()
     keras.config.set_dtype_policy(policy)  # clear_session resets Keras' global state, the dtype policy included
     if backend() == "tensorflow":
         from ._tensorflow import forget_custom_gradients
