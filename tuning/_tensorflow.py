@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -20,6 +22,20 @@ def prepare_gpus() -> tuple[list[str], tuple[int, int] | None]:
         details = tf.config.experimental.get_device_details(gpus[0])
         capability = tuple(details["compute_capability"]) if details.get("compute_capability") else None
     return [gpu.name for gpu in gpus], capability  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def instantiated_functions_kept() -> Iterator[None]:
+    """Within it, clearing TensorFlow's cache of instantiated functions does nothing: Keras' `clear_session`
+    clears it, and the models a search keeps (`model_pool`) would optimise their graphs again."""
+    from tensorflow.python.eager import context
+
+    eager = context.context()
+    eager.clear_kernel_cache = lambda: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del eager.clear_kernel_cache
 
 
 def forget_custom_gradients() -> int:

@@ -168,14 +168,10 @@ def clear_session(keep_instantiated: bool = False) -> None:
 
     policy = keras.config.dtype_policy()
     if keep_instantiated and backend() == "tensorflow":
-        from tensorflow.python.eager import context
+        from ._tensorflow import instantiated_functions_kept
 
-        eager = context.context()
-        eager.clear_kernel_cache = lambda: None  # type: ignore[method-assign]  # for Keras' call below only
-        try:
+        with instantiated_functions_kept():
             keras.backend.clear_session()
-        finally:
-            del eager.clear_kernel_cache
     else:
         keras.backend.clear_session()
     keras.config.set_dtype_policy(policy)  # clear_session resets Keras' global state, the dtype policy included
