@@ -682,8 +682,8 @@ def test_a_short_trial_writes_its_weights_once_and_promotions_continue_from_the_
 
 def test_the_held_out_data_pipeline_is_built_once_per_search(tmp_path, monkeypatch):
     """Given arrays, Keras builds and traces a new tf.data pipeline in every `fit`, for the validation data too:
-    the validation batches are built once for the whole search, each trial builds its training pipeline alone,
-    and both run without tf.data's autotuning (whose iterators stalled epochs by a second)."""
+    the validation batches are built once for the whole search, each trial builds its training pipeline alone
+    (from the training arrays, converted to tensors once), and both run without tf.data's autotuning (whose iterators stalled epochs by a second)."""
     from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
 
     import tuning._tensorflow
@@ -706,10 +706,13 @@ def test_the_held_out_data_pipeline_is_built_once_per_search(tmp_path, monkeypat
     monkeypatch.setattr(tuning._tensorflow, "held_out_batches", spy(built, held_out_batches))
     monkeypatch.setattr(tuning._tensorflow, "training_batches", spy(trained, training_batches))
     monkeypatch.setattr(ArrayDataAdapter, "get_tf_dataset", lambda adapter: pipelines.append(bool(adapter._shuffle)) or get_tf_dataset(adapter))
+    converted, as_tensors = [], tuning._tensorflow.as_tensors
+    monkeypatch.setattr(tuning._tensorflow, "as_tensors", lambda *arrays: converted.append(len(arrays[0])) or as_tensors(*arrays))
     run = search(tiny(search={"algorithm": "random", "max_trials": 3, "max_epochs": 2}), name="pipelines", out=tmp_path, quiet=True)
 
     assert len(run.trials) == 3 and built == [(run.manifest["data"]["validation"], False)]
     assert trained == [(run.manifest["data"]["train"], False)] * 3  # each trial's own shuffled training data
+    assert converted == [run.manifest["data"]["train"]]  # ... from arrays copied into tensors once per search
     assert not any(pipelines)  # Keras' own pipelines: only the best model's test evaluation and analysis, in order
 
 

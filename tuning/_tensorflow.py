@@ -80,6 +80,13 @@ def training_batches(x: Any, y: Any, batch_size: int, seed: int) -> Any:
     return batches.with_options(_without_autotuning())
 
 
+def as_tensors(*arrays: Any) -> tuple[Any, ...]:
+    """Arrays as TensorFlow tensors (a copy each)."""
+    import tensorflow as tf
+
+    return tuple(tf.convert_to_tensor(a) for a in arrays)
+
+
 def _without_autotuning() -> Any:
     import tensorflow as tf
 

@@ -51,6 +51,17 @@ def fit_data(x: Any, y: np.ndarray, batch_size: int, *, seed: int = 0) -> dict[s
     return {"x": x, "y": y, "batch_size": batch_size}
 
 
+def training_arrays(x: Any, y: np.ndarray) -> tuple[Any, Any]:
+    """The training data as `fit_data` takes it, for a caller that trains on it many times to convert once: on
+    TensorFlow, tensors, which each trial's pipeline would otherwise copy the arrays into (0.03-0.5 s per
+    trial for CIFAR-10's 150 MB, mostly page faults on the fresh copy); elsewhere, the data unchanged."""
+    if isinstance(x, LazyImages) or keras.backend.backend() != "tensorflow":
+        return x, y
+    from ._tensorflow import as_tensors
+
+    return as_tensors(x, y)  # type: ignore[return-value]
+
+
 def validation_data(x: Any, y: np.ndarray, batch_size: int = 256) -> dict[str, Any]:
     """Keyword arguments of `model.fit` for the held-out data. In batches of `batch_size`, whatever the
     trial's batch size (inference needs no small batches); on TensorFlow, arrays go in as one `tf.data`

@@ -425,6 +425,7 @@ class SpecTuner(kt.Tuner):
         self._last_record: TrialRecord | None = None
         self.models = ModelPool()
         self._validation: tuple[Any, dict[str, Any]] | None = None  # (the images it was built for, fit's keywords)
+        self._training: tuple[Any, tuple[Any, Any]] | None = None  # (the data given, as `fit_data` takes it)
         with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner from ..."; we say it our way
             super().__init__(oracle=oracle, hypermodel=hypermodel, directory=directory, project_name="kerastuner", overwrite=overwrite)
         # KerasTuner reloads the oracle only with this tuner's own state file, which a search that served
@@ -596,7 +597,7 @@ class SpecTuner(kt.Tuner):
                 self._pool(model, hp)
                 return
         model.fit(
-            **batches.fit_data(*train, batch_size, seed=seed + initial_epoch),
+            **batches.fit_data(*self._training_data(train), batch_size, seed=seed + initial_epoch),
             **self._validation_data(validation),
             epochs=epochs,
             initial_epoch=initial_epoch,
@@ -605,6 +606,12 @@ class SpecTuner(kt.Tuner):
             verbose=0,
         )
         self._pool(model, hp)  # not reached when training raised: that model's state is not trusted
+
+    def _training_data(self, train: tuple[Any, np.ndarray]) -> tuple[Any, Any]:
+        """The same training data for every trial, converted for the backend once (see `batches`)."""
+        if self._training is None or self._training[0][0] is not train[0] or self._training[0][1] is not train[1]:
+            self._training = (train, batches.training_arrays(*train))
+        return self._training[1]
 
     def _validation_data(self, validation: tuple[Any, np.ndarray]) -> dict[str, Any]:
         """The same held-out data for every trial, so its input pipeline is built once (see `batches`)."""
