@@ -1,5 +1,6 @@
 """What the comparison benchmarks share: each side runs in its own process (its memory and start-up are its
-own) and hands its raw figures back as JSON; the parent adds the process's wall time."""
+own) and hands its raw figures back as JSON; the parent adds the process's wall time. And, for benchmarks
+that alternate two ways of training one model in one process, that model and its data."""
 
 from __future__ import annotations
 
@@ -13,6 +14,48 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+FASHION = "/usr/share/datasets/fashion-mnist"
+
+
+def add_one_model_arguments(parser: argparse.ArgumentParser, fits: int, out: str) -> None:
+    parser.add_argument("--subset", type=int, default=5000, help="training images from Fashion-MNIST")
+    parser.add_argument("--fits", type=int, default=fits, help="fits per side")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per fit")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--data", default=FASHION, help="folder of the four Fashion-MNIST IDX files")
+    parser.add_argument("--out", default=out)
+
+
+def one_model(args: argparse.Namespace, blocks: int) -> tuple[Any, Any, Any, Any]:
+    """`tuning`'s model of `blocks` conv blocks (32 filters, dense 64, 32 steps per call), compiled, with the
+    training images, one-hot labels and held-out batches of Fashion-MNIST's first `args.subset` images."""
+    import numpy as np
+
+    from tuning import load_spec
+    from tuning._tensorflow import held_out_batches
+    from tuning.data import load_data
+    from tuning.hypermodel import build_model, compile_model
+    from tuning.space import resolve
+
+    spec = load_spec(
+        {
+            "version": 1,
+            "data": {"source": "fashion_mnist", "path": args.data, "max_train_samples": args.subset},
+            "model": {"blocks": blocks, "filters": 32, "dense_units": 64, "padding": "same"},
+            "training": {"batch_size": args.batch_size},
+        }
+    )
+    data = load_data(spec.data, Path("."), seed=0)
+    one_hot = np.eye(data.num_classes, dtype="float32")
+    validation = held_out_batches(data.x_val, one_hot[data.y_val], 256)
+    config = resolve(spec, {})
+    model = compile_model(build_model(config, data.input_shape, data.num_classes, value_max=data.value_max), config, steps_per_execution=32)
+    return data.x_train, one_hot[data.y_train], validation, model
+
+
+def report_config(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k) for k in ("subset", "fits", "epochs", "batch_size", "data")}
 
 
 def add_child_arguments(parser: argparse.ArgumentParser, sides: Sequence[str]) -> None:

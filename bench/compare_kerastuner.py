@@ -19,9 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
-from _sides import add_child_arguments, finish_child, flags, run_sides, write_report
-
-FASHION = "/usr/share/datasets/fashion-mnist"
+from _sides import FASHION, add_child_arguments, finish_child, flags, run_sides, write_report
 
 
 def space(args: argparse.Namespace) -> dict:
