@@ -11,9 +11,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 
@@ -72,15 +72,33 @@ def finish_child(args: argparse.Namespace, result: dict[str, Any]) -> None:
     Path(args.workdir, f"{args.child}.json").write_text(json.dumps(result))
 
 
-def run_sides(script: str, sides: Sequence[str], forwarded: list[str]) -> dict[str, dict[str, Any]]:
-    """Each side's raw figures, plus `process_wall_s`: from launch to exit. JAX's compile cache starts cold."""
+class OwnCommand(NamedTuple):
+    """A side run as its own command line (e.g. `python -m tuning search ...`) rather than as a child of the
+    benchmark script: `argv(work)` builds the command, `figures(work)` reads its raw figures afterwards,
+    outside the timing."""
+
+    argv: Callable[[Path], list[str]]
+    figures: Callable[[Path], dict[str, Any]]
+
+
+def run_sides(script: str, sides: Sequence[str], forwarded: list[str], commands: Mapping[str, OwnCommand] | None = None) -> dict[str, dict[str, Any]]:
+    """Each side's raw figures, plus `process_wall_s` (from launch to exit) and `process_peak_rss_mb`. A side
+    is `script --child side` unless `commands` names its own command. JAX's compile cache starts cold."""
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-") as work:
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TUNING_COMPILE_CACHE": str(Path(work, "compiled"))}
         for side in sides:
+            own = (commands or {}).get(side)
+            argv = own.argv(Path(work)) if own else [sys.executable, script, "--child", side, "--workdir", work, *forwarded]
             launched = time.perf_counter()
-            subprocess.run([sys.executable, script, "--child", side, "--workdir", work, *forwarded], check=True, env=env, stdout=subprocess.DEVNULL)
-            results[side] = {**json.loads(Path(work, f"{side}.json").read_text()), "process_wall_s": time.perf_counter() - launched}
+            process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
+            _, status, usage = os.wait4(process.pid, 0)
+            wall = time.perf_counter() - launched
+            process.returncode = os.waitstatus_to_exitcode(status)
+            if process.returncode != 0:
+                raise subprocess.CalledProcessError(process.returncode, argv)
+            figures = own.figures(Path(work)) if own else json.loads(Path(work, f"{side}.json").read_text())
+            results[side] = {**figures, "process_wall_s": wall, "process_peak_rss_mb": usage.ru_maxrss / 1024}
     return results
 
 

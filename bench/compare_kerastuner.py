@@ -1,12 +1,13 @@
 """Plain KerasTuner (written the way the tutorials write it) against `tuning search`, in one run.
 
 Same search space, data, seed and Hyperband budget; each system runs in its own process so that peak
-memory is its own. Prints the figures and writes them to JSON.
+memory is its own: plain KerasTuner as a script, `tuning` as the command a user types (`python -m tuning
+search spec.yaml`). Prints the figures and writes them to JSON.
 
-Wall time is each system's whole process, from launch to a tested best model: imports, data preparation,
-the search and the best model's test evaluation for both (and `tuning`'s reports, which it writes as part
-of its search). `search_s` is the part each measures itself: KerasTuner's `tuner.search` call alone (its
-imports, data and final evaluation outside), `tuning.search` whole (imports and data inside).
+Wall time is each system's whole process, from launch to exit with a tested best model: imports, data
+preparation, the search and the best model's test evaluation for both (and `tuning`'s reports, which it
+writes as part of its search). `search_s` is the search as each measures it: KerasTuner's `tuner.search`
+call, and the `elapsed_s` of `tuning`'s run manifest (its trial loop; imports, data and reports outside).
 
     python bench/compare_kerastuner.py --subset 5000 --max-epochs 9 --seed 0 --out bench/results/compare.json
 """
@@ -16,10 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
-from _sides import FASHION, add_child_arguments, finish_child, flags, run_sides, write_report
+import yaml
+from _sides import FASHION, OwnCommand, add_child_arguments, finish_child, flags, run_sides, write_report
 
 
 def space(args: argparse.Namespace) -> dict:
@@ -85,7 +88,6 @@ def run_plain_kerastuner(args: argparse.Namespace, out: Path) -> dict:
         "curve": timeline.curve,
         "best_val_accuracy": max(t.score for t in trials if t.score is not None),
         "test_accuracy": float(test["accuracy"]),
-        "peak_rss_mb": peak_rss_mb(),
         "dataset_train": int(len(data.y_train)),
     }
 
@@ -126,12 +128,24 @@ def Timeline():  # noqa: N802 - built lazily so that keras is imported only in t
     return _Timeline()
 
 
-def run_tuning(args: argparse.Namespace, out: Path) -> dict:
+def tuning_command(args: argparse.Namespace) -> OwnCommand:
+    """`tuning search` as a user runs it: the shared space written as a YAML file, the `tuning` command."""
+
+    def argv(work: Path) -> list[str]:
+        spec = work / "tuning.yaml"
+        spec.write_text(yaml.safe_dump(space(args), sort_keys=False))
+        return [sys.executable, "-m", "tuning", "search", str(spec), "--name", "tuning", "--out", str(work), "--overwrite", "--quiet"]
+
+    return OwnCommand(argv, lambda work: tuning_figures(work / "tuning"))
+
+
+def tuning_figures(run_dir: Path) -> dict:
+    """The raw figures of a finished `tuning` run, read from its folder."""
+    from datetime import datetime
+
     import tuning
 
-    start = time.perf_counter()
-    run = tuning.search(space(args), name="tuning", out=str(out), overwrite=True, quiet=True)
-    wall = time.perf_counter() - start
+    run = tuning.open_run(run_dir)
     records = [r for r in run.records() if not r.trial_id.startswith("infeasible")]
     epoch_seconds, first_epochs, epoch_networks, first_networks, events = [], [], [], [], []
     for record in records:
@@ -139,8 +153,6 @@ def run_tuning(args: argparse.Namespace, out: Path) -> dict:
             (first_epochs if i == 0 else epoch_seconds).append(row["seconds"])
             (first_networks if i == 0 else epoch_networks).append(record.params)
     # Best-so-far curve from finish times of trials' epochs (approximate within a trial: spread evenly).
-    from datetime import datetime
-
     t0 = min(datetime.fromisoformat(r.started_at) for r in records)
     best = 0.0
     for record in sorted(records, key=lambda r: r.finished_at):
@@ -152,7 +164,7 @@ def run_tuning(args: argparse.Namespace, out: Path) -> dict:
             best = max(best, row.get("val_accuracy", 0.0))
             events.append((clock, best))
     return {
-        "wall_s": wall,
+        "wall_s": run.manifest["elapsed_s"],  # the search as the run measures it: imports and data inside
         "loop_s": (max(datetime.fromisoformat(r.finished_at) for r in records) - t0).total_seconds(),  # first trial's start to last's end
         "trials": len(records),
         "epoch_seconds": epoch_seconds,
@@ -162,14 +174,7 @@ def run_tuning(args: argparse.Namespace, out: Path) -> dict:
         "curve": sorted(events),
         "best_val_accuracy": max(r.score for r in records if r.score is not None),
         "test_accuracy": float(run.best["test"]["accuracy"]),
-        "peak_rss_mb": peak_rss_mb(),
     }
-
-
-def peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def summarize(raw: dict) -> dict:
@@ -205,7 +210,7 @@ def summarize(raw: dict) -> dict:
         "best_val_accuracy": round(final, 4),
         "test_accuracy": round(raw["test_accuracy"], 4),
         "time_to_99pct_of_best_s": round(reach, 2) if reach is not None else None,
-        "peak_rss_mb": round(raw["peak_rss_mb"], 1),
+        "peak_rss_mb": round(raw["process_peak_rss_mb"], 1),
     }
 
 
@@ -217,15 +222,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=FASHION, help="folder of the four Fashion-MNIST IDX files")
     parser.add_argument("--out", default="bench/results/compare_kerastuner.json")
-    add_child_arguments(parser, ["kerastuner", "tuning"])
+    add_child_arguments(parser, ["kerastuner"])
     args = parser.parse_args()
     if args.child:
-        finish_child(args, (run_plain_kerastuner if args.child == "kerastuner" else run_tuning)(args, Path(args.workdir)))
+        finish_child(args, run_plain_kerastuner(args, Path(args.workdir)))
         return
     # Which system runs first alternates with the seed: this machine's speed drifts over minutes, and a
     # fixed order would hand the same side the same drift in every run.
     order = ["kerastuner", "tuning"] if args.seed % 2 == 0 else ["tuning", "kerastuner"]
-    raw = run_sides(__file__, order, flags(args, ["subset", "max_epochs", "batch_size", "seed", "data"]))
+    raw = run_sides(__file__, order, flags(args, ["subset", "max_epochs", "batch_size", "seed", "data"]), {"tuning": tuning_command(args)})
     results = {system: summarize(figures) for system, figures in raw.items()}
     kt, ours = results["kerastuner"], results["tuning"]
     report = {

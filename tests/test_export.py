@@ -85,6 +85,22 @@ print('tuning imported:', 'tuning' in sys.modules)
     assert "tuning imported: False" in result.stdout
 
 
+def test_the_export_command_writes_a_tflite_model_that_predicts_like_the_keras_one(exported, tmp_path, images):
+    """`tuning export` in its own process, as a user runs it (where tuning's start skips TensorFlow's
+    optional JAX import, see `runtime.quiet_logs`)."""
+    run, paths = exported
+    result = subprocess.run(
+        [sys.executable, "-m", "tuning", "export", str(run.path), "--format", "tflite", "--out", str(tmp_path / "cli")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    batch = np.stack([read_image(f, (8, 8, 1)) for f in sorted(images.glob("*.png"))])
+    ours = load_predictor(tmp_path / "cli" / "model.tflite").predict(batch)
+    np.testing.assert_allclose(ours, load_predictor(paths["keras"]).predict(batch), atol=1e-5)
+
+
 def test_best_config_validates_and_train_rebuilds_the_same_model(exported, tmp_path, capsys):
     import keras
 

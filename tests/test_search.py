@@ -366,6 +366,21 @@ def test_validate_does_not_import_tensorflow():
     assert "totals: 23 trials, 17 distinct configurations, 75 epochs before early stopping" in result.stdout
 
 
+def test_keras_starts_on_tensorflow_without_importing_jax():
+    """With JAX installed (the test extra installs it), importing Keras on TensorFlow imported JAX as well,
+    for features tuning never uses there: ~1 s of every search's start. JAX still imports when asked for."""
+    pytest.importorskip("jax")
+    code = (
+        "import sys; from tuning.runtime import quiet_logs; quiet_logs(); import keras;"
+        "skipped = 'jax' not in sys.modules; import jax;"
+        "print('RESULT', keras.backend.backend(), skipped, callable(jax.jit))"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "RESULT tensorflow True True" in result.stdout
+
+
 @pytest.mark.parametrize("algorithm", ["random", "bayesian", "grid"])
 def test_other_kerastuner_algorithms(tmp_path, algorithm):
     spec = tiny(

@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import TuningError
 
 EXIT_INTERRUPTED = 130
+
+
+def entry_point() -> NoReturn:
+    """The `tuning` executable (and `python -m tuning`): `main`, then an exit that leaves out Python's last
+    garbage collections over the ~10^6 objects of TensorFlow's and Keras' modules, 1.3-1.4 s of every
+    command on 2 cores; the operating system frees the memory anyway. Finalizers still run for what is freed
+    by reference counting, and every file tuning writes is closed before `main` returns."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    gc.freeze()
+    sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.abc
 import importlib.util
 import logging
 import os
@@ -47,8 +48,43 @@ def quiet_logs() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # e.g. retracing notices while analysing the best model
     if "keras" not in sys.modules:
-        with muted_stderr():
+        with muted_stderr(), _optional_jax_skipped():
             import keras  # noqa: F401
+
+
+# Modules that import JAX only if it is installed, for features tuning never uses on another backend: TFLite's
+# converter from JAX functions, and a JAX-version shim for Keras' Orbax checkpoint callback.
+OPTIONAL_JAX_IMPORTERS = ("tensorflow.lite.python.util", "keras.src.callbacks.orbax_checkpoint")
+
+
+class _OptionalJaxSkipped(importlib.abc.MetaPathFinder):
+    """Fails `import jax` for `OPTIONAL_JAX_IMPORTERS` alone, as if JAX were not installed."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "jax" and _importer() in OPTIONAL_JAX_IMPORTERS:
+            raise ImportError("tuning skips this optional JAX import")
+        return None
+
+
+def _importer() -> str | None:
+    """The module whose code runs the import being resolved (the first frame outside the import machinery)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("importlib"):
+        frame = frame.f_back  # type: ignore[assignment]
+    return frame.f_globals.get("__name__") if frame is not None else None
+
+
+@contextlib.contextmanager
+def _optional_jax_skipped() -> Iterator[None]:
+    """With JAX installed, importing Keras on TensorFlow imported JAX too (`OPTIONAL_JAX_IMPORTERS`): 0.5-1.4 s
+    of every search's start on 2 cores. During Keras' import those imports fail as if JAX were absent;
+    Keras' JAX backend, which imports JAX first, and any later `import jax` are unaffected."""
+    finder = _OptionalJaxSkipped()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
 
 
 def backend() -> str:
