@@ -56,6 +56,17 @@ def test_run_directory_holds_every_result(finished):
     assert manifest["plan"]["trials"] == 6 and manifest["plan"]["epochs"] == 11
 
 
+def test_trial_times_order_the_trials_as_they_ran(finished):
+    """Start and end times to the millisecond: short trials start within the same second, and the reports'
+    score-over-time figure and the benchmarks order and time trials by them."""
+    _, run_dir = finished
+    records = sorted(open_run(run_dir).records(), key=lambda r: r.started_at)
+    trained = [r for r in records if not r.trial_id.startswith("infeasible-")]
+    assert all(len(r.started_at) == len("2026-11-27T04:22:43.123+00:00") for r in trained)
+    for earlier, later in zip(trained, trained[1:]):
+        assert earlier.started_at < earlier.finished_at <= later.started_at  # one process: one trial at a time
+
+
 def test_ranking_matches_scores_and_budget_rule(finished):
     _, run_dir = finished
     rows = read_csv(run_dir / "trials.csv")
