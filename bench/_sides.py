@@ -74,8 +74,8 @@ def finish_child(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 class OwnCommand(NamedTuple):
     """A side run as its own command line (e.g. `python -m tuning search ...`) rather than as a child of the
-    benchmark script: `argv(work)` builds the command, `figures(work)` reads its raw figures afterwards,
-    outside the timing."""
+    benchmark script: `argv(work)` writes the command's input files into `work` and returns the command;
+    `figures(work)` reads its raw figures afterwards, outside the timing."""
 
     argv: Callable[[Path], list[str]]
     figures: Callable[[Path], dict[str, Any]]

@@ -19,6 +19,7 @@ import os
 import statistics
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -141,8 +142,6 @@ def tuning_command(args: argparse.Namespace) -> OwnCommand:
 
 def tuning_figures(run_dir: Path) -> dict:
     """The raw figures of a finished `tuning` run, read from its folder."""
-    from datetime import datetime
-
     import tuning
 
     run = tuning.open_run(run_dir)
@@ -164,7 +163,7 @@ def tuning_figures(run_dir: Path) -> dict:
             best = max(best, row.get("val_accuracy", 0.0))
             events.append((clock, best))
     return {
-        "wall_s": run.manifest["elapsed_s"],  # the search as the run measures it: imports and data inside
+        "wall_s": run.manifest["elapsed_s"],  # the trial loop as the run measures it: imports, data and reports outside
         "loop_s": (max(datetime.fromisoformat(r.finished_at) for r in records) - t0).total_seconds(),  # first trial's start to last's end
         "trials": len(records),
         "epoch_seconds": epoch_seconds,
