@@ -35,6 +35,12 @@ def test_mixed_precision_by_default_on_gpus_only(setting, accelerator, policy):
 def test_xla_is_off_on_cpu_unless_asked():
     assert jit_setting("auto", CPU) is False and jit_setting("auto", HOPPER) == "auto"
     assert jit_setting(True, CPU) is True and jit_setting(False, HOPPER) is False
+
+
+def test_jax_steps_are_compiled_on_cpu_too():
+    """Without XLA, Keras runs a JAX step op by op: epochs 1.6x slower on 2 CPU cores."""
+    assert jit_setting("auto", CPU, "jax") == "auto" and jit_setting("auto", CPU, "torch") == "auto"
+    assert jit_setting(False, CPU, "jax") is False  # asked for
     assert HOPPER.describe() == "1 GPU (H100)" and CPU.describe() == "CPU"
 
 
@@ -50,7 +56,7 @@ def test_compile_options_follow_the_backend_and_the_machine(monkeypatch):
     spec = load_spec(tiny())
     monkeypatch.setattr(runtime, "backend", lambda: "jax")
     assert compile_options(spec, HOPPER) == {"jit_compile": "auto", "steps_per_execution": 32}
-    assert compile_options(spec, CPU) == {"jit_compile": False, "steps_per_execution": 1}
+    assert compile_options(spec, CPU) == {"jit_compile": "auto", "steps_per_execution": 1}
 
 
 @pytest.mark.slow

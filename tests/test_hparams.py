@@ -213,6 +213,28 @@ def test_same_search_and_logs_on_other_backends(tmp_path, backend):
         assert len(acc.Scalars("epoch_loss")) == row.epochs_trained
 
 
+def test_a_jax_search_never_imports_tensorflow(tmp_path):
+    """TensorFlow is installed here, and a JAX search has no use for it: not even to save its best model, for
+    which Keras imported it (~4 s and ~470 MB at the end of every search)."""
+    import importlib.util
+    import os
+
+    from .conftest import write_spec
+
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("jax is not installed")
+    spec = write_spec(tmp_path, tiny(search={"algorithm": "random", "max_trials": 2, "max_epochs": 1}), "jax.yaml")
+    code = (
+        f"import sys, keras, tuning; run = tuning.search({str(spec)!r}, out={str(tmp_path)!r}, quiet=True);"
+        "model = keras.saving.load_model(run.path / 'best_model.keras');"
+        "print('RESULT', keras.backend.backend(), model.count_params() > 0, 'tensorflow' in sys.modules)"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "RESULT jax True False" in result.stdout
+
+
 def test_jax_reuses_compiled_steps_across_trials_and_runs(tmp_path):
     """Trials that differ from an earlier one only in values held in variables (here the learning rate)
     compile nothing new on JAX: its persistent cache serves their steps, across trials and runs."""

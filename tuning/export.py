@@ -146,7 +146,10 @@ def export(
 
 
 def _keras(model: Any, out: Path, shape: tuple[int, ...], dtype: str, quantize: bool) -> dict[str, Path]:
-    model.save(out / "model.keras")
+    from .runtime import saving_without_tensorflow
+
+    with saving_without_tensorflow():
+        model.save(out / "model.keras")
     return {"keras": out / "model.keras"}
 
 

@@ -25,7 +25,17 @@ from .errors import Problem, RunError, SearchAborted, SpecError, TuningError
 from .planner import Plan
 from .planner import plan as make_plan
 from .records import RunStore, utc_now, write_atomic
-from .runtime import Accelerator, compile_options, dtype_policy, long_lived_objects_frozen, precision_policy, prepare_devices, quiet_logs, versions
+from .runtime import (
+    Accelerator,
+    compile_options,
+    dtype_policy,
+    long_lived_objects_frozen,
+    precision_policy,
+    prepare_devices,
+    quiet_logs,
+    saving_without_tensorflow,
+    versions,
+)
 from .space import parameters as the_params
 from .space import resolve
 from .spec import SearchSpec, load_spec
@@ -478,7 +488,8 @@ def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any, one_hot
         test = evaluate(model, dataset.x_test, one_hot[dataset.y_test])
         analyze_best(model, dataset.x_test, dataset.y_test, dataset.class_names, store.dir / "best", seed=spec.search.seed)
         tmp = store.dir / "best_model.tmp.keras"
-        model.save(tmp)
+        with saving_without_tensorflow():
+            model.save(tmp)
         tmp.replace(store.dir / "best_model.keras")
         manifest = store.update_manifest(
             best={

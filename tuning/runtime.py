@@ -89,6 +89,26 @@ def _optional_jax_skipped() -> Iterator[None]:
         sys.meta_path.remove(finder)
 
 
+@contextlib.contextmanager
+def saving_without_tensorflow() -> Iterator[None]:
+    """For a `model.save`: Keras' serializer asks whether TensorFlow is installed (to recognise its shape and
+    dtype objects) and so imports it when it is, whatever the backend: ~4 s and ~470 MB at the end of a JAX
+    or PyTorch search that never used TensorFlow. While TensorFlow is not imported no object can be one of
+    its types, so Keras is told it is absent for the save (private API: `keras.src.utils.module_utils`, a
+    test watches it) and asks again afterwards."""
+    from keras.src.utils import module_utils
+
+    lazy = getattr(module_utils, "tensorflow", None)
+    if "tensorflow" in sys.modules or lazy is None or getattr(lazy, "_available", None) is not None:
+        yield
+        return
+    lazy._available = False
+    try:
+        yield
+    finally:
+        lazy._available = None
+
+
 def exit_without_final_collections(code: int) -> NoReturn:
     """Exit with `code`, leaving out Python's last garbage collections over the ~10^6 objects of TensorFlow's
     and Keras' modules (1.3-1.4 s on 2 cores, for a process that imported them); the operating system frees
@@ -137,11 +157,14 @@ def precision_policy(setting: bool | str, accelerator: Accelerator) -> str:
     return "mixed_bfloat16"
 
 
-def jit_setting(setting: bool | str, accelerator: Accelerator) -> bool | str:
-    """`training.jit_compile`: XLA where it pays. On 2 CPU cores it made a small CNN's epochs 2.2x slower and
-    its first epoch 5x (`bench/cpu_defaults.py`), so `auto` means off on CPU and Keras' own `auto` on GPUs."""
+def jit_setting(setting: bool | str, accelerator: Accelerator, backend_name: str = "tensorflow") -> bool | str:
+    """`training.jit_compile`: XLA where it pays. On TensorFlow XLA is optional (steps run as graphs either
+    way), and on 2 CPU cores it made a small CNN's epochs 2.2x slower and its first epoch 5x
+    (`bench/cpu_defaults.py`): `auto` means off there. On JAX it is how a step is compiled at all: without
+    it Keras runs each step op by op (on 2 CPU cores 1.6x slower epochs, a 3.5x slower first epoch and 60%
+    more memory), so, like GPUs and PyTorch, JAX gets Keras' own `auto` (on for JAX, off for PyTorch)."""
     if setting == "auto":
-        return "auto" if accelerator.kind != "cpu" else False
+        return False if accelerator.kind == "cpu" and backend_name == "tensorflow" else "auto"
     return bool(setting)
 
 
@@ -168,7 +191,7 @@ def steps_per_execution(setting: int | str, backend_name: str, file: str | None 
 def compile_options(spec: Any, accelerator: Accelerator) -> dict[str, Any]:
     """How every trial's model is compiled, from the spec's `training` section and the machine."""
     return {
-        "jit_compile": jit_setting(spec.training.jit_compile, accelerator),
+        "jit_compile": jit_setting(spec.training.jit_compile, accelerator, backend()),
         "steps_per_execution": steps_per_execution(spec.training.steps_per_execution, backend(), spec.file, on_gpu=accelerator.kind == "gpu"),
     }
 
