@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -179,33 +180,39 @@ def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp
         trial_id = ongoing().get(tuner_id)
         return trial_id is not None and (run_dir / "kerastuner" / f"trial_{trial_id}" / "resume.json").exists()
 
-    # Both workers hold a trial before either runs on: the remote one (paused once it has one), then the local one.
+    def finished() -> int:
+        return len(list((run_dir / "trials").glob("[0-9]*.json")))
+
+    def run_until(pids: list[int], ready: Callable[[], bool]) -> None:
+        continue_processes(pids)
+        while time.time() < deadline and not ready():
+            time.sleep(0.02)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+
+    # The remote worker takes a trial and is paused. Then each worker is run, while the other is paused, to the
+    # middle of a trial (a resume point on disk) and paused there: the local one once it has also finished a
+    # trial (whose record must survive the kill), then the remote one. Both are held so while the chief is
+    # killed. (Run side by side, the two were once never seen mid-trial at the same poll: all trials ended.)
     while time.time() < deadline and "remote" not in ongoing():
         time.sleep(0.05)
     os.kill(remote.pid, signal.SIGSTOP)
-    continue_processes(local_workers)
-    while time.time() < deadline and "worker0" not in ongoing():
-        time.sleep(0.05)
-    continue_processes([remote.pid])
-    # The remote worker is held mid-trial while the chief is down: stopped, then checked (it may have ended its
-    # trial between a check and the stop; then it runs on until the next try). Left to run, it could report its
-    # trial to the dying chief and wait idle for the restarted one, a case covered by the test below.
-    # Both are stopped before the last check, and the chief is given a moment to save the oracle: a worker
-    # left running could end its trial (and take a new one with no resume point yet) before the kill.
-    while time.time() < deadline:
-        if len(list((run_dir / "trials").glob("[0-9]*.json"))) >= 1 and mid_trial("remote") and mid_trial("worker0"):
-            for pid in (remote.pid, *local_workers):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGSTOP)
-            time.sleep(0.5)
-            if mid_trial("remote") and mid_trial("worker0"):
-                break
-            continue_processes([remote.pid, *local_workers])
-        time.sleep(0.1)
+    run_until(local_workers, lambda: finished() >= 1 and mid_trial("worker0"))
+    run_until([remote.pid], lambda: mid_trial("remote"))
+    time.sleep(0.5)  # the chief saves what the last calls changed
     before = {p.name: p.read_bytes() for p in (run_dir / "trials").glob("[0-9]*.json")}
+    waited = time.time() - (deadline - 240)
     chief.kill()  # its own worker dies with it; the remote one waits for the chief to come back
     chief.wait()
-    assert local_workers and before and mid_trial("remote") and remote.poll() is None
+
+    def diagnosis() -> str:  # what each side was doing, should this fail again
+        trials = {p.name: sorted(f.name for f in p.iterdir()) for p in (run_dir / "kerastuner").glob("trial_*")}
+        log = run_dir / "workers" / "worker0.log"
+        local_log = log.read_text()[-1500:] if log.exists() else "no worker0.log"
+        return f"waited {waited:.0f} s; ongoing {ongoing()}; finished {sorted(before)}; trial folders {trials}; local worker pids {local_workers}; worker0.log: {local_log}"
+
+    assert local_workers and before and mid_trial("remote") and remote.poll() is None, diagnosis()
 
     again = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     continue_processes([remote.pid])
