@@ -35,13 +35,13 @@ def test_mixed_precision_by_default_on_gpus_only(setting, accelerator, policy):
 def test_xla_is_off_on_cpu_unless_asked():
     assert jit_setting("auto", CPU) is False and jit_setting("auto", HOPPER) == "auto"
     assert jit_setting(True, CPU) is True and jit_setting(False, HOPPER) is False
+    assert HOPPER.describe() == "1 GPU (H100)" and CPU.describe() == "CPU"
 
 
 def test_jax_steps_are_compiled_on_cpu_too():
     """Without XLA, Keras runs a JAX step op by op: epochs 1.6x slower on 2 CPU cores."""
     assert jit_setting("auto", CPU, "jax") == "auto" and jit_setting("auto", CPU, "torch") == "auto"
     assert jit_setting(False, CPU, "jax") is False  # asked for
-    assert HOPPER.describe() == "1 GPU (H100)" and CPU.describe() == "CPU"
 
 
 def test_several_steps_per_call_where_measured_to_pay_unless_asked():

@@ -163,7 +163,8 @@ def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp
     run_dir, port = tmp_path / "reports" / "restart", free_port("127.0.0.1")
     command = [sys.executable, "-m", "tuning", "search", str(spec), "--out", str(tmp_path / "reports"), "--workers", "1", "--port", str(port), "--quiet"]
     chief = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
+    started = time.time()
+    deadline = started + 240
     local_workers = pause_local_worker(chief, deadline)
     while time.time() < deadline and not (run_dir / "run.json").exists():
         time.sleep(0.1)
@@ -180,8 +181,8 @@ def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp
         trial_id = ongoing().get(tuner_id)
         return trial_id is not None and (run_dir / "kerastuner" / f"trial_{trial_id}" / "resume.json").exists()
 
-    def finished() -> int:
-        return len(list((run_dir / "trials").glob("[0-9]*.json")))
+    def finished() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in (run_dir / "trials").glob("[0-9]*.json")}
 
     def run_until(pids: list[int], ready: Callable[[], bool]) -> None:
         continue_processes(pids)
@@ -198,11 +199,11 @@ def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp
     while time.time() < deadline and "remote" not in ongoing():
         time.sleep(0.05)
     os.kill(remote.pid, signal.SIGSTOP)
-    run_until(local_workers, lambda: finished() >= 1 and mid_trial("worker0"))
+    run_until(local_workers, lambda: bool(finished()) and mid_trial("worker0"))
     run_until([remote.pid], lambda: mid_trial("remote"))
     time.sleep(0.5)  # the chief saves what the last calls changed
-    before = {p.name: p.read_bytes() for p in (run_dir / "trials").glob("[0-9]*.json")}
-    waited = time.time() - (deadline - 240)
+    before = finished()
+    waited = time.time() - started
     chief.kill()  # its own worker dies with it; the remote one waits for the chief to come back
     chief.wait()
 

@@ -70,7 +70,7 @@ class _OptionalJaxSkipped(importlib.abc.MetaPathFinder):
 def _importer() -> str | None:
     """The module whose code runs the import being resolved (the first frame outside the import machinery)."""
     frame: FrameType | None = sys._getframe(2)
-    while frame is not None and (frame.f_globals.get("__name__") == "importlib" or frame.f_globals.get("__name__", "").startswith("importlib.")):
+    while frame is not None and str(frame.f_globals.get("__name__")).partition(".")[0] == "importlib":
         frame = frame.f_back
     return frame.f_globals.get("__name__") if frame is not None else None
 
@@ -190,9 +190,10 @@ def steps_per_execution(setting: int | str, backend_name: str, file: str | None 
 
 def compile_options(spec: Any, accelerator: Accelerator) -> dict[str, Any]:
     """How every trial's model is compiled, from the spec's `training` section and the machine."""
+    name = backend()
     return {
-        "jit_compile": jit_setting(spec.training.jit_compile, accelerator, backend()),
-        "steps_per_execution": steps_per_execution(spec.training.steps_per_execution, backend(), spec.file, on_gpu=accelerator.kind == "gpu"),
+        "jit_compile": jit_setting(spec.training.jit_compile, accelerator, name),
+        "steps_per_execution": steps_per_execution(spec.training.steps_per_execution, name, spec.file, on_gpu=accelerator.kind == "gpu"),
     }
 
 
