@@ -121,6 +121,7 @@ def test_best_model_and_its_test_metrics(finished):
     y = np.eye(10, dtype="float32")[data.y_test]
     test = model.evaluate(data.x_test, y, verbose=0, return_dict=True)
     assert math.isclose(test["accuracy"], best["test"]["accuracy"], abs_tol=1e-6)
+    assert math.isclose(test["loss"], best["test"]["loss"], rel_tol=1e-5)  # from the analysis' predictions
     assert model.input_shape == (None, 8, 8, 1)  # raw images in: rescaling lives in the model
 
 

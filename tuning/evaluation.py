@@ -40,6 +40,15 @@ def pca_2d(features: np.ndarray) -> tuple[np.ndarray, list[float]]:
     return centered @ components.T, (share + [0.0, 0.0])[:2]
 
 
+def test_metrics(model: keras.Model, probs: np.ndarray, y_test: np.ndarray) -> dict[str, float]:
+    """Accuracy and loss as `model.evaluate` reports them (the compiled loss, regularization included),
+    from the test predictions the analysis makes anyway: evaluating as well traced a test step for this
+    once-used model and ran the test set twice (~0.3 s on 2 cores for 1,000 images)."""
+    one_hot = np.eye(probs.shape[1], dtype="float32")[y_test]
+    loss = model.compute_loss(y=one_hot, y_pred=probs.astype("float32"), training=False)
+    return {"accuracy": float((probs.argmax(axis=1) == y_test).mean()), "loss": float(keras.ops.convert_to_numpy(loss))}
+
+
 def analyze_best(model: keras.Model, x_test: np.ndarray, y_test: np.ndarray, class_names: tuple[str, ...], out_dir: Path, seed: int = 0) -> dict[str, Any]:
     """Evaluate `model` on the test set and save what the report shows about it."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -82,8 +91,10 @@ def analyze_best(model: keras.Model, x_test: np.ndarray, y_test: np.ndarray, cla
     for index, feature_map in enumerate(maps):
         arrays[f"feature_maps_{index}"] = feature_map.astype(np.float32)
     np.savez_compressed(out_dir / "analysis.npz", **arrays)
+    test = test_metrics(model, probs, y_test)
     analysis = {
-        "test_accuracy": float((predicted == y_test).mean()),
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
         "test_count": int(len(y_test)),
         "class_names": list(class_names),
         "confusion": confusion.tolist(),

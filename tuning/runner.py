@@ -232,7 +232,7 @@ def _search_locked(
         events.close()
         elapsed = elapsed_before + time.time() - started
         store.update_manifest(status=status, stop_reason=stop_reason, elapsed_s=round(elapsed, 3))
-        _finish(store, spec, tuner, dataset, one_hot)
+        _finish(store, spec, tuner, dataset)
     if error is not None:
         raise error
     return Run(run_dir)
@@ -469,7 +469,7 @@ def directory_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any, one_hot: np.ndarray) -> None:
+def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any) -> None:
     """Tables, best model and its test metrics: written whenever the search ends, however it ends."""
     from .results import columns, leaderboard_markdown, rank, trial_rows, write_trials_csv
 
@@ -483,10 +483,8 @@ def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any, one_hot
         from .evaluation import analyze_best
 
         model = tuner.load_trained(best.trial_id)
-        from .batches import evaluate
-
-        test = evaluate(model, dataset.x_test, one_hot[dataset.y_test])
-        analyze_best(model, dataset.x_test, dataset.y_test, dataset.class_names, store.dir / "best", seed=spec.search.seed)
+        analysis = analyze_best(model, dataset.x_test, dataset.y_test, dataset.class_names, store.dir / "best", seed=spec.search.seed)
+        test = {"accuracy": analysis["test_accuracy"], "loss": analysis["test_loss"]}
         tmp = store.dir / "best_model.tmp.keras"
         with saving_without_tensorflow():
             model.save(tmp)
