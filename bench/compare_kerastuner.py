@@ -182,7 +182,9 @@ def summarize(raw: dict) -> dict:
     longer than a 1-block one's), or of all networks when its network never ran a second epoch.
     `efficiency_one_median` prices every epoch at one median epoch time instead. `trial_loop_efficiency`
     divides by the trial loop alone (the first trial's build to the last trial's end), leaving out what each
-    process does once (imports, data, the reports): the per-trial fixed costs' share is 1 minus it."""
+    process does once (imports, data, the reports): the per-trial fixed costs' share is 1 minus it.
+    `wall_split_s` cuts the wall time into those three parts: training at steady speed, the per-trial fixed
+    costs (building, tracing, checkpoints, pipelines, bookkeeping) and what the process does once."""
     epochs = len(raw["epoch_seconds"]) + len(raw["first_epochs"])
     steady = statistics.median(raw["epoch_seconds"]) if raw["epoch_seconds"] else statistics.median(raw["first_epochs"])
     by_network: dict[int, list[float]] = {}
@@ -206,6 +208,11 @@ def summarize(raw: dict) -> dict:
         "trial_loop_s": round(raw["loop_s"], 2),
         "trial_loop_efficiency": round(productive / raw["loop_s"], 3),
         "efficiency_one_median": round(epochs * steady / wall, 3),
+        "wall_split_s": {
+            "training_at_steady_speed": round(productive, 2),
+            "per_trial_fixed": round(raw["loop_s"] - productive, 2),
+            "once_per_process": round(wall - raw["loop_s"], 2),
+        },
         "best_val_accuracy": round(final, 4),
         "test_accuracy": round(raw["test_accuracy"], 4),
         "time_to_99pct_of_best_s": round(reach, 2) if reach is not None else None,

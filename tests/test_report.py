@@ -196,3 +196,21 @@ def test_image_grids_show_every_image_whole_in_its_own_colours():
     pixels = np.asarray(Image.open(io.BytesIO(mixed)).convert("L")).astype(int)
     assert (pixels == 0).sum() >= plots.CELL // 2 * plots.CELL // 2  # the digit's black square, scaled up
     assert len(np.unique(pixels)) > 100  # the ramp's range becomes the whole grey scale
+
+
+def test_an_image_grid_is_drawn_in_little_memory():
+    import tracemalloc
+
+    import numpy as np
+
+    from tuning import plots
+
+    images = np.random.default_rng(0).integers(0, 255, (25, 28, 28), dtype=np.uint8)
+    plots.image_grid(images[:1], ["warm-up"])
+    tracemalloc.start()
+    try:
+        plots.image_grid(images, ["true Coat\npred Shirt (90%)"] * 25)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20  # drawn as one figure-sized image, matplotlib resampled ~85 MB of floats

@@ -161,43 +161,38 @@ def _rgb(image: np.ndarray, cmap: str) -> np.ndarray:
     return scaled if image.ndim == 3 else colormaps[cmap](scaled)[..., :3]
 
 
-CELL, GAP = 112, 14  # pixels of each panel's image and of the space around it
+CELL, GAP = 128, 32  # pixels of each panel's image and of the space beside it (for its caption's overhang)
 
 
-def _mosaic(panels: Sequence[Sequence[tuple[np.ndarray | None, str]]], caption_lines: int, fontsize: float) -> bytes:
-    """Rows of captioned image panels drawn as one picture, each panel scaled to a `CELL` square (nearest
-    pixels, aspect kept). One image and a text per caption instead of an axes per panel: a 25-image grid
-    took 0.34 s to draw with axes, a quarter of the report's figures."""
+def _mosaic(panels: Sequence[Sequence[tuple[np.ndarray, str]]], caption_lines: int, fontsize: float) -> bytes:
+    """Rows of captioned image panels, each scaled to a `CELL` square (nearest pixels, aspect kept) and
+    placed pixel for pixel (`figimage`, no axes, no resampling). An axes per panel took 0.34 s to draw a
+    25-image grid; one image of the whole grid, 0.2 s and ~85 MB (matplotlib resamples it in floats)."""
     plt = _plt()
+    from matplotlib.transforms import IdentityTransform
+
     columns = max(len(row) for row in panels)
     band = int(fontsize * 1.35 * caption_lines * DPI / 72) + 4
     width, height = columns * (CELL + GAP), len(panels) * (CELL + GAP + band)
-    canvas = np.ones((height, width, 3))
     fig = plt.figure(figsize=(width / DPI, height / DPI), dpi=DPI)
-    ax = fig.add_axes((0, 0, 1, 1))
+    fig.suppressComposite = True  # each panel drawn as it is, not merged into one figure-sized image first
     for r, row in enumerate(panels):
-        top = r * (CELL + GAP + band) + band
+        top = r * (CELL + GAP + band) + band  # pixels from the top; matplotlib counts from the bottom
         for c, (image, caption) in enumerate(row):
             left = c * (CELL + GAP) + GAP // 2
             if caption:
-                ax.text(left + CELL / 2, top - 2, caption, ha="center", va="bottom", fontsize=fontsize)
-            if image is None:
-                continue
+                fig.text(left + CELL / 2, height - top + 2, caption, ha="center", va="bottom", fontsize=fontsize, transform=IdentityTransform())
             h, w = image.shape[:2]
             scale = CELL / max(h, w)
             nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-            y, x = top + (CELL - nh) // 2, left + (CELL - nw) // 2
-            canvas[y : y + nh, x : x + nw] = image[np.arange(nh) * h // nh][:, np.arange(nw) * w // nw]
-    ax.imshow(canvas, interpolation="nearest")
-    ax.set_xlim(0, width)
-    ax.set_ylim(height, 0)
-    ax.axis("off")
+            pixels = np.round(255 * image[np.arange(nh) * h // nh][:, np.arange(nw) * w // nw]).astype(np.uint8)
+            fig.figimage(pixels, xo=left + (CELL - nw) // 2, yo=height - top - (CELL - nh) // 2 - nh, origin="upper")
     return _png(fig, tight=False)
 
 
 def image_grid(images: np.ndarray, titles: Sequence[str], columns: int = 5) -> bytes:
     panels = [(_rgb(image, "gray"), title) for image, title in zip(images, titles)]
-    return _mosaic([panels[i : i + columns] for i in range(0, len(panels), columns)], max(t.count("\n") + 1 for t in titles), 8)
+    return _mosaic([panels[i : i + columns] for i in range(0, len(panels), columns)], max((t.count("\n") + 1 for t in titles), default=1), 8)
 
 
 def feature_maps(image: np.ndarray, maps: list[np.ndarray], layer_names: Sequence[str]) -> bytes:
