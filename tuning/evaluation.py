@@ -40,7 +40,7 @@ def pca_2d(features: np.ndarray) -> tuple[np.ndarray, list[float]]:
     return centered @ components.T, (share + [0.0, 0.0])[:2]
 
 
-def test_metrics(model: keras.Model, probs: np.ndarray, y_test: np.ndarray) -> dict[str, float]:
+def metrics_from_predictions(model: keras.Model, probs: np.ndarray, y_test: np.ndarray) -> dict[str, float]:
     """Accuracy and loss as `model.evaluate` reports them (the compiled loss, regularization included),
     from the test predictions the analysis makes anyway: evaluating as well traced a test step for this
     once-used model and ran the test set twice (~0.3 s on 2 cores for 1,000 images)."""
@@ -91,7 +91,7 @@ def analyze_best(model: keras.Model, x_test: np.ndarray, y_test: np.ndarray, cla
     for index, feature_map in enumerate(maps):
         arrays[f"feature_maps_{index}"] = feature_map.astype(np.float32)
     np.savez_compressed(out_dir / "analysis.npz", **arrays)
-    test = test_metrics(model, probs, y_test)
+    test = metrics_from_predictions(model, probs, y_test)
     analysis = {
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
