@@ -183,7 +183,7 @@ def test_image_grids_show_every_image_whole_in_its_own_colours():
 
     red = np.zeros((10, 20, 3), np.uint8)
     red[..., 0] = 255  # a wide colour image: kept red, scaled to the panel's width
-    ramp = np.linspace(-1.0, 3.0, 64 * 64, dtype="float32").reshape(64, 64, 1)  # floats: shown over their range
+    ramp = np.linspace(-1.0, 3.0, 64 * 64, dtype="float32").reshape(64, 64)  # floats: shown over their range
     digit = np.full((8, 8), 16, np.uint8)
     digit[2:6, 2:6] = 0  # a digits-style image (values 0..16): black square on white
     png = plots.image_grid(np.array([red, red]), ["true a\npred b (90%)", "second"], columns=2)
@@ -192,7 +192,7 @@ def test_image_grids_show_every_image_whole_in_its_own_colours():
     rows, columns = np.nonzero(is_red)
     assert is_red.sum() == 2 * plots.CELL * plots.CELL // 2  # two panels, each CELL wide and CELL/2 high
     assert columns.max() - columns.min() > plots.CELL  # side by side
-    mixed = plots.image_grid([ramp[..., 0], digit], ["ramp", "digit"])
+    mixed = plots.image_grid([ramp, digit], ["ramp", "digit"])
     pixels = np.asarray(Image.open(io.BytesIO(mixed)).convert("L")).astype(int)
     assert (pixels == 0).sum() >= plots.CELL // 2 * plots.CELL // 2  # the digit's black square, scaled up
     assert len(np.unique(pixels)) > 100  # the ramp's range becomes the whole grey scale
