@@ -13,10 +13,12 @@ EXIT_INTERRUPTED = 130
 
 
 def entry_point() -> NoReturn:
-    """The `tuning` executable (and `python -m tuning`): `main`, then a quick exit (see the runtime's
-    `exit_without_final_collections`: 1.3-1.4 s less for every command that imported TensorFlow)."""
-    from .runtime import exit_without_final_collections
+    """The `tuning` executable (and `python -m tuning`): `main` in a process of its own, so Keras is imported
+    without extras no command uses (`skip_keras_extras`), then a quick exit (`exit_without_final_collections`:
+    1.3-1.4 s less for every command that imported TensorFlow)."""
+    from .runtime import exit_without_final_collections, skip_keras_extras
 
+    skip_keras_extras()
     exit_without_final_collections(main())
 
 

@@ -49,21 +49,33 @@ def quiet_logs() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # e.g. retracing notices while analysing the best model
     if "keras" not in sys.modules:
-        with muted_stderr(), _optional_jax_skipped():
+        with muted_stderr(), _optional_imports_skipped():
             import keras  # noqa: F401
 
 
-# Modules that import JAX only if it is installed, for features tuning never uses on another backend: TFLite's
-# converter from JAX functions, and a JAX-version shim for Keras' Orbax checkpoint callback.
-OPTIONAL_JAX_IMPORTERS = ("tensorflow.lite.python.util", "keras.src.callbacks.orbax_checkpoint")
+# Imports that Keras makes at its own import only if the package is installed, for features tuning never uses,
+# by the module making them (a prefix): TFLite's converter from JAX functions and a JAX-version shim for Keras'
+# Orbax checkpoint callback (JAX, on TensorFlow: 0.5-1.4 s and ~95 MB at every search's start on 2 cores).
+OPTIONAL_IMPORTS: dict[str, tuple[str, ...]] = {"jax": ("tensorflow.lite.python.util", "keras.src.callbacks.orbax_checkpoint")}
+# ... and, in a `tuning` command's own process only (`skip_keras_extras`), Keras' scikit-learn wrappers and its
+# image-gallery plot: 0.8-1.3 s and ~70 MB at the start of every `predict`, `export` and worker process, which
+# draw no report (a search imports both later, for its report, when it needs them).
+KERAS_EXTRAS: dict[str, tuple[str, ...]] = {"sklearn": ("keras.src.wrappers.",), "matplotlib": ("keras.src.visualization.",)}
 
 
-class _OptionalJaxSkipped(importlib.abc.MetaPathFinder):
-    """Fails `import jax` for `OPTIONAL_JAX_IMPORTERS` alone, as if JAX were not installed."""
+def skip_keras_extras() -> None:
+    """Leave out `KERAS_EXTRAS` when this process imports Keras: for the `tuning` executable, whose process
+    is its own. Not for the Python API: in a user's session `keras.wrappers` would lack scikit-learn for good."""
+    OPTIONAL_IMPORTS.update(KERAS_EXTRAS)
+
+
+class _OptionalImportsSkipped(importlib.abc.MetaPathFinder):
+    """Fails the `OPTIONAL_IMPORTS`, made from their modules alone, as if the package were not installed."""
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name == "jax" and _importer() in OPTIONAL_JAX_IMPORTERS:
-            raise ModuleNotFoundError("tuning skips this optional JAX import", name="jax")
+        importers = OPTIONAL_IMPORTS.get(name)
+        if importers and str(_importer()).startswith(importers):
+            raise ModuleNotFoundError(f"tuning skips this optional import of {name}", name=name)
         return None
 
 
@@ -76,12 +88,12 @@ def _importer() -> str | None:
 
 
 @contextlib.contextmanager
-def _optional_jax_skipped() -> Iterator[None]:
-    """With JAX installed, importing Keras on TensorFlow imported JAX too (`OPTIONAL_JAX_IMPORTERS`): 0.5-1.4 s
-    and ~95 MB at every search's start on 2 cores. During Keras' import those two imports fail as if JAX were
-    absent, and those modules stay so for the process: TFLite's `experimental_from_jax` is unavailable in it.
-    Keras' JAX backend, which imports JAX before them, and a later `import jax` work as usual."""
-    finder = _OptionalJaxSkipped()
+def _optional_imports_skipped() -> Iterator[None]:
+    """During Keras' import the `OPTIONAL_IMPORTS` fail as if their packages were absent, and the modules that
+    tried them stay so for the process (TFLite's `experimental_from_jax` is unavailable in it, and in a
+    `tuning` command `keras.wrappers`' scikit-learn estimators). Keras' JAX backend, which imports JAX before
+    them, and any later import of the same packages work as usual."""
+    finder = _OptionalImportsSkipped()
     sys.meta_path.insert(0, finder)
     try:
         yield
