@@ -5,6 +5,7 @@
 #   bench/gpu.sh all [TOTAL_S]      # throughput, the KerasTuner comparison, then a full Fashion-MNIST search
 #                                   # with the time left of TOTAL_S (default 540) as its time budget
 #   bench/gpu.sh steps              # throughput with 1, 8 and 32 training steps per call (steps_per_execution)
+#   bench/gpu.sh trace_ahead        # would compiling the next trial's network in a thread pay? (trace_ahead.py)
 #
 # Environment: DATA (the four Fashion-MNIST IDX files; default Debian's folder), OUT (results; default
 # bench/results/gpu), SUBSET (training images of the comparison; default 10000). GPU utilisation is sampled
@@ -48,6 +49,13 @@ if [ "$mode" = steps ]; then
     mark "steps_$steps"
     timeout 150 python3 bench/trial_throughput.py --data "$DATA" --epochs 6 --batch-size 128 --repeats $repeats --steps-per-execution $steps --out "$OUT/throughput_steps$steps.json" 2>&1 | grep -E '"(steady_epoch_s|images_per_s|tuning_over_bare_images_per_s|first|steps_per_execution)"' | tee -a "$log"
   done
+  mark end
+  exit
+fi
+
+if [ "$mode" = trace_ahead ]; then
+  mark trace_ahead
+  timeout 300 python3 bench/trace_ahead.py --data "$DATA" --subset 8000 --batch-size 128 --rounds 8 --out "$OUT/trace_ahead.json" 2>&1 | grep -E '"(meanwhile_s|first_epoch_s|round_s|gain_per_network_s|overlapped_over_sequential)"' | tee -a "$log"
   mark end
   exit
 fi
