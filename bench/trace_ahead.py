@@ -7,9 +7,10 @@ another thread while the current trial trains. This script measures that on the 
 A (the comparison space's largest network, already traced) trains `--epochs` epochs, then a new model B of
 another network trains its first epoch. `sequential` does just that; `overlapped` also runs a short `fit`
 of B in a thread while A trains (a full and a last-sized batch each of training and validation data: the
-steps a trial runs, with the same input signatures, so TensorFlow traces and JAX compiles them there). The two sides alternate, on each of the comparison space's four networks in turn. Reported per side:
-A's training time, the wait for the thread, B's first epoch and the whole round; the gain per network is
-the difference of the rounds' means.
+steps a trial runs, with the same input signatures, so TensorFlow traces and JAX compiles them there). The
+two sides alternate, on each of the comparison space's four networks in turn. Reported per side: A's
+training time, the wait for the thread, B's first epoch and the whole round; the gain per network is the
+difference of the rounds' means.
 
     python bench/trace_ahead.py --subset 5000 --rounds 8 --out bench/results/trace_ahead.json
     KERAS_BACKEND=jax python bench/trace_ahead.py --subset 8000 --batch-size 128 --out bench/results/trace_ahead_jax.json
@@ -75,10 +76,10 @@ def main() -> None:
     train = batches.training_arrays(data.x_train, one_hot[data.y_train])
     validation = batches.validation_data(data.x_val, one_hot[data.y_val])
     # One full batch and one of the last batch's size: JAX compiles a step for each batch shape it meets.
-    rows = args.batch_size + len(data.x_train) % args.batch_size
-    warm_train = batches.training_arrays(data.x_train[:rows], one_hot[data.y_train[:rows]])
-    rows = 256 + len(data.x_val) % 256
-    warm_validation = batches.validation_data(data.x_val[:rows], one_hot[data.y_val[:rows]])
+    train_rows = args.batch_size + len(data.x_train) % args.batch_size
+    warm_train = batches.training_arrays(data.x_train[:train_rows], one_hot[data.y_train[:train_rows]])
+    validation_rows = 256 + len(data.x_val) % 256
+    warm_validation = batches.validation_data(data.x_val[:validation_rows], one_hot[data.y_val[:validation_rows]])
 
     def model(blocks: int, filters: int, dense_units: int = 64) -> Any:
         """A new model, as a search builds one; `dense_units` makes each round's network one not met before."""
@@ -107,10 +108,10 @@ def main() -> None:
             if thread is not None:
                 thread.start()
             meanwhile = fit(trained, args.epochs)
-            waited = time.perf_counter()
+            joined = time.perf_counter()
             if thread is not None:
                 thread.join()
-            waited = time.perf_counter() - waited
+            waited = time.perf_counter() - joined
             first = fit(new, 1)
             sides[side].append({"meanwhile_s": meanwhile, "wait_s": waited, "first_epoch_s": first, "round_s": time.perf_counter() - start})
 
