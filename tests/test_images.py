@@ -190,6 +190,21 @@ def test_augmentation_acts_in_training_only():
     assert augmentation_layers(PRESETS["none"]) == []
 
 
+def test_contrast_augmentation_lowers_contrast_as_often_as_it_raises_it():
+    """`contrast: c` means a factor drawn from 1 +/- c (Keras, given one number, would draw from [1, 1 + c])."""
+    import keras
+
+    from tuning.hypermodel import augmentation_layers
+    from tuning.space import Augmentation
+
+    images = np.random.default_rng(0).uniform(0.25, 0.75, (200, 8, 8, 1)).astype("float32")
+    (layer,) = augmentation_layers(Augmentation(contrast=0.5))
+    changed = keras.ops.convert_to_numpy(layer(images, training=True))
+    ratios = changed.std(axis=(1, 2, 3)) / images.std(axis=(1, 2, 3))
+    assert ratios.min() < 0.7 and ratios.max() > 1.3
+    assert 0.3 < (ratios < 1).mean() < 0.7
+
+
 def test_per_operation_augmentation_ranges_are_hyperparameters():
     from tuning.hypermodel import augmentation_layers
     from tuning.space import parameters, resolve

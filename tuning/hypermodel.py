@@ -66,7 +66,9 @@ def augmentation_layers(augment: Augmentation) -> list[keras.layers.Layer]:
     if augment.translation > 0:
         out.append(layers.RandomTranslation(augment.translation, augment.translation, name="augment_translation"))
     if augment.contrast > 0:
-        out.append(layers.RandomContrast(augment.contrast, value_range=(0.0, 1.0), name="augment_contrast"))
+        # A single number would only ever raise contrast: Keras clamps its lower bound, -c, to 0.
+        amount = (augment.contrast, augment.contrast)
+        out.append(layers.RandomContrast(amount, value_range=(0.0, 1.0), name="augment_contrast"))
     return out
 
 
