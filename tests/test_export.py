@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,3 +151,33 @@ def test_predict_errors_are_clear(exported, images, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["export", str(tmp_path)]) == 2
     assert "is not a tuning run" in capsys.readouterr().err
+
+
+def test_a_run_on_a_relative_folder_exports_and_retrains_from_anywhere(tmp_path, monkeypatch):
+    """`data.path` is relative to the spec's folder; export, `--retrain` and the written best_config.yaml
+    (which lives in the run's export folder) find the images from another working folder too."""
+    import yaml
+
+    from .conftest import write_spec
+    from .test_images import make_tree
+
+    make_tree(tmp_path / "project" / "pets", per_class=6)
+    spec = tiny(
+        data={"directory": "pets", "image_size": [16, 16]},
+        model={"blocks": 1, "filters": 8},
+        training={"learning_rate": 3e-3, "batch_size": 16},
+        search={"algorithm": "grid", "max_epochs": 1},
+    )
+    for key in ("source", "max_train_samples", "max_test_samples"):
+        spec["data"].pop(key)
+    spec_path = write_spec(tmp_path / "project", spec)
+    monkeypatch.setenv("TUNING_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["search", str(spec_path), "--out", "reports", "--quiet"]) == 0
+    assert main(["export", "reports/spec", "--format", "keras", "--retrain"]) == 0
+    config = next(Path("reports/spec/export").glob("*/best_config.yaml"))
+    assert yaml.safe_load(config.read_text())["data"]["path"] == str((tmp_path / "project" / "pets").resolve())
+    monkeypatch.chdir(config.parent)
+    assert main(["train", "best_config.yaml", "--out", str(tmp_path / "trained"), "--quiet"]) == 0
+    assert json.loads((tmp_path / "trained" / "best_config" / "run.json").read_text())["data"]["classes"] == ["cat", "dog", "fox"]

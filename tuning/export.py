@@ -13,7 +13,7 @@ import numpy as np
 import yaml
 
 from .errors import RunError
-from .records import write_atomic, write_json
+from .records import data_dir, write_atomic, write_json
 from .run import Run
 from .space import parameters, resolve
 from .spec import SearchSpec, load_spec
@@ -21,9 +21,15 @@ from .spec import SearchSpec, load_spec
 FORMATS = ("keras", "savedmodel", "tflite")
 
 
-def fixed_spec(spec: SearchSpec, values: dict[str, Any], epochs: int) -> dict[str, Any]:
-    """The spec with every tunable value fixed to `values`: `tuning train` rebuilds exactly this model."""
+def fixed_spec(spec: SearchSpec, values: dict[str, Any], epochs: int, base_dir: Path | None = None) -> dict[str, Any]:
+    """The spec with every tunable value fixed to `values`: `tuning train` rebuilds exactly this model.
+
+    A relative `data.path` is made absolute against `base_dir` (the folder the search resolved it from), as the
+    written file lives elsewhere, in the run's export folder.
+    """
     data = spec.to_dict()
+    if base_dir is not None and data["data"].get("path") and not Path(data["data"]["path"]).expanduser().is_absolute():
+        data["data"]["path"] = str((base_dir / data["data"]["path"]).resolve())
     for param in parameters(spec):
         value = values.get(param.name, param.domain.values()[0] if param.domain.values() else param.domain.low)
         section, key = str(param.path[0]), str(param.path[1])
@@ -55,6 +61,7 @@ class TrialModel:
             raise RunError(f"trial {trial_id!r} is not a completed trial of {run.path}; completed: {known or 'none'}")
         self.record = records[trial_id]
         self.spec = load_spec(manifest["spec"])
+        self.data_dir = data_dir(manifest)
         self.data = manifest["data"]
         self.config = resolve(self.spec, self.record.values)
 
@@ -121,10 +128,8 @@ def export(
     chosen = TrialModel(Run(run_dir), trial)
     out_dir = Path(out) if out else chosen.run.path / "export" / chosen.record.trial_id
     out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = _try_load(chosen)
+    dataset = _load_data(chosen) if retrain else _try_load(chosen)
     if retrain:
-        if dataset is None:
-            raise RunError(f"--retrain needs the run's data, which cannot be loaded here ({chosen.spec.data.source} {chosen.spec.data.path or ''}).")
         model = chosen.retrain(dataset)
         source = f"retrained on train + validation for {chosen.record.best_epoch} epochs (seed {chosen.spec.search.seed})"
     else:
@@ -139,7 +144,8 @@ def export(
     write_json(out_dir / "model_card.json", card)
     write_atomic(out_dir / "model_card.md", _card_markdown(card))
     write_atomic(
-        out_dir / "best_config.yaml", yaml.safe_dump(fixed_spec(chosen.spec, chosen.record.values, int(chosen.record.best_epoch or 1)), sort_keys=False)
+        out_dir / "best_config.yaml",
+        yaml.safe_dump(fixed_spec(chosen.spec, chosen.record.values, int(chosen.record.best_epoch or 1), chosen.data_dir), sort_keys=False),
     )
     paths.update(card=out_dir / "model_card.md", card_json=out_dir / "model_card.json", config=out_dir / "best_config.yaml")
     return paths
@@ -186,12 +192,19 @@ def _tflite(model: Any, out: Path, shape: tuple[int, ...], dtype: str, quantize:
 EXPORTERS: dict[str, Callable[[Any, Path, tuple[int, ...], str, bool], dict[str, Path]]] = {"keras": _keras, "savedmodel": _savedmodel, "tflite": _tflite}
 
 
-def _try_load(chosen: TrialModel) -> Any:
+def _load_data(chosen: TrialModel) -> Any:
+    """The run's data, split as in the search (the same seed), with relative paths read from the search's folder."""
     from .data import load_data
+
+    return load_data(chosen.spec.data, chosen.data_dir, seed=chosen.spec.search.seed)
+
+
+def _try_load(chosen: TrialModel) -> Any:
+    """The run's data for the test metrics, or None where it cannot be read here (the export goes on without)."""
     from .errors import DataError
 
     try:
-        return load_data(chosen.spec.data, chosen.spec.base_dir, seed=chosen.spec.search.seed)
+        return _load_data(chosen)
     except DataError:
         return None
 

@@ -115,6 +115,15 @@ class TrialRecord:
         return cls(**known)
 
 
+def data_dir(manifest: dict[str, Any]) -> Path:
+    """The folder a run's relative `data.path` resolves against, wherever the command runs from: the spec
+    file's folder at the start of the search (recorded as `spec_dir`; older runs recorded only the file)."""
+    if manifest.get("spec_dir"):
+        return Path(manifest["spec_dir"])
+    spec_file = manifest.get("spec_file")
+    return Path(spec_file).resolve().parent if spec_file else Path.cwd()
+
+
 class RunStore:
     """The files of one run directory, read and written in one place."""
 

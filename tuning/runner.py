@@ -404,6 +404,7 @@ def _manifest(spec: SearchSpec, name: str, the_plan: Plan, dataset: Any, device:
         "created_at": previous.get("created_at", utc_now()),
         "updated_at": utc_now(),
         "spec_file": spec.file,
+        "spec_dir": str(spec.base_dir),
         "spec_hash": spec.spec_hash(),
         "spec": spec.to_dict(),
         "objective": {"metric": spec.search.objective.metric, "direction": spec.search.objective.direction},

@@ -328,7 +328,6 @@ def run_worker(run_dir: str | Path, chief: str, tuner_id: str | None = None, qui
     if not host or not port.isdigit():
         raise RunError(f"--chief {chief!r}: expected HOST:PORT, e.g. 10.0.0.5:8470")
     spec = load_spec(manifest["spec"])
-    spec._file = manifest.get("spec_file")  # relative data paths resolve from the spec's folder, as in the search
     tuner_id = tuner_id or f"{socket.gethostname()}-{os.getpid()}"
     os.environ.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=port, KERASTUNER_TUNER_ID=tuner_id)
 
@@ -342,8 +341,9 @@ def _work(
     store: Any, manifest: dict[str, Any], spec: Any, chief: str, tuner_id: str, quiet: bool, trials_per_process: int | None, options: dict[str, Any]
 ) -> int:
     from .data import load_data
+    from .records import data_dir
 
-    dataset = load_data(spec.data, spec.base_dir, seed=spec.search.seed)
+    dataset = load_data(spec.data, data_dir(manifest), seed=spec.search.seed)
     import numpy as np
 
     from .engine import SpecHyperModel, SpecTuner, make_oracle
