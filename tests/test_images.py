@@ -262,3 +262,25 @@ def test_search_end_to_end_on_a_generated_folder(tmp_path):
     assert sorted(run.trials["augmentation"]) == ["light", "none"]
     model = run.best_model()
     assert model.input_shape == (None, 16, 16, 3) and model.output_shape == (None, 3)
+
+
+def test_the_search_command_names_the_files_it_skipped(tmp_path, capsys):
+    from tuning.cli import main
+
+    from .conftest import write_spec
+
+    special = make_tree(tmp_path / "pets", per_class=6)
+    spec = tiny(
+        data={"directory": str(tmp_path / "pets"), "image_size": [16, 16]},
+        model={"blocks": 1, "filters": 8},
+        training={"learning_rate": 3e-3},
+        search={"algorithm": "grid", "max_epochs": 1},
+    )
+    for key in ("source", "max_train_samples", "max_test_samples"):
+        spec["data"].pop(key)
+    assert main(["search", str(write_spec(tmp_path, spec)), "--out", str(tmp_path / "reports")]) == 0
+    printed = capsys.readouterr().out
+    start, end = printed.split("top 5 by")
+    assert f"data: folder {tmp_path / 'pets'}: 3 classes, images 16x16x3 uint8" in start
+    for text in (start, end, (tmp_path / "reports" / "spec" / "report.md").read_text()):
+        assert "3 unreadable files skipped" in text and all(special[kind].name in text for kind in ("truncated", "empty", "text"))

@@ -254,6 +254,10 @@ def _summarize(run: Any) -> int:
 
     print(f"top 5 by {manifest['objective']['metric']} ({manifest['objective']['direction']}):")
     print(top_text(run.rows(), run.parameters, 5))
+    from .data import skipped_text
+
+    if skipped := skipped_text(manifest.get("data") or {}):
+        print(f"data: {skipped}")
     best = run.best
     if best and best.get("test"):
         print(

@@ -154,6 +154,31 @@ class Dataset:
         return {i: float(len(self.y_train) / (self.num_classes * c)) for i, c in enumerate(counts) if c}
 
 
+def data_text(summary: dict[str, Any]) -> str:
+    """One line for people: where the images came from, classes, shape and split sizes (from `Dataset.summary`)."""
+    shape = "x".join(map(str, summary.get("image_shape", [])))
+    return (
+        f"{summary.get('origin', '')}: {len(summary.get('classes', []))} classes, images {shape} {summary.get('dtype', '')}; "
+        f"train {summary.get('train')}, validation {summary.get('validation')}, test {summary.get('test')}"
+    )
+
+
+def skipped_text(summary: dict[str, Any], examples: int = 3) -> str | None:
+    """The unreadable files a source skipped, the first few by name, or None: a skipped file must not go unseen."""
+    count = int(summary.get("skipped_files") or 0)
+    if not count:
+        return None
+    named = "; ".join(f"{_short(s['file'])}: {s['reason'].replace(s['file'], _short(s['file']))}" for s in summary.get("skipped", [])[:examples])
+    more = f"; {count - examples} more" if count > examples else ""
+    return f"{count} unreadable file{'s' if count > 1 else ''} skipped ({named}{more}; every path in run.json, data.skipped)"
+
+
+def _short(file: str) -> str:
+    """`Cat/666.jpg` for a file: its class folder and name, enough to find it."""
+    path = Path(file)
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
 Loader = Callable[[Any, Path], RawData]
 LOADERS: dict[str, Loader] = {}
 

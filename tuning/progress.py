@@ -34,6 +34,7 @@ class SearchProgress:
         stream: TextIO | None = None,
         live: bool | None = None,
         quiet: bool = False,
+        data: dict[str, Any] | None = None,
     ):
         self.planned_trials, self.planned_epochs = planned_trials, planned_epochs
         self.metric, self.sign = metric, (1.0 if direction == "max" else -1.0)
@@ -46,6 +47,12 @@ class SearchProgress:
         self.epoch_budget = 0
         self.epoch = 0
         self.trial_id = ""
+        if data and not quiet:
+            from .data import data_text, skipped_text
+
+            print(f"data: {data_text(data)}", file=self.stream)
+            if skipped := skipped_text(data):
+                print(f"data: {skipped}", file=self.stream)
         if done_trials and not quiet:
             print(f"resuming: {done_trials} finished trials kept, not retrained", file=self.stream, flush=True)
         # A live line needs a terminal; in notebooks and logs one line per trial is printed instead.

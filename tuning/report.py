@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import plots
+from .data import data_text, skipped_text
 from .importance import hyperparameter_importance
 from .records import STATUSES, utc_now, write_atomic, write_json
 from .results import RANKING_RULE, _fmt, leaderboard_table, markdown_table
@@ -156,10 +157,7 @@ def _summary_lines(results: dict[str, Any]) -> list[tuple[str, str]]:
     metric = results["objective"]["metric"]
     lines = [
         ("status", f"{results['status']}{' (partial report)' if results['partial'] else ''}; {budget['stop_reason'] or ''}"),
-        (
-            "data",
-            f"{data.get('origin', '')}: {len(data.get('classes', []))} classes, images {'x'.join(map(str, data.get('image_shape', [])))} {data.get('dtype', '')}; train {data.get('train')}, validation {data.get('validation')}, test {data.get('test')}",
-        ),
+        ("data", data_text(data)),
         ("space", ", ".join(f"{s['name']} {s['domain']}" for s in results["space"]) or "-"),
         (
             "budget",
@@ -167,6 +165,9 @@ def _summary_lines(results: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         ("trials", ", ".join(f"{n} {k}" for k, n in results["counts"].items())),
     ]
+    skipped = skipped_text(data, examples=10)
+    if skipped:
+        lines.insert(2, ("skipped", skipped))
     if best:
         test = best.get("test") or {}
         lines.append(

@@ -194,7 +194,7 @@ def _search_locked(
     brackets = brackets_of(with_iterations(spec, iterations))
     board_log = HParamsLog(run_dir / "logs", list(the_plan.params), spec.search.objective.metric, max_epochs=spec.search.max_epochs, brackets=brackets)
     board_log.write_experiment()
-    view = _progress(spec, the_plan, store, progress, quiet)
+    view = _progress(spec, the_plan, store, progress, quiet, dataset.summary())
     events = Events(view, board_log)
     tuner = SpecTuner(spec=spec, oracle=oracle, hypermodel=hypermodel, directory=str(run_dir), events=events, store=store)
     oracle.verbose = oracle._display.verbose = 0  # KerasTuner's printing is replaced by ours (and its display
@@ -436,7 +436,7 @@ def _manifest(spec: SearchSpec, name: str, the_plan: Plan, dataset: Any, device:
     }
 
 
-def _progress(spec: SearchSpec, the_plan: Plan, store: RunStore, live: bool | None, quiet: bool) -> Any:
+def _progress(spec: SearchSpec, the_plan: Plan, store: RunStore, live: bool | None, quiet: bool, data: dict[str, Any]) -> Any:
     from .progress import SearchProgress
     from .results import rank
 
@@ -453,6 +453,7 @@ def _progress(spec: SearchSpec, the_plan: Plan, store: RunStore, live: bool | No
         best=best,
         live=live,
         quiet=quiet,
+        data=data,
     )
 
 
