@@ -262,7 +262,7 @@ def test_checkpoint_pruning_reads_the_trial_tables_under_the_oracle_lock(finishe
     assert set(tuner.oracle.trials_without_a_future(set(), final=True)) == set(tuner.oracle.trials)
 
 
-def test_failures_are_not_retried_and_stop_after_the_limit(tmp_path, monkeypatch):
+def test_failures_are_not_retried_and_stop_after_the_limit(tmp_path, monkeypatch, capfd):
     import tuning.engine as engine
 
     def broken(*args, **kwargs):
@@ -278,9 +278,10 @@ def test_failures_are_not_retried_and_stop_after_the_limit(tmp_path, monkeypatch
     oracle = json.loads((tmp_path / "broken" / "kerastuner" / "oracle.json").read_text())
     assert len(oracle["end_order"]) == 3  # each ran once: no retries
     assert json.loads((tmp_path / "broken" / "run.json").read_text())["status"] == "aborted"
+    assert "Traceback" not in capfd.readouterr().err  # the records keep it; the console is not flooded
 
 
-def test_nan_loss_is_diverged_and_does_not_stop_the_search(tmp_path):
+def test_nan_loss_is_diverged_and_does_not_stop_the_search(tmp_path, capfd):
     spec = tiny(
         training={"optimizer": "sgd", "learning_rate": {"choice": [1e38, 1e-2]}, "momentum": 0.9},
         model={"blocks": 1},
@@ -292,6 +293,8 @@ def test_nan_loss_is_diverged_and_does_not_stop_the_search(tmp_path):
     diverged = run.trials[run.trials["status"] == "diverged"].iloc[0]
     assert diverged["reason"].startswith("training loss became NaN or infinite") and pd_isna(diverged["rank"])
     assert run.best["values"]["learning_rate"] == 1e-2
+    printed = capfd.readouterr()
+    assert "Traceback" not in printed.err and "Invalid loss" not in printed.out
 
 
 def pd_isna(value) -> bool:

@@ -292,6 +292,12 @@ class NanGuard(keras.callbacks.TerminateOnNaN):
 
     async_safe = True
 
+    def on_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        # Keras' own prints "Batch N: Invalid loss" to stdout; the trial's status and reason say it instead.
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
+
 
 class _EpochLog(keras.callbacks.Callback):
     """Per-epoch history (with learning rate and time), progress reports, the time budget and Ctrl-C."""
@@ -410,6 +416,15 @@ def trial_seed(run_seed: int, trial_id: str) -> int:
     return (run_seed * 1_000_003 + int(trial_id) * 7_919 + 17) % (2**31 - 1)
 
 
+def _quiet_kerastuner_failures() -> None:
+    """KerasTuner prints every failed trial's traceback to stderr (its `config.DEBUG` is on by default); the
+    trial's record keeps it (`trials/<id>.json`) and the progress line names the failure instead."""
+    with contextlib.suppress(ImportError, AttributeError):
+        from keras_tuner.src import config as kerastuner_config
+
+        kerastuner_config.DEBUG = False
+
+
 class SpecTuner(kt.Tuner):
     """Runs one trial at a time for any oracle; see the module docstring for what differs from KerasTuner."""
 
@@ -426,6 +441,7 @@ class SpecTuner(kt.Tuner):
         self.models = ModelPool()
         self._validation: tuple[Any, dict[str, Any]] | None = None  # (the images it was built for, fit's keywords)
         self._training: tuple[Any, tuple[Any, Any]] | None = None  # (the data given, as `fit_data` takes it)
+        _quiet_kerastuner_failures()
         with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner from ..."; we say it our way
             super().__init__(oracle=oracle, hypermodel=hypermodel, directory=directory, project_name="kerastuner", overwrite=overwrite)
         # KerasTuner reloads the oracle only with this tuner's own state file, which a search that served
