@@ -100,6 +100,9 @@ search:
         ("version: 1\nname: ../evil\n", "name: expected letters, digits"),
         ("version: 1\nmodel:\n  blocks: {int: [1, 3]}\n  filters: [16, 32]\n", "model.filters: lists 2 per-block values but blocks can be 3"),
         ("version: 1\ntraining:\n  momentum: {float: [0.5, 0.9]}\n", "training.momentum: is tuned but only used by sgd and rmsprop"),
+        ("version: 1\ntraining:\n  learning_rate: .inf\n", ":3: training.learning_rate: expected a finite number. Received: inf"),
+        ("version: 1\ntraining:\n  learning_rate: {float: [1e-4, 1e400]}\n", "training.learning_rate.float[1]: expected a finite number. Received: inf"),
+        ("version: 1\nmodel:\n  dense_units: {int: [1, 100000000000000000000000]}\n", "this range holds 1e+23 integers; at most 1,000,000"),
         (
             "version: 1\nsearch:\n  algorithm: grid\ntraining:\n  learning_rate: {float: [1e-3, 1e-2]}\n",
             "grid search needs every range discrete; give a step to: learning_rate",

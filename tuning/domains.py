@@ -14,10 +14,13 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_val
 T = TypeVar("T")
 
 
-class Frozen(BaseModel):
-    """Base of every spec model: immutable, strict about types, and unknown keys are errors."""
+MAX_INT_VALUES = 1_000_000
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=False)
+
+class Frozen(BaseModel):
+    """Base of every spec model: immutable, strict about types, finite numbers only, and unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=False, allow_inf_nan=False)
 
 
 class Choice(Frozen, Generic[T]):
@@ -94,6 +97,15 @@ class IntRange(_Range[T], Generic[T]):
     @property
     def kind(self) -> str:
         return "int"
+
+    @model_validator(mode="after")
+    def _not_too_many(self) -> IntRange[T]:
+        # Counted, listed for feasibility and sampled like a choice: a range of 10**20 integers would not fit.
+        if not (self.log and self.step is not None):
+            count = (int(self.high) - int(self.low)) // int(self.step or 1) + 1
+            if count > MAX_INT_VALUES:
+                raise ValueError(f"this range holds {count:.3g} integers; at most {MAX_INT_VALUES:,} are supported: narrow it, or give a step")
+        return self
 
     def values(self) -> list[Any]:
         low, high = int(self.low), int(self.high)
