@@ -351,6 +351,14 @@ def test_interrupted_search_resumes_where_it_stopped(tmp_path):
     assert 2 <= len(kept) < 6
     assert json.loads((out / "resume" / "run.json").read_text())["status"] == "running"
 
+    # Before it resumes, the killed run already has a best trial (the ranking's leader, not yet tested) to report and export.
+    killed = open_run(out / "resume")
+    assert killed.best["trial_id"] == killed.trials["trial_id"].iloc[0] and "test" not in killed.best
+    assert main(["report", str(out / "resume")]) == 0
+    assert f"trial {killed.best['trial_id']}: val_accuracy" in (out / "resume" / "report.md").read_text()
+    assert main(["export", str(out / "resume"), "--format", "keras", "--out", str(tmp_path / "export")]) == 0
+    assert json.loads((tmp_path / "export" / "model_card.json").read_text())["trial_id"] == killed.best["trial_id"]
+
     assert main(["search", str(spec), "--out", str(out), "--quiet"]) == 0
     final = {p.name: p.read_text() for p in trials.glob("0*.json")}
     assert all(final[name] == text for name, text in kept.items())

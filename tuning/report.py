@@ -44,8 +44,8 @@ def collect(run: Run, top: int = 10) -> dict[str, Any]:
     trials = [r for r in rows if not str(r["trial_id"]).startswith("infeasible-")]
     plan = manifest.get("plan", {})
     analysis_path = run.path / "best" / "analysis.json"
-    best = dict(manifest.get("best") or {})
-    if best and analysis_path.exists():
+    best = dict(run.best or {})
+    if best.get("test") and analysis_path.exists():  # evaluated: the analysis is this trial's
         best["analysis"] = json.loads(analysis_path.read_text())
     return {
         "schema_version": SCHEMA_VERSION,
@@ -173,7 +173,12 @@ def _summary_lines(results: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(
             (
                 "best",
-                f"trial {best.get('trial_id')}: {metric} {best.get('score', float('nan')):.4f}; test accuracy {test.get('accuracy', float('nan')):.4f}, test loss {test.get('loss', float('nan')):.4f}",
+                f"trial {best.get('trial_id')}: {metric} {best.get('score', float('nan')):.4f}; "
+                + (
+                    f"test accuracy {test['accuracy']:.4f}, test loss {test['loss']:.4f}"
+                    if test
+                    else "not evaluated on the test set yet (the search does it when it ends; `tuning export` on its own)"
+                ),
             )
         )
     budget = results["budget"]

@@ -94,7 +94,7 @@ def leaderboard_markdown(rows: list[dict[str, Any]], param_names: Sequence[str],
         lines += [f"**Status: {status}** (partial results).", ""]
     lines += [f"Objective: `{metric}` ({objective.get('direction', '')}). {RANKING_RULE}", ""]
     best = manifest.get("best") or {}
-    if best.get("test"):
+    if best.get("test") and rows and best.get("trial_id") == rows[0]["trial_id"]:
         test = best["test"]
         lines += [
             f"Best trial `{best['trial_id']}`: {metric} {best['score']:.4f}; test accuracy {test.get('accuracy', float('nan')):.4f}, test loss {test.get('loss', float('nan')):.4f}.",

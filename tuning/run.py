@@ -65,8 +65,18 @@ class Run:
 
     @property
     def best(self) -> dict[str, Any] | None:
-        """The winning trial: its id, score, values and test-set metrics."""
-        return self.manifest.get("best")
+        """The winning trial: its id, score and values, and its test-set metrics once the search has evaluated it.
+
+        The leader of the ranking as it stands: a search killed before its end (which evaluates the winner and
+        saves `best_model.keras`) still has one, without `test`.
+        """
+        manifest = self.manifest
+        evaluated = manifest.get("best")
+        leader = next((r for r in self.records() if r.status == "completed" and r.score is not None), None)
+        if leader is None or (evaluated and evaluated.get("trial_id") == leader.trial_id):
+            return evaluated
+        metric = manifest.get("objective", {}).get("metric")
+        return {"trial_id": leader.trial_id, "score": leader.score, "metric": metric, "best_epoch": leader.best_epoch, "values": leader.values}
 
     def history(self, trial_id: str) -> Any:
         """Per-epoch DataFrame of a trial, with its Hyperband ancestors' epochs first (a promotion's curve)."""
