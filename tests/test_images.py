@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from tuning import DataError, SpecError, load_spec, search
-from tuning.data import load_data
+from tuning.data import describe, load_data
 
 from .conftest import tiny
 
@@ -164,6 +164,30 @@ def test_manifest_errors_name_the_column(tmp_path):
     spec = folder_spec(tmp_path / "m.csv", source="manifest", path_column="File_paths", label_column="label")
     with pytest.raises(DataError, match="no column 'File_paths'; the manifest has 'file', 'label'"):
         load_data(spec, tmp_path, seed=0)
+
+
+def test_blank_labels_and_single_classes_are_refused_by_name(tmp_path):
+    (tmp_path / "m.csv").write_text("file,label\na.png,cat\nb.png,\nc.png,dog\nd.png,  \n")
+    with pytest.raises(DataError, match=r"m.csv: column 'label' is blank in 2 rows \(3, 5, counting the header as row 1\)"):
+        load_data(folder_spec(tmp_path / "m.csv", source="manifest", path_column="file", label_column="label"), tmp_path, seed=0)
+    make_tree(tmp_path / "pets", per_class=4)
+    for name in ("dog", "fox"):
+        for file in (tmp_path / "pets" / name).iterdir():
+            file.unlink()
+        (tmp_path / "pets" / name).rmdir()
+    with pytest.raises(DataError, match="holds only one class; classification needs at least 2 classes"):
+        describe(folder_spec(tmp_path / "pets"), tmp_path)
+    with pytest.raises(DataError, match=r"only one class \('cat'\); classification needs at least 2 classes"):
+        load_data(folder_spec(tmp_path / "pets"), tmp_path, seed=0)
+
+
+def test_a_class_found_only_among_test_images_is_named(tmp_path):
+    make_tree(tmp_path / "split" / "train", per_class=4)
+    make_tree(tmp_path / "split" / "test", per_class=4)
+    (tmp_path / "split" / "test" / "owl").mkdir()
+    Image.fromarray(shape_image(2)).save(tmp_path / "split" / "test" / "owl" / "0.png")
+    with pytest.raises(DataError, match=r"no training images of 'owl' \(class index 3\)"):
+        load_data(folder_spec(tmp_path / "split"), tmp_path, seed=0)
 
 
 def test_spec_shorthands_and_checks():

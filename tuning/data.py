@@ -200,15 +200,22 @@ def describe(data_spec: Any, base_dir: Path) -> tuple[tuple[int, int, int], int]
 
         path = _resolve(data_spec.path, base_dir, "data.path")
         listing = list_folder(path) if data_spec.source == "folder" else read_manifest(path, data_spec)
+        if not listing.files:
+            raise DataError(f"{listing.origin}: no image files found")
         size = data_spec.image_size or [1, 1]
         shape, classes = (size[0], size[1], MODES[data_spec.color_mode][1]), len(listing.class_names)
     else:
         shape, classes = _npz_header(_resolve(data_spec.path, base_dir, "data.path"))
     if data_spec.classes:
         classes = len(data_spec.classes)
+    if classes < 2:
+        raise DataError(f"data.path: {data_spec.path} holds only one class; {_one_class}")
     if data_spec.image_size:
         shape = (data_spec.image_size[0], data_spec.image_size[1], shape[2])
     return shape, classes
+
+
+_one_class = "classification needs at least 2 classes: one sub-folder (or label) per class"
 
 
 def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.ndarray] | None = None, class_names: Sequence[str] | None = None) -> Dataset:
@@ -216,10 +223,12 @@ def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.nda
     raw = from_arrays(arrays, class_names) if arrays is not None else LOADERS[data_spec.source](data_spec, base_dir)
     if data_spec.classes:
         raw = keep_classes(raw, list(data_spec.classes))
+    if len(raw.class_names) < 2:
+        raise DataError(f"{raw.origin}: only one class ({', '.join(map(repr, raw.class_names))}); {_one_class}")
     rng = np.random.default_rng(seed)
-    x_train, y_train = _standardize(raw.x_train, raw.y_train, raw.origin, "train", len(raw.class_names))
+    x_train, y_train = _standardize(raw.x_train, raw.y_train, raw.origin, "train", raw.class_names)
     if raw.x_test is not None and raw.y_test is not None:
-        x_test, y_test = _standardize(raw.x_test, raw.y_test, raw.origin, "test", len(raw.class_names))
+        x_test, y_test = _standardize(raw.x_test, raw.y_test, raw.origin, "test", raw.class_names)
         if x_test.shape[1:] != x_train.shape[1:]:
             raise DataError(
                 f"{raw.origin}: test images are {x_test.shape[1:]} but training images are {x_train.shape[1:]}; both sets must have one image shape"
@@ -234,7 +243,7 @@ def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.nda
         keep = stratified_subset(y_test, data_spec.max_test_samples, rng)
         x_test, y_test = x_test[keep], y_test[keep]
     if raw.x_val is not None and raw.y_val is not None:
-        x_val, y_val = _standardize(raw.x_val, raw.y_val, raw.origin, "validation", len(raw.class_names))
+        x_val, y_val = _standardize(raw.x_val, raw.y_val, raw.origin, "validation", raw.class_names)
         x_train, y_train = concat(x_train, x_val), np.concatenate([y_train, y_val])
         keep, held = np.arange(len(y_train) - len(y_val)), np.arange(len(y_train) - len(y_val), len(y_train))
     else:
@@ -323,7 +332,8 @@ def stratified_subset(y: np.ndarray, size: int, rng: np.random.Generator) -> np.
     return np.sort(np.concatenate(picked))
 
 
-def _standardize(x: np.ndarray, y: np.ndarray, origin: str, part: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _standardize(x: np.ndarray, y: np.ndarray, origin: str, part: str, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    num_classes = len(class_names)
     x, y = (x if isinstance(x, LazyImages) else np.asarray(x)), np.asarray(y)
     if x.ndim == 3:
         x = x[..., np.newaxis]
@@ -349,7 +359,11 @@ def _standardize(x: np.ndarray, y: np.ndarray, origin: str, part: str, num_class
         raise DataError(f"{origin}: y_{part} has labels from {int(y.min())} to {int(y.max())}; expected 0..{num_classes - 1} ({num_classes} classes)")
     empty = sorted(set(range(num_classes)) - set(np.unique(y).tolist()))
     if part == "train" and empty:
-        raise DataError(f"{origin}: classes {empty} have no images in y_{part}; labels must run from 0 to {num_classes - 1} with every class present")
+        names = ", ".join(repr(class_names[i]) for i in empty)
+        raise DataError(
+            f"{origin}: no training images of {names} (class index {', '.join(map(str, empty))}); every class needs some, "
+            "so a class found only among the test images cannot be learned: add training images or leave the class out (data.classes)"
+        )
     if x.dtype != np.uint8:
         x = np.asarray(x).astype(np.float32)
     return x, y.astype(np.int64)

@@ -112,7 +112,15 @@ def read_manifest(path: Path, data_spec: Any) -> Listing:
         labels = [data_spec.label_columns[i] for i in onehot.argmax(axis=1)]
         names = list(data_spec.label_columns)
     else:
-        labels = [str(v) for v in frame[data_spec.label_column]]
+        column = frame[data_spec.label_column]
+        blank = np.flatnonzero(column.isna().to_numpy() | (column.astype(str).str.strip() == "").to_numpy())
+        if len(blank):
+            rows = ", ".join(str(int(i) + 2) for i in blank[:5]) + (f" and {len(blank) - 5} more" if len(blank) > 5 else "")
+            raise DataError(
+                f"{path}: column {data_spec.label_column!r} is blank in {len(blank)} row{'s' if len(blank) > 1 else ''} ({rows}, counting the header as row 1); "
+                "every image needs a label: fill them in or remove those rows"
+            )
+        labels = [str(v) for v in column]
         names = sorted(set(labels))
     base = path.parent
     files = [Path(p) if Path(p).is_absolute() else base / str(p) for p in frame[data_spec.path_column]]
