@@ -102,7 +102,8 @@ class IntRange(_Range[T], Generic[T]):
     def _not_too_many(self) -> IntRange[T]:
         # Counted, listed for feasibility and sampled like a choice: a range of 10**20 integers would not fit.
         if not (self.log and self.step is not None):
-            count = (int(self.high) - int(self.low)) // int(self.step or 1) + 1
+            step: Any = self.step or 1
+            count = (int(self.high) - int(self.low)) // int(step) + 1
             if count > MAX_INT_VALUES:
                 raise ValueError(f"this range holds {count:.3g} integers; at most {MAX_INT_VALUES:,} are supported: narrow it, or give a step")
         return self
