@@ -75,5 +75,38 @@ def test_plan_reports_space_feasibility_and_warnings():
     feas = the_plan.feasibility
     assert feas.exhaustive and feas.checked == 6 and feas.infeasible == 2
     assert {g[0] for g in feas.groups} == {"blocks=2, padding=valid", "blocks=3, padding=valid"}
-    assert any("6 distinct configurations but the plan draws 49" in w for w in the_plan.warnings)
-    assert any("max_trials = 10 stops the search before the 70 planned trials" in w for w in the_plan.warnings)
+    # 4 trainable configurations where the first bracket wants 27: it trains the 4 for 1 epoch, then 2 for 3, 1 for 9, 1 for 27.
+    assert any("the space has 4 trainable configurations and a full Hyperband plan draws 49" in w for w in the_plan.warnings)
+    assert [(r.bracket, r.round, r.trials, r.epochs) for r in the_plan.rounds] == [(3, 0, 4, 1), (3, 1, 2, 3), (3, 2, 1, 9), (3, 3, 1, 27)]
+    assert not any("max_trials" in w for w in the_plan.warnings)  # 8 planned trials, under max_trials = 10
+    assert any(
+        "max_trials = 10 stops the search before the 70 planned trials" in w
+        for w in plan(load_spec(tiny(search={"max_epochs": 27, "max_trials": 10}))).warnings
+    )
+
+
+@pytest.mark.parametrize(("configurations", "max_epochs"), [(2, 3), (4, 9), (6, 9), (12, 9)])
+def test_a_space_smaller_than_the_plan_promotes_what_it_has(tmp_path, configurations, max_epochs):
+    """KerasTuner alone stops the search when it cannot draw a new configuration, before any promotion: a
+    space of 4 under max_epochs 9 trained 4 models for 1 epoch each. Ours closes the round and promotes."""
+    spec = load_spec(
+        tiny(
+            model={"blocks": 1, "filters": {"choice": list(range(8, 8 + configurations))}}, training={"learning_rate": 1e-3}, search={"max_epochs": max_epochs}
+        )
+    )
+    created = drive_oracle(spec, tmp_path)
+    the_plan = plan(spec)
+    assert Counter(created) == Counter({(r.bracket, r.round, r.initial_epoch, r.epochs): r.trials for r in the_plan.rounds})
+    assert max(epochs for *_, epochs in created) == max_epochs  # the best of them is trained to the full budget
+
+
+def test_a_hyperband_search_with_nothing_to_tune_is_refused_and_train_named(tmp_path, capsys):
+    from tuning.cli import main
+
+    from .conftest import write_spec
+
+    fixed = write_spec(tmp_path, tiny(model={"blocks": 1, "filters": 8}, training={"learning_rate": 1e-3}))
+    assert main(["validate", str(fixed)]) == 0
+    assert "warning: nothing to tune" in capsys.readouterr().out
+    assert main(["search", str(fixed), "--out", str(tmp_path / "reports")]) == 2
+    assert "`tuning train SPEC` trains this one" in capsys.readouterr().err

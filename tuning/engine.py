@@ -8,7 +8,9 @@ What this module changes in KerasTuner, and why (everything else is KerasTuner's
 - infeasible configurations are redrawn instead of taking a Hyperband slot, and recorded;
 - no failure is retried (they are deterministic); NaN losses make a trial `diverged`; only runs of
   `failed` trials stop the search, after the limit in the spec;
-- `seed: 0` is honoured (KerasTuner reads 0 as "no seed"); `max_trials` and `time_budget` stop cleanly.
+- `seed: 0` is honoured (KerasTuner reads 0 as "no seed"); `max_trials` and `time_budget` stop cleanly;
+- a space smaller than a Hyperband bracket's first round is promoted from, not abandoned (KerasTuner stops
+  the search when it cannot draw a new configuration).
 """
 
 from __future__ import annotations
@@ -173,12 +175,41 @@ class _SearchOracleMixin:
         return super().populate_space(trial_id)  # type: ignore[misc]
 
 
-def _oracle_class(base: type) -> type:
-    return type(f"Tuning{base.__name__}", (_SearchOracleMixin, base), {})
+class _FewConfigurationsHyperband:
+    """Hyperband on a space with fewer configurations left than a bracket's first round needs.
+
+    KerasTuner stops the whole search when it cannot draw a new configuration, so a space of 4 configurations
+    under a plan whose first round wants 9 trained each for 1 epoch and promoted none. Here the bracket's first
+    round closes with the configurations it drew (`first_round`, kept in the oracle's state), its later rounds
+    shrink alike (ceil(drawn / factor**round), at most as planned), and its promotions go on; a bracket
+    started after the space ran out is dropped, so the search ends with the last bracket that has trials.
+    """
+
+    def _random_trial(self, trial_id: str, bracket: dict[str, Any]) -> dict[str, Any]:
+        result = super()._random_trial(trial_id, bracket)  # type: ignore[misc]
+        if result["status"] == "RUNNING" or "first_round" in bracket:
+            return result
+        drawn = len(bracket["rounds"][0])
+        if not drawn:
+            self._brackets.remove(bracket)  # type: ignore[attr-defined]
+            return result
+        bracket["first_round"] = drawn
+        return self.populate_space(trial_id)  # type: ignore[attr-defined]  # its promotions, now that round 0 is closed
+
+    def _get_size(self, bracket_num: int, round_num: int) -> int:
+        planned = super()._get_size(bracket_num, round_num)  # type: ignore[misc]
+        for bracket in getattr(self, "_brackets", []):
+            if bracket["bracket_num"] == bracket_num and "first_round" in bracket:
+                return min(planned, math.ceil(bracket["first_round"] / self.factor**round_num))  # type: ignore[attr-defined]
+        return int(planned)
+
+
+def _oracle_class(base: type, *extra: type) -> type:
+    return type(f"Tuning{base.__name__}", (_SearchOracleMixin, *extra, base), {})
 
 
 ORACLES: dict[str, type] = {
-    "hyperband": _oracle_class(kt.oracles.HyperbandOracle),
+    "hyperband": _oracle_class(kt.oracles.HyperbandOracle, _FewConfigurationsHyperband),
     "random": _oracle_class(kt.oracles.RandomSearchOracle),
     "bayesian": _oracle_class(kt.oracles.BayesianOptimizationOracle),
     "grid": _oracle_class(kt.oracles.GridSearchOracle),

@@ -79,8 +79,12 @@ class Plan:
         }
 
 
-def hyperband_rounds(max_epochs: int, factor: int, iterations: int) -> list[Round]:
-    """Every round KerasTuner's Hyperband runs, in order, before early stopping and failures."""
+def hyperband_rounds(max_epochs: int, factor: int, iterations: int, configurations: int | None = None) -> list[Round]:
+    """Every round KerasTuner's Hyperband runs, in order, before early stopping and failures.
+
+    With a space of `configurations`, the bracket that runs out closes its first round with what is left and
+    shrinks its later rounds alike, and no bracket follows (the search's oracle does the same).
+    """
     brackets, epochs = 0, float(max_epochs)
     while epochs >= 1:  # HyperbandOracle.min_epochs is 1
         epochs /= factor
@@ -93,13 +97,25 @@ def hyperband_rounds(max_epochs: int, factor: int, iterations: int) -> list[Roun
     def epochs_at(bracket: int, rnd: int) -> int:
         return math.ceil(max_epochs / factor ** (bracket - rnd))
 
-    rounds = []
+    rounds: list[Round] = []
+    left = configurations
     for iteration in range(iterations):
         for bracket in range(brackets - 1, -1, -1):
+            drawn = size(bracket, 0) if left is None else min(size(bracket, 0), left)
+            if drawn == 0:
+                return rounds
+            left = None if left is None else left - drawn
             for rnd in range(bracket + 1):
                 initial = epochs_at(bracket, rnd - 1) if rnd > 0 else 0
-                rounds.append(Round(iteration, bracket, rnd, size(bracket, rnd), initial, epochs_at(bracket, rnd)))
+                trials = min(size(bracket, rnd), math.ceil(drawn / factor**rnd))
+                rounds.append(Round(iteration, bracket, rnd, trials, initial, epochs_at(bracket, rnd)))
     return rounds
+
+
+NOTHING_TO_TUNE = (
+    "nothing to tune: every value is fixed (no {choice: [...]}, {int: [low, high]} or {float: [low, high]}), and Hyperband "
+    "chooses among configurations; `tuning train SPEC` trains this one for search.max_epochs epochs, or make a value tunable"
+)
 
 
 def plan(spec: Any) -> Plan:
@@ -117,19 +133,32 @@ def plan(spec: Any) -> Plan:
     space_size = count_configurations(params)
     input_shape, num_classes = data_module.describe(spec.data, spec.base_dir)
     warnings: list[str] = []
-    if search.algorithm == "hyperband":
-        rounds = hyperband_rounds(search.max_epochs, search.factor, search.iterations)
+    feasibility = scan(spec, input_shape, num_classes, seed=search.seed)
+    # Configurations the oracle can draw: infeasible ones are never trained (exact when the scan saw them all).
+    trainable = None if space_size is None else round(space_size * feasibility.fraction_feasible) if feasibility.exhaustive else space_size
+    if search.algorithm == "hyperband" and not params:
+        rounds = []
+        warnings.append(NOTHING_TO_TUNE)
+    elif search.algorithm == "hyperband":
+        rounds = hyperband_rounds(search.max_epochs, search.factor, search.iterations, trainable)
+        full = sum(r.trials for r in hyperband_rounds(search.max_epochs, search.factor, search.iterations) if r.round == 0)
+        if trainable is not None and trainable < full:
+            warnings.append(
+                f"the space has {trainable} trainable configurations and a full Hyperband plan draws {full}: the bracket that runs "
+                "out trains what is left at its first round's budget and promotes from them, and the search ends there (the plan above is "
+                "cut to match; KerasTuner draws at random and gives up after 20 repeats in a row, so it may stop a little short). "
+                "To train every configuration for max_epochs, use algorithm: grid; or widen the space"
+            )
     else:
         trials = search.max_trials or 10
         if search.algorithm == "grid" and space_size is not None:
             trials = min(trials, space_size) if search.max_trials else space_size
         rounds = [Round(0, 0, 0, trials, 0, search.max_epochs)]
-    feasibility = scan(spec, input_shape, num_classes, seed=search.seed)
     result = Plan(search.algorithm, tuple(rounds), tuple(params), space_size, input_shape, num_classes, feasibility)
-    if space_size is not None and search.algorithm != "grid" and space_size < result.distinct_configurations:
+    if space_size is not None and search.algorithm in ("random", "bayesian") and space_size < result.distinct_configurations:
         warnings.append(
             f"the space has {space_size} distinct configurations but the plan draws {result.distinct_configurations}; "
-            "KerasTuner never draws one twice, so the search ends early when it runs out. Widen the space, or lower max_epochs or iterations"
+            "KerasTuner never draws one twice, so the search ends early when it runs out. Widen the space, or lower max_trials"
         )
     if search.max_trials and search.max_trials < result.total_trials:
         warnings.append(f"max_trials = {search.max_trials} stops the search before the {result.total_trials} planned trials")
