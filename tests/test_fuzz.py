@@ -143,8 +143,9 @@ def test_malformed_data_through_the_cli_exits_2_with_one_paragraph(tmp_path, cap
         if case == "empty_class_folder":
             (tmp_path / "images" / "cat").mkdir()
         data = {"directory": str(tmp_path / "images"), "image_size": [8, 8]}
-    spec = write_spec(tmp_path, {"version": 1, "data": data, "search": {"max_epochs": 1}}, "bad_data.yaml")
+    spec = write_spec(tmp_path, {"version": 1, "data": data, "model": {"filters": {"choice": [8, 16]}}, "search": {"max_epochs": 1}}, "bad_data.yaml")
     code = main(["search", str(spec), "--out", str(tmp_path / "reports"), "--quiet"])
     captured = capsys.readouterr()
     assert code == 2 and "Traceback" not in captured.err
     assert captured.err.startswith("error: ") and message in captured.err and captured.err.count("\n") == 1
+    assert not (tmp_path / "reports" / "bad_data").exists()  # refused before it wrote anything: no folder left behind

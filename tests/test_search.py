@@ -335,6 +335,16 @@ def test_bad_run_names_cannot_escape_the_output_root(tmp_path):
         search(tiny(), name="../outside", out=tmp_path)
 
 
+def test_an_unwritable_output_and_a_damaged_manifest_are_named(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("not a folder")
+    assert main(["search", str(write_spec(tmp_path, tiny())), "--out", str(tmp_path / "a_file")]) == 2
+    assert "cannot write the run folder" in capsys.readouterr().err
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "run.json").write_text('{"name": ')
+    assert main(["report", str(tmp_path / "damaged")]) == 2
+    assert "run.json is damaged" in capsys.readouterr().err
+
+
 def test_interrupted_search_resumes_where_it_stopped(tmp_path):
     """Killed with SIGKILL mid-search, the same command finishes it; finished trials are not retrained."""
     spec = write_spec(tmp_path, tiny(), "resume.yaml")

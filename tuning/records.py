@@ -141,8 +141,11 @@ class RunStore:
 
         from .errors import RunError
 
-        self.dir.mkdir(parents=True, exist_ok=True)
-        handle = open(self.dir / ".lock", "a+")  # noqa: SIM115 - held for the life of the search
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            handle = open(self.dir / ".lock", "a+")  # noqa: SIM115 - held for the life of the search
+        except OSError as exc:
+            raise RunError(f"cannot write the run folder {self.dir} ({exc.strerror}); pass --out a folder you can write to") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -157,7 +160,12 @@ class RunStore:
         self._lock = handle
 
     def unlock(self) -> None:
+        """Release the run directory; one left holding only the lock file (a search refused before it wrote
+        anything, e.g. for its data) is removed, so a corrected command starts clean."""
         if self._lock is not None:
+            if not self.exists() and [p.name for p in self.dir.iterdir()] == [".lock"]:
+                (self.dir / ".lock").unlink()
+                self.dir.rmdir()
             self._lock.close()
             self._lock = None
 
@@ -173,7 +181,15 @@ class RunStore:
         return self.manifest_path.exists()
 
     def read_manifest(self) -> dict[str, Any]:
-        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            from .errors import RunError
+
+            raise RunError(
+                f"{self.manifest_path} is damaged ({exc}); it is written whole or not at all, so something else changed it: "
+                "restore it from a copy, or start the run again with --overwrite"
+            ) from None
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_json(self.manifest_path, manifest)
