@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -140,15 +141,36 @@ def test_predict_cli_on_a_folder_of_mixed_images(exported, images, capsys):
         assert result["top"][0]["class"] in [str(i) for i in range(10)]
 
 
+def test_predict_on_a_folder_skips_its_unreadable_files_and_names_them(exported, images, tmp_path, capsys):
+    """As the search skips a corrupt download in a class folder, so does predict, saying which."""
+    _, paths = exported
+    folder = tmp_path / "mixed"
+    shutil.copytree(images, folder)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    assert main(["predict", str(paths["keras"]), str(folder), "--json"]) == 0
+    results = {Path(r["image"]).name: r for r in json.loads(capsys.readouterr().out)}
+    assert sorted(results) == ["broken.png", "gray.png", "plain.bmp", "rgb.jpg", "rgba.png"]
+    assert results["broken.png"]["error"].startswith("not a readable image") and "top" not in results["broken.png"]
+    assert all(len(r["top"]) == 3 for name, r in results.items() if name != "broken.png")
+    assert main(["predict", str(paths["keras"]), str(folder)]) == 0
+    printed = capsys.readouterr()
+    assert "broken.png: skipped, not a readable image" in printed.err and printed.out.count("\n") == 4
+
+
 def test_predict_errors_are_clear(exported, images, tmp_path, capsys):
     _, paths = exported
     assert main(["predict", str(paths["keras"]), str(images / "notes.txt")]) == 2
     assert "notes.txt: not a readable image" in capsys.readouterr().err
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
-    assert main(["predict", str(paths["keras"]), str(tmp_path)]) == 2
-    assert "broken.png: not a readable image" in capsys.readouterr().err
+    assert main(["predict", str(paths["keras"]), str(tmp_path)]) == 2  # a folder with no readable image
+    assert "none of the 1 image files could be read (e.g. " in capsys.readouterr().err
+    assert main(["predict", str(paths["keras"]), "--top", "0", str(images)]) == 2
+    assert "top: expected a positive number" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "missing.keras"), str(images)]) == 2
     assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "garbage.keras").write_bytes(b"not a zip")
+    assert main(["predict", str(tmp_path / "garbage.keras"), str(images)]) == 2
+    assert "garbage.keras: not a Keras model file (a .keras file is a zip archive" in capsys.readouterr().err
     assert main(["export", str(tmp_path)]) == 2
     assert "is not a tuning run" in capsys.readouterr().err
 
@@ -178,6 +200,8 @@ def test_a_run_on_a_relative_folder_exports_and_retrains_from_anywhere(tmp_path,
     assert main(["export", "reports/spec", "--format", "keras", "--retrain"]) == 0
     config = next(Path("reports/spec/export").glob("*/best_config.yaml"))
     assert yaml.safe_load(config.read_text())["data"]["path"] == str((tmp_path / "project" / "pets").resolve())
+    card = json.loads((config.parent / "model_card.json").read_text())  # decoded at 16x16: the model does not resize
+    assert card["preprocessing"].startswith("inside the model: Rescaling(1/255); feed raw images of shape [16, 16, 3]")
     monkeypatch.chdir(config.parent)
     assert main(["train", "best_config.yaml", "--out", str(tmp_path / "trained"), "--quiet"]) == 0
     assert json.loads((tmp_path / "trained" / "best_config" / "run.json").read_text())["data"]["classes"] == ["cat", "dog", "fox"]

@@ -859,3 +859,13 @@ def test_a_trial_lets_keras_dispatch_its_steps_asynchronously(tmp_path, monkeypa
     monkeypatch.setattr(CallbackList, "__init__", spy)
     search(tiny(search={"algorithm": "random", "max_trials": 1, "max_epochs": 1}), name="async", out=tmp_path, quiet=True)
     assert verdicts == [True]
+
+
+@pytest.mark.parametrize(
+    "arguments", [["report", "reports/x", "--top", "-3"], ["predict", "m.keras", "a.png", "--top", "0"], ["board", "x", "--port", "99999"]]
+)
+def test_counts_and_ports_out_of_range_are_refused_before_anything_runs(arguments, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(arguments)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and ("at least 1" in err or "from 1 to 65535" in err)

@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--workers", type=int, default=0, metavar="N", help="run trials in N worker processes (default 0: in this process)")
     search.add_argument("--gpus", help="GPU indices for the workers, e.g. 0,1 (round-robin; default: all GPUs, else the CPU)")
     search.add_argument("--host", default="127.0.0.1", help="address the oracle listens on for workers (default 127.0.0.1; unauthenticated)")
-    search.add_argument("--port", type=int, default=None, help="port for workers (default: a free one)")
+    search.add_argument("--port", type=_port, default=None, help="port for workers (default: a free one)")
     search.add_argument(
         "--trials-per-process",
         type=int,
@@ -90,18 +90,18 @@ def _parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="top classes for images with an exported model (any format)")
     predict.add_argument("model", metavar="MODEL", help="model.keras, a SavedModel folder or model.tflite")
     predict.add_argument("images", metavar="IMAGE_OR_FOLDER", nargs="+", help="image files or folders of images")
-    predict.add_argument("--top", type=int, default=3, help="classes to show per image (default 3)")
+    predict.add_argument("--top", type=_positive, default=3, help="classes to show per image (default 3)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
     predict.set_defaults(handler=_predict)
 
     report = commands.add_parser("report", help="rebuild a run's reports from its folder, or compare several runs")
     report.add_argument("runs", metavar="RUN", nargs="+", help="run directories; two or more print a comparison table")
-    report.add_argument("--top", type=int, default=10, help="trials in the leaderboard and learning curves (default 10)")
+    report.add_argument("--top", type=_positive, default=10, help="trials in the leaderboard and learning curves (default 10)")
     report.set_defaults(handler=_report)
 
     board = commands.add_parser("board", help="start TensorBoard (HParams dashboard) on one run or several side by side")
     board.add_argument("runs", metavar="RUN", nargs="+", help="run directories, e.g. reports/digits")
-    board.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    board.add_argument("--port", type=_port, default=None, help="port (default: a free one)")
     board.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     board.set_defaults(handler=_board)
     return parser
@@ -229,6 +229,19 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    """argparse type: a whole number of at least 1 (a negative --top silently cut lists short)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port from 1 to 65535, not {text!r}")
+    return int(text)
+
+
 def _predict(args: argparse.Namespace) -> int:
     import json
 
@@ -239,8 +252,11 @@ def _predict(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2))
         return 0
     for result in results:
-        ranked = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
-        print(f"{result['image']}: {ranked}")
+        if "error" in result:
+            print(f"{result['image']}: skipped, {result['error']}", file=sys.stderr)
+        else:
+            ranked = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
+            print(f"{result['image']}: {ranked}")
     return 0
 
 

@@ -229,6 +229,8 @@ def _plain(value: Any) -> Any:
 def _model_card(chosen: TrialModel, source: str, test: dict[str, float] | None, formats: list[str]) -> dict[str, Any]:
     manifest, data = chosen.run.manifest, chosen.data
     size = chosen.spec.data.image_size
+    if size and tuple(size) == tuple(data["image_shape"][:2]):
+        size = None  # image files are decoded at this size already: the model has no Resizing layer
     return {
         "run": manifest["name"],
         "trial_id": chosen.record.trial_id,

@@ -40,8 +40,12 @@ def load_predictor(path: str | Path) -> Predictor:
         card_path = path.parent / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.exists() else None
     if path.suffix == ".keras":
+        import zipfile
+
         import keras
 
+        if path.is_file() and not zipfile.is_zipfile(path):
+            raise RunError(f"{path}: not a Keras model file (a .keras file is a zip archive; this one is damaged or something else renamed)")
         try:
             model = keras.saving.load_model(path, safe_mode=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
@@ -89,14 +93,14 @@ def read_image(path: Path, shape: tuple[int, int, int], dtype: str = "uint8", va
     return (array.astype(np.float32) / 255.0 * value_max).astype(dtype)
 
 
-def collect_images(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given, and the image files inside folders (sorted)."""
-    files: list[Path] = []
+def collect_images(paths: Sequence[str | Path]) -> list[tuple[Path, bool]]:
+    """Files as given, and the image files inside folders (sorted); each with whether it was named itself."""
+    files: list[tuple[Path, bool]] = []
     for item in map(Path, paths):
         if item.is_dir():
-            files.extend(sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+            files.extend(sorted((p, False) for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
         elif item.exists():
-            files.append(item)
+            files.append((item, True))
         else:
             raise DataError(f"{item} does not exist")
     if not files:
@@ -107,15 +111,30 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
 def predict(model: str | Path, images: Sequence[str | Path], *, top: int = 3) -> list[dict[str, Any]]:
     """Top-`top` classes with probabilities for each image file (folders are searched for images).
 
+    A file named in `images` must be a readable image; an unreadable one found in a folder (a corrupt
+    download, as the search skips too) gets `error` instead of `top`, and the others are still predicted.
+
     Example:
         >>> predict("reports/digits/export/0018/model.keras", ["my_digit.png"], top=3)
     """
+    if top < 1:
+        raise DataError(f"top: expected a positive number of classes to show per image. Received: {top}")
     predictor = load_predictor(model)
-    files = collect_images(images)
-    batch = np.stack([read_image(f, predictor.input_shape, predictor.dtype, predictor.value_max) for f in files])
-    probs = predictor.predict(batch)
-    results = []
-    for file, row in zip(files, probs):
-        order = np.argsort(-row)[: max(1, top)]
-        results.append({"image": str(file), "top": [{"class": predictor.class_names[i], "index": int(i), "probability": float(row[i])} for i in order]})
+    results: list[dict[str, Any]] = []
+    pixels: list[np.ndarray] = []
+    for file, named in collect_images(images):
+        results.append({"image": str(file)})
+        try:
+            pixels.append(read_image(file, predictor.input_shape, predictor.dtype, predictor.value_max))
+        except DataError as exc:
+            if named:
+                raise
+            results[-1]["error"] = str(exc).removeprefix(f"{file}: ")
+    if not pixels:
+        raise DataError(f"none of the {len(results)} image files could be read (e.g. {results[0]['image']}: {results[0]['error']})")
+    probs = iter(predictor.predict(np.stack(pixels)))
+    for result in results:
+        if "error" not in result:
+            row = next(probs)
+            result["top"] = [{"class": predictor.class_names[i], "index": int(i), "probability": float(row[i])} for i in np.argsort(-row)[:top]]
     return results
