@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tuning import DataError
-from tuning.data import describe, load_data
+from tuning.data import describe, load_data, stratified_subset
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -114,3 +114,27 @@ def test_not_an_npz_file(tmp_path):
     (tmp_path / "bad.npz").write_text("hello")
     with pytest.raises(DataError, match="not a readable .npz file"):
         load_data(data_spec(source="npz", path="bad.npz"), tmp_path, seed=0)
+
+
+@pytest.mark.parametrize(("size", "classes"), [(120, 10), (600, 10), (7, 3), (1000, 7)])
+def test_max_train_samples_gives_exactly_that_many_images_in_proportion(size, classes):
+    y = np.random.default_rng(1).integers(0, classes, 1797)
+    picked = stratified_subset(y, size, np.random.default_rng(0))
+    assert len(picked) == size and len(set(picked.tolist())) == size
+    shares = np.bincount(y[picked], minlength=classes) / size
+    assert np.all(np.abs(shares - np.bincount(y, minlength=classes) / len(y)) <= 1 / size + 1e-9)
+
+
+def test_digit_classes_can_be_chosen_by_number():
+    from tuning import load_spec
+
+    spec = load_spec({"version": 1, "data": {"source": "digits", "classes": [3, 8]}})
+    assert spec.data.classes == ["3", "8"]
+    data = load_data(spec.data, Path.cwd(), seed=0)
+    assert data.class_names == ("3", "8") and set(np.unique(data.y_train)) == {0, 1}
+
+
+def test_an_npz_with_other_names_lists_what_it_holds(tmp_path):
+    np.savez(tmp_path / "wrong.npz", images=np.zeros((4, 8, 8)), labels=np.arange(4) % 2)
+    with pytest.raises(DataError, match="missing x_train, y_train; found images, labels"):
+        describe(data_spec(source="npz", path="wrong.npz"), tmp_path)

@@ -323,12 +323,23 @@ def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator, o
 
 
 def stratified_subset(y: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """`size` indices keeping the class proportions of `y`."""
-    fraction = size / len(y)
-    picked = []
-    for label in np.unique(y):
-        index = rng.permutation(np.flatnonzero(y == label))
-        picked.append(index[: max(1, int(round(len(index) * fraction)))])
+    """`size` indices keeping the class proportions of `y` (at least one per class).
+
+    Each class's share is rounded, then the total is brought to exactly `size` by the largest rounding
+    differences (rounding alone gave 121 of 120).
+    """
+    labels, counts = np.unique(y, return_counts=True)
+    wanted = counts * (size / len(y))
+    take = np.maximum(1, np.round(wanted)).astype(np.int64)
+    excess = int(take.sum()) - size
+    for i in np.argsort(take - wanted)[::-1] if excess > 0 else np.argsort(take - wanted):
+        if excess == 0:
+            break
+        step = 1 if excess > 0 else -1
+        if 1 <= take[i] - step <= counts[i]:
+            take[i] -= step
+            excess -= step
+    picked = [rng.permutation(np.flatnonzero(y == label))[:n] for label, n in zip(labels, take)]
     return np.sort(np.concatenate(picked))
 
 
@@ -455,6 +466,13 @@ def _object_array(path: Path) -> DataError:
 def _npz_header(path: Path) -> tuple[tuple[int, int, int], int]:
     """Image shape and class count of an .npz file, reading only the array headers and the labels."""
     try:
+        with zipfile.ZipFile(path) as archive:
+            found = sorted(name.removesuffix(".npy") for name in archive.namelist())
+        missing = [k for k in ("x_train", "y_train") if k not in found]
+        if missing:
+            raise DataError(
+                f"{path}: missing {', '.join(missing)}; found {', '.join(found) or 'no arrays'}. Expected x_train, y_train and optionally x_test, y_test, class_names"
+            )
         with zipfile.ZipFile(path) as archive, archive.open("x_train.npy") as handle:
             fmt = np.lib.format
             version = fmt.read_magic(handle)

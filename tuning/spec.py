@@ -55,6 +55,9 @@ class DataSpec(Frozen):
             for key, source in (("directory", "folder"), ("manifest", "manifest")):
                 if key in value and "path" not in value and value.get("source", source) == source:
                     value = {**{k: v for k, v in value.items() if k != key}, "source": source, "path": value[key]}
+            # `classes: [3, 8]` names digits' (and MNIST's) classes "3" and "8": class names are text.
+            if isinstance(value.get("classes"), list):
+                value = {**value, "classes": [str(c) if isinstance(c, int) and not isinstance(c, bool) else c for c in value["classes"]]}
         return value
 
 
