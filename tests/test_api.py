@@ -21,4 +21,4 @@ def test_api_functions_survive_importing_every_module():
         if module.name != "__main__":
             importlib.import_module(f"tuning.{module.name}")
     assert callable(tuning.plan) and callable(tuning.search) and callable(tuning.open_run)
-    assert tuning.plan({"version": 1}).total_trials == 23
+    assert tuning.plan({"version": 1, "training": {"learning_rate": {"float": [1e-4, 1e-2], "log": True}}}).total_trials == 23
