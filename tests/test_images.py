@@ -159,6 +159,28 @@ def test_manifests_with_one_hot_labels_and_splits(tmp_path, suffix):
     assert len(data.skipped) == 3
 
 
+def test_a_train_sheet_and_a_test_sheet(tmp_path):
+    """The tutorials' --train_excel / --test_excel pair: data.path and data.test_path."""
+    import pandas as pd
+
+    make_tree(tmp_path / "pets", per_class=6)
+    files = sorted(p for p in (tmp_path / "pets").rglob("*.*") if p.stem.isdigit())
+    rows = [{"File_paths": str(p.relative_to(tmp_path)), "label": p.parent.name} for p in files]
+    pd.DataFrame([r for r, p in zip(rows, files) if p.stem not in ("0", "1")]).to_excel(tmp_path / "train.xlsx", index=False)
+    pd.DataFrame([r for r, p in zip(rows, files) if p.stem in ("0", "1")]).to_excel(tmp_path / "test.xlsx", index=False)
+    spec = load_spec(
+        {
+            "version": 1,
+            "data": {"manifest": "train.xlsx", "test_path": "test.xlsx", "path_column": "File_paths", "label_column": "label", "image_size": [16, 16]},
+        }
+    )
+    data = load_data(spec.data, tmp_path, seed=0)
+    assert data.class_names == ("cat", "dog", "fox") and np.bincount(data.y_test).tolist() == [2, 2, 2]
+    assert len(data.y_train) + len(data.y_val) == 3 * 4 and data.origin.endswith("train.xlsx + test.xlsx")
+    with pytest.raises(SpecError, match="data.test_path: test_path is a second manifest of test images"):
+        load_spec({"version": 1, "data": {"directory": "pets", "test_path": "test.xlsx", "image_size": [16, 16]}})
+
+
 def test_manifest_errors_name_the_column(tmp_path):
     (tmp_path / "m.csv").write_text("file,label\na.png,cat\n")
     spec = folder_spec(tmp_path / "m.csv", source="manifest", path_column="File_paths", label_column="label")

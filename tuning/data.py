@@ -196,10 +196,10 @@ def describe(data_spec: Any, base_dir: Path) -> tuple[tuple[int, int, int], int]
     if data_spec.source in BUILTIN_SHAPES:
         shape, classes = BUILTIN_SHAPES[data_spec.source]
     elif data_spec.source in ("folder", "manifest"):
-        from .images import MODES, list_folder, read_manifest
+        from .images import MODES, list_folder, read_manifests
 
         path = _resolve(data_spec.path, base_dir, "data.path")
-        listing = list_folder(path) if data_spec.source == "folder" else read_manifest(path, data_spec)
+        listing = list_folder(path) if data_spec.source == "folder" else read_manifests(path, _test_manifest(data_spec, base_dir), data_spec)
         if not listing.files:
             raise DataError(f"{listing.origin}: no image files found")
         size = data_spec.image_size or [1, 1]
@@ -501,16 +501,20 @@ def _folder(data_spec: Any, base_dir: Path) -> RawData:
 
 @register("manifest")
 def _manifest(data_spec: Any, base_dir: Path) -> RawData:
-    from .images import load_images, read_manifest
+    from .images import load_images, read_manifests
 
     path = _resolve(data_spec.path, base_dir, "data.path")
-    return _from_images(load_images(read_manifest(path, data_spec), data_spec), data_spec)
+    return _from_images(load_images(read_manifests(path, _test_manifest(data_spec, base_dir), data_spec), data_spec), data_spec)
+
+
+def _test_manifest(data_spec: Any, base_dir: Path) -> Path | None:
+    return _resolve(data_spec.test_path, base_dir, "data.test_path") if data_spec.test_path else None
 
 
 def _from_images(loaded: dict[str, Any], data_spec: Any) -> RawData:
     """Split decoded images by their folder or manifest split (train, validation, test) if they have one."""
     x, y, splits = loaded["x"], loaded["y"], np.array([s or "train" for s in loaded["splits"]])
-    origin = f"{data_spec.source} {data_spec.path}"
+    origin = f"{data_spec.source} {data_spec.path}" + (f" + {data_spec.test_path}" if data_spec.test_path else "")
 
     def part(name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
         chosen = np.flatnonzero(splits == name)

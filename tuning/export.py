@@ -24,12 +24,13 @@ FORMATS = ("keras", "savedmodel", "tflite")
 def fixed_spec(spec: SearchSpec, values: dict[str, Any], epochs: int, base_dir: Path | None = None) -> dict[str, Any]:
     """The spec with every tunable value fixed to `values`: `tuning train` rebuilds exactly this model.
 
-    A relative `data.path` is made absolute against `base_dir` (the folder the search resolved it from), as the
+    A relative `data.path` (and `test_path`) is made absolute against `base_dir` (the folder the search resolved it from), as the
     written file lives elsewhere, in the run's export folder.
     """
     data = spec.to_dict()
-    if base_dir is not None and data["data"].get("path") and not Path(data["data"]["path"]).expanduser().is_absolute():
-        data["data"]["path"] = str((base_dir / data["data"]["path"]).resolve())
+    for key in ("path", "test_path"):
+        if base_dir is not None and data["data"].get(key) and not Path(data["data"][key]).expanduser().is_absolute():
+            data["data"][key] = str((base_dir / data["data"][key]).resolve())
     for param in parameters(spec):
         value = values.get(param.name, param.domain.values()[0] if param.domain.values() else param.domain.low)
         section, key = str(param.path[0]), str(param.path[1])

@@ -82,6 +82,18 @@ def list_folder(root: Path) -> Listing:
     return Listing(files, labels, splits, sorted(names), str(root))
 
 
+def read_manifests(path: Path, test_path: Path | None, data_spec: Any) -> Listing:
+    """The manifest, and with `test_path` a second one (same columns) whose rows are all test images."""
+    listing = read_manifest(path, data_spec)
+    if test_path is None:
+        return listing
+    test = read_manifest(test_path, data_spec)
+    names = listing.class_names if data_spec.label_columns else sorted(set(listing.class_names) | set(test.class_names))
+    return Listing(
+        listing.files + test.files, listing.labels + test.labels, listing.splits + ["test"] * len(test.files), names, f"{listing.origin} + {test.origin}"
+    )
+
+
 def read_manifest(path: Path, data_spec: Any) -> Listing:
     """A CSV or Excel file: a path column, and a label column or one-hot label columns; optional split column."""
     import pandas as pd

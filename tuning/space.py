@@ -229,6 +229,10 @@ def cross_check(spec: Any) -> list[tuple[tuple[str | int, ...], str]]:
         )
     if data.source != "manifest" and (data.label_column or data.label_columns or data.split_column):
         problems.append((("data", "label_column"), "label_column, label_columns and split_column only apply to `source: manifest`"))
+    if data.test_path and data.source != "manifest":
+        problems.append(
+            (("data", "test_path"), "test_path is a second manifest of test images; a folder takes train/ and test/ sub-folders, an .npz x_test and y_test")
+        )
     search = spec.search
     if search.algorithm == "grid" and any(p.count() is None for p in parameters(spec)):
         infinite = [p.name for p in parameters(spec) if p.count() is None]

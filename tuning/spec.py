@@ -33,6 +33,7 @@ class DataSpec(Frozen):
 
     source: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "npz", "folder", "manifest"] = "digits"
     path: str | None = None
+    test_path: str | None = None
     validation_split: Annotated[float, Field(gt=0, lt=1)] = 0.2
     test_split: Annotated[float, Field(gt=0, lt=1)] = 0.2
     image_size: Annotated[list[PosInt], Field(min_length=2, max_length=2)] | None = None
