@@ -125,6 +125,14 @@ def test_max_train_samples_gives_exactly_that_many_images_in_proportion(size, cl
     assert np.all(np.abs(shares - np.bincount(y, minlength=classes) / len(y)) <= 1 / size + 1e-9)
 
 
+@pytest.mark.parametrize(("counts", "size"), [([1000] + [3] * 10, 100), ([1000] + [1] * 10, 100), ([500, 500] + [2] * 6, 20)])
+def test_max_train_samples_is_exact_with_small_classes_too(counts, size):
+    """Each class keeps at least one image; the large classes give up what the rounding of the small ones added."""
+    y = np.repeat(np.arange(len(counts)), counts)
+    picked = stratified_subset(y, size, np.random.default_rng(0))
+    assert len(picked) == size and np.all(np.bincount(y[picked], minlength=len(counts)) >= 1)
+
+
 def test_digit_classes_can_be_chosen_by_number():
     from tuning import load_spec
 

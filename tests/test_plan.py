@@ -106,7 +106,7 @@ def test_a_hyperband_search_with_nothing_to_tune_is_refused_and_train_named(tmp_
     from .conftest import write_spec
 
     fixed = write_spec(tmp_path, tiny(model={"blocks": 1, "filters": 8}, training={"learning_rate": 1e-3}))
-    assert main(["validate", str(fixed)]) == 0
-    assert "warning: nothing to tune" in capsys.readouterr().out
+    assert main(["validate", str(fixed)]) == 2
+    assert "nothing to tune: every value is fixed" in capsys.readouterr().err
     assert main(["search", str(fixed), "--out", str(tmp_path / "reports")]) == 2
     assert "`tuning train SPEC` trains this one" in capsys.readouterr().err

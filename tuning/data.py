@@ -170,7 +170,7 @@ def skipped_text(summary: dict[str, Any], examples: int = 3) -> str | None:
         return None
     named = "; ".join(f"{_short(s['file'])}: {s['reason'].replace(s['file'], _short(s['file']))}" for s in summary.get("skipped", [])[:examples])
     more = f"; {count - examples} more" if count > examples else ""
-    return f"{count} unreadable file{'s' if count > 1 else ''} skipped ({named}{more}; every path in run.json, data.skipped)"
+    return f"{count} unreadable file{'s' if count > 1 else ''} skipped ({named}{more}; the first 100 paths in run.json, data.skipped)"
 
 
 def _short(file: str) -> str:
@@ -331,14 +331,16 @@ def stratified_subset(y: np.ndarray, size: int, rng: np.random.Generator) -> np.
     labels, counts = np.unique(y, return_counts=True)
     wanted = counts * (size / len(y))
     take = np.maximum(1, np.round(wanted)).astype(np.int64)
-    excess = int(take.sum()) - size
-    for i in np.argsort(take - wanted)[::-1] if excess > 0 else np.argsort(take - wanted):
-        if excess == 0:
-            break
-        step = 1 if excess > 0 else -1
-        if 1 <= take[i] - step <= counts[i]:
-            take[i] -= step
-            excess -= step
+    while (excess := int(take.sum()) - size) != 0:
+        over = take - wanted  # how far each class's count is above its exact share
+        if excess > 0:
+            movable = np.flatnonzero(take > 1)
+            if not len(movable):
+                break  # fewer images asked for than classes: one of each
+            take[movable[np.argmax(over[movable])]] -= 1
+        else:
+            movable = np.flatnonzero(take < counts)
+            take[movable[np.argmin(over[movable])]] += 1
     picked = [rng.permutation(np.flatnonzero(y == label))[:n] for label, n in zip(labels, take)]
     return np.sort(np.concatenate(picked))
 

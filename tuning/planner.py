@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import data as data_module
+from .errors import Problem, SpecError
 from .feasibility import FeasibilityReport, scan
 from .space import Param, count_configurations, parameters
 
@@ -130,16 +131,15 @@ def plan(spec: Any) -> Plan:
     spec = load_spec(spec)
     search = spec.search
     params = parameters(spec)
+    if search.algorithm == "hyperband" and not params:
+        raise SpecError([Problem("", NOTHING_TO_TUNE, spec.file)])
     space_size = count_configurations(params)
     input_shape, num_classes = data_module.describe(spec.data, spec.base_dir)
     warnings: list[str] = []
     feasibility = scan(spec, input_shape, num_classes, seed=search.seed)
     # Configurations the oracle can draw: infeasible ones are never trained (exact when the scan saw them all).
     trainable = None if space_size is None else round(space_size * feasibility.fraction_feasible) if feasibility.exhaustive else space_size
-    if search.algorithm == "hyperband" and not params:
-        rounds = []
-        warnings.append(NOTHING_TO_TUNE)
-    elif search.algorithm == "hyperband":
+    if search.algorithm == "hyperband":
         rounds = hyperband_rounds(search.max_epochs, search.factor, search.iterations, trainable)
         full = sum(r.trials for r in hyperband_rounds(search.max_epochs, search.factor, search.iterations) if r.round == 0)
         if trainable is not None and trainable < full:

@@ -6,6 +6,7 @@ parallel workers never contend. Nothing here imports KerasTuner or TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -130,6 +131,7 @@ class RunStore:
     def __init__(self, run_dir: str | Path):
         self.dir = Path(run_dir)
         self._lock: Any = None
+        self._created = False
 
     def lock(self) -> None:
         """Claim the run directory for this process; a second search on it is refused.
@@ -142,6 +144,7 @@ class RunStore:
         from .errors import RunError
 
         try:
+            self._created = not self.dir.exists()
             self.dir.mkdir(parents=True, exist_ok=True)
             handle = open(self.dir / ".lock", "a+")  # noqa: SIM115 - held for the life of the search
         except OSError as exc:
@@ -160,12 +163,14 @@ class RunStore:
         self._lock = handle
 
     def unlock(self) -> None:
-        """Release the run directory; one left holding only the lock file (a search refused before it wrote
-        anything, e.g. for its data) is removed, so a corrected command starts clean."""
+        """Release the run directory. One that `lock` created and that holds only the lock file (a search
+        refused before it wrote anything, e.g. for its data) is removed, so a corrected command starts clean."""
         if self._lock is not None:
-            if not self.exists() and [p.name for p in self.dir.iterdir()] == [".lock"]:
-                (self.dir / ".lock").unlink()
-                self.dir.rmdir()
+            if self._created and not self.exists():
+                with contextlib.suppress(OSError):
+                    if [p.name for p in self.dir.iterdir()] == [".lock"]:
+                        (self.dir / ".lock").unlink()
+                        self.dir.rmdir()
             self._lock.close()
             self._lock = None
 

@@ -22,7 +22,7 @@ import numpy as np
 from . import feasibility
 from .data import load_data
 from .errors import Problem, RunError, SearchAborted, SpecError, TuningError
-from .planner import NOTHING_TO_TUNE, Plan
+from .planner import Plan
 from .planner import plan as make_plan
 from .records import RunStore, utc_now, write_atomic
 from .runtime import (
@@ -119,8 +119,6 @@ def search(
     if store.exists() and not overwrite:
         iterations = max(iterations, int(store.read_manifest().get("iterations", iterations))) + extend
     the_plan = make_plan(with_iterations(spec, iterations))
-    if not the_plan.params and spec.search.algorithm == "hyperband":
-        raise SpecError([Problem("", NOTHING_TO_TUNE, spec.file)])
     if the_plan.feasibility.all_infeasible:
         raise SpecError(
             [
