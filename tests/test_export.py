@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tuning import search
+from tuning import DataError, search
 from tuning.cli import main
 from tuning.export import export
-from tuning.predict import load_predictor, read_image
+from tuning.predict import load_predictor, predict, read_image
 
 from .conftest import tiny
 
@@ -164,8 +164,8 @@ def test_predict_errors_are_clear(exported, images, tmp_path, capsys):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     assert main(["predict", str(paths["keras"]), str(tmp_path)]) == 2  # a folder with no readable image
     assert "none of the 1 image files could be read (e.g. " in capsys.readouterr().err
-    assert main(["predict", str(paths["keras"]), "--top", "0", str(images)]) == 2
-    assert "top: expected a positive number" in capsys.readouterr().err
+    with pytest.raises(DataError, match="top: expected a positive number"):
+        predict(paths["keras"], [images], top=0)
     assert main(["predict", str(tmp_path / "missing.keras"), str(images)]) == 2
     assert "does not exist" in capsys.readouterr().err
     (tmp_path / "garbage.keras").write_bytes(b"not a zip")
