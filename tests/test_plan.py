@@ -85,16 +85,47 @@ def test_plan_reports_space_feasibility_and_warnings():
     )
 
 
-@pytest.mark.parametrize(("configurations", "max_epochs"), [(2, 3), (4, 9), (6, 9), (12, 9)])
-def test_a_space_smaller_than_the_plan_promotes_what_it_has(tmp_path, configurations, max_epochs):
+def drive_oracle_in_parallel(spec, tmp_path, workers):
+    """As `drive_oracle`, with `workers` trials open at once (the oldest finishes first), as `--workers` runs."""
+    from tuning.engine import make_oracle
+    from tuning.space import parameters
+
+    oracle = make_oracle(spec, parameters(spec))
+    oracle._set_project_dir(str(tmp_path), "oracle")
+    oracle.verbose = 0
+    rng = random.Random(1)
+    created, running, stopped = [], [], False
+    while not stopped or running:
+        while not stopped and len(running) < workers:
+            trial = oracle.create_trial(f"tuner{len(created)}")
+            stopped = trial.status == "STOPPED"
+            if trial.status != "RUNNING":
+                break
+            values = trial.hyperparameters.values
+            created.append((values["tuner/bracket"], values["tuner/round"], values["tuner/initial_epoch"], values["tuner/epochs"]))
+            running.append(trial)
+        if not running:
+            assert stopped, "the oracle is idle with nothing running"
+            break
+        trial = running.pop(0)
+        oracle.update_trial(trial.trial_id, {"val_accuracy": rng.random()}, step=0)
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    return created
+
+
+@pytest.mark.parametrize(("configurations", "max_epochs", "workers"), [(2, 3, 1), (4, 9, 1), (6, 9, 1), (12, 9, 1), (30, 27, 1), (4, 9, 3), (30, 27, 4)])
+def test_a_space_smaller_than_the_plan_promotes_what_it_has(tmp_path, configurations, max_epochs, workers):
     """KerasTuner alone stops the search when it cannot draw a new configuration, before any promotion: a
-    space of 4 under max_epochs 9 trained 4 models for 1 epoch each. Ours closes the round and promotes."""
+    space of 4 under max_epochs 9 trained 4 models for 1 epoch each. Ours closes the round and promotes, runs
+    out only when every configuration is drawn (KerasTuner gives up after 20 repeated draws), and labels each
+    trial with its own bracket when several run at once."""
     spec = load_spec(
         tiny(
             model={"blocks": 1, "filters": {"choice": list(range(8, 8 + configurations))}}, training={"learning_rate": 1e-3}, search={"max_epochs": max_epochs}
         )
     )
-    created = drive_oracle(spec, tmp_path)
+    created = drive_oracle(spec, tmp_path) if workers == 1 else drive_oracle_in_parallel(spec, tmp_path, workers)
     the_plan = plan(spec)
     assert Counter(created) == Counter({(r.bracket, r.round, r.initial_epoch, r.epochs): r.trials for r in the_plan.rounds})
     assert max(epochs for *_, epochs in created) == max_epochs  # the best of them is trained to the full budget

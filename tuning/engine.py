@@ -10,7 +10,8 @@ What this module changes in KerasTuner, and why (everything else is KerasTuner's
   `failed` trials stop the search, after the limit in the spec;
 - `seed: 0` is honoured (KerasTuner reads 0 as "no seed"); `max_trials` and `time_budget` stop cleanly;
 - a space smaller than a Hyperband bracket's first round is promoted from, not abandoned (KerasTuner stops
-  the search when it cannot draw a new configuration).
+  the search when it cannot draw a new configuration), a small space is drawn to the last configuration
+  (KerasTuner gives up after 20 repeated draws), and each trial carries its own bracket with several workers.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import io
 import json
 import math
 import os
+import random
 import shutil
 import time
 import traceback
@@ -38,7 +40,7 @@ from .hypermodel import build_model, compile_model, prepare_for_training
 from .model_pool import ModelPool, network_key
 from .records import TrialRecord, utc_now, write_atomic, write_json
 from .runtime import clear_session, seed_trial
-from .space import Param, parameters, resolve
+from .space import Param, enumerate_values, parameters, resolve
 
 UNLIMITED = 10**9
 
@@ -118,6 +120,7 @@ class _SearchOracleMixin:
     on_infeasible: Callable[[dict[str, Any], str], None] | None = None
     deadline: float | None = None
     stop_reason: str | None = None
+    configurations: list[dict[str, Any]] | None = None  # every configuration of a small finite space (`drawable`)
     interrupted: dict[str, str] = {}  # tuner id -> trial id of the trials running when the state was last saved
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -152,14 +155,27 @@ class _SearchOracleMixin:
     def _random_values(self) -> dict[str, Any] | None:
         for _ in range(1000):
             values = super()._random_values()  # type: ignore[misc]
-            if values is None or self.is_feasible is None:
-                return values
-            reason = self.is_feasible(values)
+            if values is None:
+                return self._an_untried_configuration()
+            reason = None if self.is_feasible is None else self.is_feasible(values)
             if reason is None:
                 return values
             if self.on_infeasible is not None:
                 self.on_infeasible(values, reason)
-        return None
+        return self._an_untried_configuration()
+
+    def _an_untried_configuration(self) -> dict[str, Any] | None:
+        """KerasTuner gives up after 20 repeated draws in a row, which a small space hits while some of its
+        configurations are still untried; a feasible untried one is drawn instead, so a finite space runs out
+        only when it is used up (and the plan's cut schedule is the one that runs)."""
+        if not self.configurations:
+            return None
+        untried = [v for v in self.configurations if not self._duplicate(v) and (self.is_feasible is None or self.is_feasible(v) is None)]  # type: ignore[attr-defined]
+        if not untried:
+            return None
+        pick = random.Random(self._seed_state).randrange(len(untried))  # type: ignore[attr-defined]
+        self._seed_state += 1  # type: ignore[attr-defined]
+        return dict(untried[pick])
 
     def end_trial(self, trial: Any) -> Any:
         # A remote worker that outlived a chief restart reports a trial the restarted chief had queued to run
@@ -185,19 +201,33 @@ class _FewConfigurationsHyperband:
     started after the space ran out is dropped, so the search ends with the last bracket that has trials.
     """
 
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
+        result = super().populate_space(trial_id)  # type: ignore[misc]
+        if result.get("status") == "RUNNING":
+            # KerasTuner labels a trial with the bracket it last started, which with several workers (or once the
+            # space has run out) need not be the trial's own: the bracket that lists it is.
+            for bracket in self._brackets:  # type: ignore[attr-defined]
+                if any(info["id"] == trial_id for round_info in bracket["rounds"] for info in round_info):
+                    result["values"]["tuner/bracket"] = bracket["bracket_num"]
+        return dict(result)
+
     def _random_trial(self, trial_id: str, bracket: dict[str, Any]) -> dict[str, Any]:
         result = super()._random_trial(trial_id, bracket)  # type: ignore[misc]
         if result["status"] == "RUNNING" or "first_round" in bracket:
-            return result
+            return dict(result)
+        # The space has run out: no bracket starts after this one (KerasTuner's state after its last bracket).
+        self._current_bracket, self._current_iteration = 0, self.hyperband_iterations - 1  # type: ignore[attr-defined]
         drawn = len(bracket["rounds"][0])
         if not drawn:
             self._brackets.remove(bracket)  # type: ignore[attr-defined]
-            return result
+            return dict(result)
         bracket["first_round"] = drawn
-        return self.populate_space(trial_id)  # type: ignore[attr-defined]  # its promotions, now that round 0 is closed
+        return dict(self.populate_space(trial_id))  # type: ignore[attr-defined]  # its promotions, now that round 0 is closed
 
     def _get_size(self, bracket_num: int, round_num: int) -> int:
         planned = super()._get_size(bracket_num, round_num)  # type: ignore[misc]
+        # By number: two open brackets share one only across iterations with several workers, and then the
+        # older, full one would take the cut sizes too (it promotes fewer); rare enough to leave.
         for bracket in getattr(self, "_brackets", []):
             if bracket["bracket_num"] == bracket_num and "first_round" in bracket:
                 return min(planned, math.ceil(bracket["first_round"] / self.factor**round_num))  # type: ignore[attr-defined]
@@ -214,6 +244,14 @@ ORACLES: dict[str, type] = {
     "bayesian": _oracle_class(kt.oracles.BayesianOptimizationOracle),
     "grid": _oracle_class(kt.oracles.GridSearchOracle),
 }
+
+
+def drawable(params: list[Param], limit: int = 10_000) -> list[dict[str, Any]] | None:
+    """Every configuration of a space of choices and linear integer ranges (the values KerasTuner draws, of
+    the same types), or None: a larger space never nears exhaustion, and other ranges sample differently."""
+    if not params or not all(isinstance(p.domain, Choice) or (isinstance(p.domain, IntRange) and not p.domain.log) for p in params):
+        return None
+    return enumerate_values(params, limit)
 
 
 def make_oracle(spec: Any, params: list[Param]) -> kt.Oracle:
@@ -233,6 +271,7 @@ def make_oracle(spec: Any, params: list[Param]) -> kt.Oracle:
         oracle.max_trials = search.max_trials
     else:
         oracle = ORACLES[search.algorithm](max_trials=search.max_trials or 10, **common)
+    oracle.configurations = drawable(params)
     oracle.seed = search.seed  # KerasTuner turns seed 0 into a random one (`seed or random.randint`)
     oracle._seed_state = search.seed
     return oracle

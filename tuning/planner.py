@@ -146,8 +146,7 @@ def plan(spec: Any) -> Plan:
             warnings.append(
                 f"the space has {trainable} trainable configurations and a full Hyperband plan draws {full}: the bracket that runs "
                 "out trains what is left at its first round's budget and promotes from them, and the search ends there (the plan above is "
-                "cut to match; KerasTuner draws at random and gives up after 20 repeats in a row, so it may stop a little short). "
-                "To train every configuration for max_epochs, use algorithm: grid; or widen the space"
+                "cut to match). To train every configuration for max_epochs, use algorithm: grid; or widen the space"
             )
     else:
         trials = search.max_trials or 10
