@@ -330,3 +330,26 @@ def test_the_search_command_names_the_files_it_skipped(tmp_path, capsys):
     assert f"data: folder {tmp_path / 'pets'}: 3 classes, images 16x16x3 uint8" in start
     for text in (start, end, (tmp_path / "reports" / "spec" / "report.md").read_text()):
         assert "3 unreadable files skipped" in text and all(special[kind].name in text for kind in ("truncated", "empty", "text"))
+
+
+def test_resuming_on_changed_images_warns(tmp_path, capsys):
+    from tuning.cli import main
+
+    from .conftest import write_spec
+
+    make_tree(tmp_path / "pets", per_class=6)
+    spec = tiny(
+        data={"directory": str(tmp_path / "pets"), "image_size": [16, 16]},
+        model={"blocks": 1, "filters": {"choice": [4, 8]}},
+        search={"algorithm": "grid", "max_epochs": 1},
+    )
+    spec["training"]["learning_rate"] = 3e-3
+    for key in ("source", "max_train_samples", "max_test_samples"):
+        spec["data"].pop(key)
+    command = ["search", str(write_spec(tmp_path, spec)), "--out", str(tmp_path / "reports"), "--quiet"]
+    assert main(command) == 0
+    assert "warning: the data" not in capsys.readouterr().err
+    for i in range(6):
+        Image.fromarray(shape_image(1, seed=50 + i)).save(tmp_path / "pets" / "dog" / f"new{i}.png")
+    assert main(command) == 0
+    assert "warning: the data are not those this run started with (train " in capsys.readouterr().err

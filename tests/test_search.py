@@ -368,6 +368,8 @@ def test_interrupted_search_resumes_where_it_stopped(tmp_path):
     assert f"trial {killed.best['trial_id']}: val_accuracy" in (out / "resume" / "report.md").read_text()
     assert main(["export", str(out / "resume"), "--format", "keras", "--out", str(tmp_path / "export")]) == 0
     assert json.loads((tmp_path / "export" / "model_card.json").read_text())["trial_id"] == killed.best["trial_id"]
+    leader = keras.saving.load_model(tmp_path / "export" / "model.keras", safe_mode=True)
+    assert [w.tolist() for w in killed.best_model().get_weights()] == [w.tolist() for w in leader.get_weights()]
 
     assert main(["search", str(spec), "--out", str(out), "--quiet"]) == 0
     final = {p.name: p.read_text() for p in trials.glob("0*.json")}

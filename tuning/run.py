@@ -99,9 +99,18 @@ class Run:
         return pd.DataFrame(rows)
 
     def best_model(self) -> Any:
-        """The best model, loaded in Keras' safe mode."""
+        """The best model (`best`'s trial at its best epoch), loaded in Keras' safe mode.
+
+        `best_model.keras` once the search has evaluated it; before (a search killed mid-way), the leader's
+        checkpoint.
+        """
         import keras
 
+        best = self.best
+        if best and not best.get("test"):
+            from .export import TrialModel
+
+            return TrialModel(self, best["trial_id"]).from_checkpoint()
         path = self.path / "best_model.keras"
         if not path.exists():
             raise RunError(f"{self.path} has no best_model.keras yet (no trial has completed)")

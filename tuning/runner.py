@@ -142,6 +142,13 @@ def search(
         store.unlock()
 
 
+def _data_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between the data a resumed run started with and what loads now (images added to a folder,
+    a different subset): the spec is the same, so nothing else would tell."""
+    keys = ("classes", "image_shape", "train", "validation", "test")
+    return [f"{key} {before[key]} -> {now[key]}" for key in keys if key in before and before[key] != now.get(key)]
+
+
 def with_iterations(spec: SearchSpec, iterations: int) -> SearchSpec:
     """The spec with another Hyperband iteration count (for `--extend`); its file and text are kept."""
     if iterations == spec.search.iterations:
@@ -173,6 +180,12 @@ def _search_locked(
     from .engine import SpecHyperModel, SpecTuner, make_oracle
 
     previous = store.read_manifest() if resumed else {}
+    if changed := _data_changes(previous.get("data") or {}, dataset.summary()):
+        print(
+            f"warning: the data are not those this run started with ({'; '.join(changed)}): trials from before and after this "
+            "point trained on different images; pass --overwrite (or a new --name) to compare like with like",
+            file=sys.stderr,
+        )
     elapsed_before = float(previous.get("elapsed_s", 0.0))
     manifest = _manifest(spec, run_dir.name, the_plan, dataset, accelerator.describe(), previous)
     manifest["iterations"] = iterations
