@@ -205,3 +205,49 @@ def test_a_run_on_a_relative_folder_exports_and_retrains_from_anywhere(tmp_path,
     monkeypatch.chdir(config.parent)
     assert main(["train", "best_config.yaml", "--out", str(tmp_path / "trained"), "--quiet"]) == 0
     assert json.loads((tmp_path / "trained" / "best_config" / "run.json").read_text())["data"]["classes"] == ["cat", "dog", "fox"]
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """120 digits the tiny search never saw as class folders (0-9), a manifest of the same, a stray class, a broken file."""
+    from sklearn.datasets import load_digits
+
+    folder = tmp_path_factory.mktemp("labelled")
+    digits = load_digits()
+    rows = []
+    for i in range(1797 - 120, 1797):
+        path = folder / str(digits.target[i]) / f"{i}.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray((digits.images[i] * 15).astype("uint8"), "L").save(path)
+        rows.append({"file": str(path.relative_to(folder)), "digit": str(digits.target[i])})
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
+    (folder / "7" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    (folder / "letters").mkdir()
+    Image.fromarray(np.zeros((8, 8), "uint8"), "L").save(folder / "letters" / "a.png")
+    return folder
+
+
+def test_evaluate_an_exported_model_on_labelled_images(exported, labelled, capsys):
+    """The tutorials' inference mode: a folder of class sub-folders or a manifest, any exported format."""
+    from tuning.predict import evaluate
+
+    _, paths = exported
+    result = evaluate(paths["keras"], labelled)
+    assert result["images"] == 120 and result["ignored"] == {"letters": 1} and [Path(s["file"]).name for s in result["skipped"]] == ["broken.png"]
+    predictor = load_predictor(paths["keras"])
+    files = sorted(labelled.glob("[0-9]/[0-9]*.png"))
+    probs = predictor.predict(np.stack([read_image(f, predictor.input_shape, predictor.dtype, predictor.value_max) for f in files]))
+    truth = np.array([int(f.parent.name) for f in files])
+    assert result["accuracy"] == pytest.approx(float((probs.argmax(1) == truth).mean()))
+    assert np.asarray(result["confusion_matrix"]).sum() == 120 and sum(result["per_class"]["support"]) == 120
+    assert all(m["true"] != m["predicted"] for m in result["mistakes"])
+    by_sheet = evaluate(paths["tflite"], labelled / "labels.csv", path_column="file", label_column="digit")
+    assert by_sheet["images"] == 120 and by_sheet["accuracy"] == pytest.approx(result["accuracy"], abs=1 / 120)
+    assert main(["evaluate", str(paths["savedmodel"]), str(labelled)]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.startswith(f"accuracy {result['accuracy']:.4f}") and "confusion matrix" in printed.out
+    assert "1 unreadable file skipped (7/broken.png" in printed.err and "left out, not classes of this model: 1 images of letters" in printed.err
+    assert main(["evaluate", str(paths["keras"]), str(labelled / "letters")]) == 2
+    assert "has no class sub-folders" in capsys.readouterr().err

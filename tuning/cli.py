@@ -94,6 +94,15 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print JSON instead of text")
     predict.set_defaults(handler=_predict)
 
+    evaluate = commands.add_parser("evaluate", help="accuracy, per-class metrics and confusion matrix of an exported model on labelled images")
+    evaluate.add_argument("model", metavar="MODEL", help="model.keras, a SavedModel folder or model.tflite")
+    evaluate.add_argument("data", metavar="FOLDER_OR_MANIFEST", help="a folder of class sub-folders, or a CSV/Excel file of image paths and labels")
+    evaluate.add_argument("--path-column", default="path", help="manifest: the column of image paths (default: path)")
+    evaluate.add_argument("--label-column", help="manifest: the column of class names")
+    evaluate.add_argument("--label-columns", help="manifest: comma-separated one-hot columns, e.g. Cats,Dogs")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of text")
+    evaluate.set_defaults(handler=_evaluate)
+
     report = commands.add_parser("report", help="rebuild a run's reports from its folder, or compare several runs")
     report.add_argument("runs", metavar="RUN", nargs="+", help="run directories; two or more print a comparison table")
     report.add_argument("--top", type=_positive, default=10, help="trials in the leaderboard and learning curves (default 10)")
@@ -257,6 +266,39 @@ def _predict(args: argparse.Namespace) -> int:
         else:
             ranked = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"])
             print(f"{result['image']}: {ranked}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .predict import evaluate
+
+    columns = [c.strip() for c in args.label_columns.split(",")] if args.label_columns else None
+    result = evaluate(args.model, args.data, path_column=args.path_column, label_column=args.label_column, label_columns=columns)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    from .data import skipped_text
+
+    names, per_class = result["class_names"], result["per_class"]
+    print(f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} on {result['images']} images of {result['data']}")
+    if skipped := skipped_text({"skipped_files": len(result["skipped"]), "skipped": result["skipped"]}, where="every path with --json"):
+        print(skipped, file=sys.stderr)
+    if result["ignored"]:
+        print(f"left out, not classes of this model: {', '.join(f'{n} images of {c}' for c, n in result['ignored'].items())}", file=sys.stderr)
+    width = max(len(n) for n in [*names, "class"]) + 2
+    print(f"\n{'class':{width}}precision  recall  F1     support")
+    for i, name in enumerate(names):
+        print(f"{name:{width}}{per_class['precision'][i]:<11.3f}{per_class['recall'][i]:<8.3f}{per_class['f1'][i]:<7.3f}{per_class['support'][i]}")
+    print("\nconfusion matrix (rows: true class, columns: predicted):")
+    print(" " * width + " ".join(f"{n[:7]:>7}" for n in names))
+    for name, row in zip(names, result["confusion_matrix"]):
+        print(f"{name:{width}}" + " ".join(f"{v:>7}" for v in row))
+    if result["mistakes"]:
+        print("\nmost confident mistakes:")
+        for m in result["mistakes"]:
+            print(f"  {m['image']}: {m['true']}, predicted {m['predicted']} ({m['probability']:.3f})")
     return 0
 
 

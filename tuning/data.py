@@ -163,14 +163,14 @@ def data_text(summary: dict[str, Any]) -> str:
     )
 
 
-def skipped_text(summary: dict[str, Any], examples: int = 3) -> str | None:
+def skipped_text(summary: dict[str, Any], examples: int = 3, where: str = "the first 100 paths in run.json, data.skipped") -> str | None:
     """The unreadable files a source skipped, the first few by name, or None: a skipped file must not go unseen."""
     count = int(summary.get("skipped_files") or 0)
     if not count:
         return None
     named = "; ".join(f"{_short(s['file'])}: {s['reason'].replace(s['file'], _short(s['file']))}" for s in summary.get("skipped", [])[:examples])
     more = f"; {count - examples} more" if count > examples else ""
-    return f"{count} unreadable file{'s' if count > 1 else ''} skipped ({named}{more}; the first 100 paths in run.json, data.skipped)"
+    return f"{count} unreadable file{'s' if count > 1 else ''} skipped ({named}{more}; {where})"
 
 
 def _short(file: str) -> str:

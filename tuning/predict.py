@@ -138,3 +138,89 @@ def predict(model: str | Path, images: Sequence[str | Path], *, top: int = 3) ->
             row = next(probs)
             result["top"] = [{"class": predictor.class_names[i], "index": int(i), "probability": float(row[i])} for i in np.argsort(-row)[:top]]
     return results
+
+
+def evaluate(
+    model: str | Path,
+    data: str | Path,
+    *,
+    path_column: str = "path",
+    label_column: str | None = None,
+    label_columns: Sequence[str] | None = None,
+    mistakes: int = 10,
+) -> dict[str, Any]:
+    """Accuracy, loss, per-class metrics and confusion matrix of an exported model on labelled images.
+
+    `data` is a folder of class sub-folders (named as the model's classes) or a CSV/Excel manifest with a path
+    column and a label column (or one-hot columns): the tutorials' inference on a new test sheet. Unreadable
+    files are skipped and listed, as in a search; images of classes the model does not know (it was trained on
+    a subset) are left out and counted in `ignored`.
+
+    Example:
+        >>> evaluate("reports/pets/export/0007/model.keras", "new_photos/")["accuracy"]
+    """
+    from types import SimpleNamespace
+
+    from .images import list_folder, read_manifest
+
+    data = Path(data)
+    if not data.exists():
+        raise DataError(f"{data} does not exist; pass a folder of class sub-folders or a CSV/Excel manifest")
+    if data.is_dir():
+        listing = list_folder(data)
+    else:
+        if bool(label_column) == bool(label_columns):
+            raise DataError(f"{data}: a manifest needs --label-column (one column of class names) or --label-columns (one-hot columns), not both")
+        columns = SimpleNamespace(path_column=path_column, label_column=label_column, label_columns=list(label_columns or []) or None, split_column=None)
+        listing = read_manifest(data, columns)
+    predictor = load_predictor(model)
+    index = {name: i for i, name in enumerate(predictor.class_names)}
+    ignored = {label: listing.labels.count(label) for label in sorted(set(listing.labels) - set(index))}
+    if len(ignored) == len(set(listing.labels)):
+        raise DataError(
+            f"{listing.origin}: none of its labels ({', '.join(ignored)}) is a class of this model ({', '.join(predictor.class_names)}); "
+            "evaluate on images of its classes (name the folders, or the labels, as it does)"
+        )
+    kept: list[tuple[Path, int]] = []
+    pixels: list[np.ndarray] = []
+    skipped: list[dict[str, str]] = []
+    for file, label in zip(listing.files, listing.labels):
+        if label in ignored:
+            continue  # another class than the model's (it was trained on a subset): counted in `ignored`
+        try:
+            pixels.append(read_image(file, predictor.input_shape, predictor.dtype, predictor.value_max))
+            kept.append((file, index[label]))
+        except DataError as exc:
+            skipped.append({"file": str(file), "reason": str(exc).removeprefix(f"{file}: ")})
+    if not kept:
+        raise DataError(f"{listing.origin}: none of the {len(skipped)} files could be read as images")
+    probs = np.concatenate([predictor.predict(np.stack(pixels[i : i + 256])) for i in range(0, len(pixels), 256)])
+    y = np.array([label for _, label in kept])
+    predicted = probs.argmax(axis=1)
+    confusion = np.zeros((len(index), len(index)), dtype=np.int64)
+    np.add.at(confusion, (y, predicted), 1)
+    from .evaluation import per_class_metrics
+
+    wrong = np.flatnonzero(predicted != y)
+    wrong = wrong[np.argsort(-probs[wrong, predicted[wrong]])][:mistakes]
+    return {
+        "model": str(model),
+        "data": listing.origin,
+        "images": len(kept),
+        "class_names": list(predictor.class_names),
+        "accuracy": float((predicted == y).mean()),
+        "loss": float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)).mean()),
+        "per_class": per_class_metrics(confusion),
+        "confusion_matrix": confusion.tolist(),
+        "mistakes": [
+            {
+                "image": str(kept[i][0]),
+                "true": predictor.class_names[y[i]],
+                "predicted": predictor.class_names[predicted[i]],
+                "probability": float(probs[i, predicted[i]]),
+            }
+            for i in wrong
+        ],
+        "skipped": skipped,
+        "ignored": ignored,
+    }
