@@ -62,5 +62,5 @@ def test_model_takes_raw_images_and_resizes_inside():
 def test_validate_fails_when_nothing_is_feasible():
     from tuning import plan
 
-    spec = load_spec({"version": 1, "model": {"blocks": 4, "filters": 8, "padding": "valid"}})
+    spec = load_spec({"version": 1, "model": {"blocks": 4, "filters": {"choice": [8, 16]}, "padding": "valid"}})
     assert plan(spec).feasibility.all_infeasible
