@@ -12,6 +12,7 @@ import sys
 import time
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 
 from tuning import search
@@ -30,6 +31,7 @@ FIGURES = (
     "score_over_time",
     "importance",
     "confusion_matrix",
+    "test_samples",
     "misclassified",
     "feature_maps",
     "pca",
@@ -171,6 +173,26 @@ def test_interrupted_search_writes_a_partial_report_and_runs_compare(finished, t
     assert "| partial | interrupted |" in table
     assert _fmt(finished.best["test"]["accuracy"]) in table
     assert compare_runs([finished.path]).count("\n") == 3
+
+
+def test_the_test_samples_are_the_best_models_predictions(finished):
+    import keras
+
+    with np.load(finished.path / "best" / "analysis.npz") as arrays:
+        images, true, predicted = arrays["sample_images"], arrays["sample_true"], arrays["sample_pred"]
+        assert "augmented_images" not in arrays.files  # this space does not augment
+    assert len(images) == 20 and set(true.tolist()) <= set(range(10))
+    model = keras.saving.load_model(finished.path / "best_model.keras", safe_mode=True)
+    np.testing.assert_array_equal(np.asarray(model.predict(images, verbose=0)).argmax(axis=1), predicted)
+
+
+def test_a_search_with_augmentation_shows_what_its_layers_do(tmp_path):
+    run = search(tiny(model={"blocks": 1, "filters": {"choice": [8, 16]}, "augment": {"rotation": 0.2, "contrast": 0.5}}), name="aug", out=tmp_path, quiet=True)
+    with np.load(run.path / "best" / "analysis.npz") as arrays:
+        draws = arrays["augmented_images"]
+    assert draws.shape == (8, 8, 8, 3) and draws.dtype == np.uint8
+    assert len({d.tobytes() for d in draws}) == 8  # every draw differs
+    assert (run.path / "report_files" / "augmentation.png").exists()
 
 
 def test_image_grids_show_every_image_whole_in_its_own_colours():

@@ -17,6 +17,8 @@ from .records import write_json
 
 MAX_MISCLASSIFIED = 25
 MAX_FEATURE_MAPS = 16
+TEST_SAMPLES = 20  # random test images shown with their predictions, as the tutorials' "P: ... (A: ...)" grid
+AUGMENTED_DRAWS = 8
 MAX_PCA_POINTS = 2000
 
 
@@ -49,6 +51,20 @@ def metrics_from_predictions(model: keras.Model, probs: np.ndarray, y_test: np.n
     return {"accuracy": float((probs.argmax(axis=1) == y_test).mean()), "loss": float(keras.ops.convert_to_numpy(loss))}
 
 
+def _augmented(model: keras.Model, image: np.ndarray) -> np.ndarray | None:
+    """One image through the model's augmentation layers as in training, several draws (None without any):
+    what the network sees, to check that the amounts are sensible."""
+    layers = [layer for layer in model.layers if layer.name.startswith("augment_")]
+    if not layers:
+        return None
+    through = keras.Model(model.inputs[0], layers[-1].output)
+    batch = np.repeat(image, AUGMENTED_DRAWS, axis=0)
+    drawn = np.asarray(keras.ops.convert_to_numpy(through(batch, training=True)), dtype=np.float32)  # in [0, 1]
+    # As 8-bit RGB, shown as they are: a plot stretching each to its own range would hide a contrast change.
+    pixels = np.clip(np.round(drawn * 255), 0, 255).astype(np.uint8)
+    return np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels[..., :3]
+
+
 def analyze_best(model: keras.Model, x_test: np.ndarray, y_test: np.ndarray, class_names: tuple[str, ...], out_dir: Path, seed: int = 0) -> dict[str, Any]:
     """Evaluate `model` on the test set and save what the report shows about it."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -77,6 +93,9 @@ def analyze_best(model: keras.Model, x_test: np.ndarray, y_test: np.ndarray, cla
     features = np.asarray(penultimate.predict(np.asarray(x_test[sample]), batch_size=256, verbose=0)).reshape(len(sample), -1)
     coords, share = pca_2d(features.astype(np.float64))
 
+    shown = np.sort(np.random.default_rng(seed + 1).permutation(len(y_test))[:TEST_SAMPLES])
+    augmented = _augmented(model, np.asarray(x_test[:1]))
+
     lines: list[str] = []
     model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
     arrays: dict[str, Any] = {
@@ -87,7 +106,13 @@ def analyze_best(model: keras.Model, x_test: np.ndarray, y_test: np.ndarray, cla
         "feature_image": np.asarray(x_test[0]),
         "pca_coords": coords.astype(np.float32),
         "pca_labels": y_test[sample],
+        "sample_images": np.asarray(x_test[shown]),
+        "sample_true": y_test[shown],
+        "sample_pred": predicted[shown],
+        "sample_confidence": probs[shown, predicted[shown]],
     }
+    if augmented is not None:
+        arrays["augmented_images"] = augmented
     for index, feature_map in enumerate(maps):
         arrays[f"feature_maps_{index}"] = feature_map.astype(np.float32)
     np.savez_compressed(out_dir / "analysis.npz", **arrays)

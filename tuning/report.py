@@ -119,13 +119,20 @@ def _figures(run: Run, results: dict[str, Any], top: int) -> dict[str, bytes]:
     if analysis and npz_path.exists():
         names = analysis["class_names"]
         figures["confusion_matrix"] = plots.confusion_matrix(np.array(analysis["confusion"]), names)
+
+        def titled(prefix: str, arrays: Any) -> list[str]:
+            triples = zip(arrays[f"{prefix}_true"], arrays[f"{prefix}_pred"], arrays[f"{prefix}_confidence"])
+            return [f"true {names[t]}\npred {names[p]} ({c:.0%})" for t, p, c in triples]
+
         with np.load(npz_path) as arrays:
+            if "sample_true" in arrays.files:  # runs analysed before 2026-11-27 have none
+                figures["test_samples"] = plots.image_grid(arrays["sample_images"], titled("sample", arrays))
             if len(arrays["misclassified_true"]):
-                titles = [
-                    f"true {names[t]}\npred {names[p]} ({c:.0%})"
-                    for t, p, c in zip(arrays["misclassified_true"], arrays["misclassified_pred"], arrays["misclassified_confidence"])
-                ]
-                figures["misclassified"] = plots.image_grid(arrays["misclassified_images"], titles)
+                figures["misclassified"] = plots.image_grid(arrays["misclassified_images"], titled("misclassified", arrays))
+            if "augmented_images" in arrays.files:
+                figures["augmentation"] = plots.image_grid(
+                    arrays["augmented_images"], [f"draw {i + 1}" for i in range(len(arrays["augmented_images"]))], columns=4
+                )
             maps = [arrays[k] for k in sorted(arrays.files) if k.startswith("feature_maps_")]
             if maps:
                 figures["feature_maps"] = plots.feature_maps(arrays["feature_image"], maps, analysis["feature_map_layers"])
@@ -146,7 +153,9 @@ CAPTIONS = {
     "score_over_time": "Score against wall time (best so far)",
     "importance": "Hyperparameter importance",
     "confusion_matrix": "Test-set confusion matrix of the best model",
+    "test_samples": "Random test images with the best model's prediction",
     "misclassified": "Misclassified test images (most confident mistakes first)",
+    "augmentation": "One test image through the best model's augmentation layers, as in training",
     "feature_maps": "Feature maps of the first convolution layers for one test image",
     "pca": "PCA of the penultimate-layer features on the test set",
 }
