@@ -85,15 +85,15 @@ def test_plan_reports_space_feasibility_and_warnings():
     )
 
 
-def drive_oracle_in_parallel(spec, tmp_path, workers):
-    """As `drive_oracle`, with `workers` trials open at once (the oldest finishes first), as `--workers` runs."""
+def drive_oracle_in_parallel(spec, tmp_path, workers, scores=1):
+    """As `drive_oracle`, with `workers` trials open at once finishing in random order, as `--workers` runs."""
     from tuning.engine import make_oracle
     from tuning.space import parameters
 
     oracle = make_oracle(spec, parameters(spec))
     oracle._set_project_dir(str(tmp_path), "oracle")
     oracle.verbose = 0
-    rng = random.Random(1)
+    rng = random.Random(scores)
     created, running, stopped = [], [], False
     while not stopped or running:
         while not stopped and len(running) < workers:
@@ -107,28 +107,44 @@ def drive_oracle_in_parallel(spec, tmp_path, workers):
         if not running:
             assert stopped, "the oracle is idle with nothing running"
             break
-        trial = running.pop(0)
+        trial = running.pop(rng.randrange(len(running)))
         oracle.update_trial(trial.trial_id, {"val_accuracy": rng.random()}, step=0)
         trial.status = "COMPLETED"
         oracle.end_trial(trial)
     return created
 
 
-@pytest.mark.parametrize(("configurations", "max_epochs", "workers"), [(2, 3, 1), (4, 9, 1), (6, 9, 1), (12, 9, 1), (30, 27, 1), (4, 9, 3), (30, 27, 4)])
-def test_a_space_smaller_than_the_plan_promotes_what_it_has(tmp_path, configurations, max_epochs, workers):
+@pytest.mark.parametrize(
+    ("configurations", "max_epochs", "iterations", "workers"),
+    [(2, 3, 1, 1), (4, 9, 1, 1), (6, 9, 1, 1), (12, 9, 1, 1), (30, 27, 1, 1), (4, 9, 1, 3), (30, 27, 1, 4), (20, 9, 3, 5), (25, 9, 2, 4)],
+)
+def test_a_space_smaller_than_the_plan_promotes_what_it_has(tmp_path, configurations, max_epochs, iterations, workers):
     """KerasTuner alone stops the search when it cannot draw a new configuration, before any promotion: a
     space of 4 under max_epochs 9 trained 4 models for 1 epoch each. Ours closes the round and promotes, runs
     out only when every configuration is drawn (KerasTuner gives up after 20 repeated draws), and labels each
     trial with its own bracket when several run at once."""
     spec = load_spec(
         tiny(
-            model={"blocks": 1, "filters": {"choice": list(range(8, 8 + configurations))}}, training={"learning_rate": 1e-3}, search={"max_epochs": max_epochs}
+            model={"blocks": 1, "filters": {"choice": list(range(8, 8 + configurations))}},
+            training={"learning_rate": 1e-3},
+            search={"max_epochs": max_epochs, "iterations": iterations, "seed": 1},
         )
     )
     created = drive_oracle(spec, tmp_path) if workers == 1 else drive_oracle_in_parallel(spec, tmp_path, workers)
-    the_plan = plan(spec)
-    assert Counter(created) == Counter({(r.bracket, r.round, r.initial_epoch, r.epochs): r.trials for r in the_plan.rounds})
+    expected = Counter()
+    for r in plan(spec).rounds:
+        expected[(r.bracket, r.round, r.initial_epoch, r.epochs)] += r.trials
+    assert Counter(created) == expected
     assert max(epochs for *_, epochs in created) == max_epochs  # the best of them is trained to the full budget
+
+
+def test_a_one_value_boolean_choice_is_not_drawn_twice(tmp_path):
+    """KerasTuner keeps `choice: [true]` as 1: the enumeration must hash as it does, or the same configuration
+    would be handed out again once the space ran out."""
+    spec = load_spec(tiny(model={"blocks": 1, "filters": {"choice": [8, 16, 24, 32, 40, 48]}, "batch_norm": {"choice": [True]}}, search={"max_epochs": 27}))
+    spec = load_spec({**spec.to_dict(), "training": {**spec.to_dict()["training"], "learning_rate": 1e-3}})
+    created = drive_oracle(spec, tmp_path)
+    assert sum(1 for _, rnd, *_ in created if rnd == 0) == 6 == plan(spec).distinct_configurations
 
 
 def test_a_hyperband_search_with_nothing_to_tune_is_refused_and_train_named(tmp_path, capsys):

@@ -40,7 +40,7 @@ from .hypermodel import build_model, compile_model, prepare_for_training
 from .model_pool import ModelPool, network_key
 from .records import TrialRecord, utc_now, write_atomic, write_json
 from .runtime import clear_session, seed_trial
-from .space import Param, enumerate_values, parameters, resolve
+from .space import Param, is_active, parameters, resolve
 
 UNLIMITED = 10**9
 
@@ -192,46 +192,71 @@ class _SearchOracleMixin:
 
 
 class _FewConfigurationsHyperband:
-    """Hyperband on a space with fewer configurations left than a bracket's first round needs.
+    """KerasTuner's Hyperband schedule (its `populate_space`), with three changes for small spaces and workers.
 
-    KerasTuner stops the whole search when it cannot draw a new configuration, so a space of 4 configurations
-    under a plan whose first round wants 9 trained each for 1 epoch and promoted none. Here the bracket's first
-    round closes with the configurations it drew (`first_round`, kept in the oracle's state), its later rounds
-    shrink alike (ceil(drawn / factor**round), at most as planned), and its promotions go on; a bracket
-    started after the space ran out is dropped, so the search ends with the last bracket that has trials.
+    - A bracket whose first round cannot be filled, as the space has run out, closes that round with the
+      configurations it drew (`first_round`, kept in the oracle's state) and promotes from them, its later
+      rounds shrunk alike (ceil(drawn / factor**round), at most as planned). KerasTuner stopped the whole search
+      there: a space of 4 under max_epochs 9 trained 4 models for 1 epoch each.
+    - Once the space has certainly run out (every configuration enumerated, `configurations`), no bracket starts.
+    - Each trial is labelled with its own bracket; KerasTuner labels it with the bracket started last, which with
+      several workers may be another.
     """
 
+    def _size(self, bracket: dict[str, Any], round_num: int) -> int:
+        planned = int(self._get_size(bracket["bracket_num"], round_num))  # type: ignore[attr-defined]
+        if "first_round" not in bracket:
+            return planned
+        return min(planned, math.ceil(bracket["first_round"] / self.factor**round_num))  # type: ignore[attr-defined]
+
+    def _remove_completed_brackets(self) -> None:
+        self._brackets = [b for b in self._brackets if len(b["rounds"][-1]) != self._size(b, len(b["rounds"]) - 1)]  # type: ignore[has-type]
+
     def populate_space(self, trial_id: str) -> dict[str, Any]:
-        result = super().populate_space(trial_id)  # type: ignore[misc]
-        if result.get("status") == "RUNNING":
-            # KerasTuner labels a trial with the bracket it last started, which with several workers (or once the
-            # space has run out) need not be the trial's own: the bracket that lists it is.
-            for bracket in self._brackets:  # type: ignore[attr-defined]
-                if any(info["id"] == trial_id for round_info in bracket["rounds"] for info in round_info):
-                    result["values"]["tuner/bracket"] = bracket["bracket_num"]
-        return dict(result)
+        self._remove_completed_brackets()
+        for bracket in self._brackets:
+            number, rounds = bracket["bracket_num"], bracket["rounds"]
+            if len(rounds[0]) < self._size(bracket, 0):
+                return self._random_trial(trial_id, bracket)
+            for round_num in range(1, len(rounds)):
+                size, past_size = self._size(bracket, round_num), self._size(bracket, round_num - 1)
+                selected = {info["past_id"] for info in rounds[round_num]}
+                candidates = [self.trials[info["id"]] for info in rounds[round_num - 1] if info["id"] not in selected]  # type: ignore[attr-defined]
+                candidates = [t for t in candidates if t.status == "COMPLETED"]
+                if len(candidates) > past_size - size:  # more are ready than this round throws out: promote the best
+                    best = sorted(candidates, key=lambda t: t.score, reverse=self.objective.direction == "max")[0]  # type: ignore[attr-defined]
+                    values = best.hyperparameters.values.copy()
+                    values.update(
+                        {
+                            "tuner/trial_id": best.trial_id,
+                            "tuner/epochs": self._get_epochs(number, round_num),  # type: ignore[attr-defined]
+                            "tuner/initial_epoch": self._get_epochs(number, round_num - 1),  # type: ignore[attr-defined]
+                            "tuner/bracket": number,
+                            "tuner/round": round_num,
+                        }
+                    )
+                    rounds[round_num].append({"past_id": best.trial_id, "id": trial_id})
+                    return {"status": "RUNNING", "values": values}
+        if self._current_bracket == 0 and self._current_iteration + 1 == self.hyperband_iterations:  # type: ignore[attr-defined]
+            return {"status": "IDLE" if self.ongoing_trials else "STOPPED"}  # type: ignore[attr-defined]
+        self._increment_bracket_num()  # type: ignore[attr-defined]
+        self._start_new_bracket()  # type: ignore[attr-defined]
+        return self._random_trial(trial_id, self._brackets[-1])
 
     def _random_trial(self, trial_id: str, bracket: dict[str, Any]) -> dict[str, Any]:
-        result = super()._random_trial(trial_id, bracket)  # type: ignore[misc]
-        if result["status"] == "RUNNING" or "first_round" in bracket:
-            return dict(result)
-        # The space has run out: no bracket starts after this one (KerasTuner's state after its last bracket).
-        self._current_bracket, self._current_iteration = 0, self.hyperband_iterations - 1  # type: ignore[attr-defined]
-        drawn = len(bracket["rounds"][0])
-        if not drawn:
-            self._brackets.remove(bracket)  # type: ignore[attr-defined]
-            return dict(result)
-        bracket["first_round"] = drawn
-        return dict(self.populate_space(trial_id))  # type: ignore[attr-defined]  # its promotions, now that round 0 is closed
-
-    def _get_size(self, bracket_num: int, round_num: int) -> int:
-        planned = super()._get_size(bracket_num, round_num)  # type: ignore[misc]
-        # By number: two open brackets share one only across iterations with several workers, and then the
-        # older, full one would take the cut sizes too (it promotes fewer); rare enough to leave.
-        for bracket in getattr(self, "_brackets", []):
-            if bracket["bracket_num"] == bracket_num and "first_round" in bracket:
-                return min(planned, math.ceil(bracket["first_round"] / self.factor**round_num))  # type: ignore[attr-defined]
-        return int(planned)
+        values = self._random_values()  # type: ignore[attr-defined]
+        if values:
+            number = bracket["bracket_num"]
+            values.update({"tuner/epochs": self._get_epochs(number, 0), "tuner/initial_epoch": 0, "tuner/bracket": number, "tuner/round": 0})  # type: ignore[attr-defined]
+            bracket["rounds"][0].append({"past_id": None, "id": trial_id})
+            return {"status": "RUNNING", "values": values}
+        if self.configurations is not None:  # type: ignore[attr-defined]  # every one drawn: none is left for a later bracket
+            self._current_bracket, self._current_iteration = 0, self.hyperband_iterations - 1  # type: ignore[attr-defined]
+        if bracket["rounds"][0]:
+            bracket["first_round"] = len(bracket["rounds"][0])
+        else:
+            self._brackets.remove(bracket)
+        return self.populate_space(trial_id)  # type: ignore[no-any-return]  # promotions now, a later bracket, or wait / stop
 
 
 def _oracle_class(base: type, *extra: type) -> type:
@@ -246,12 +271,32 @@ ORACLES: dict[str, type] = {
 }
 
 
-def drawable(params: list[Param], limit: int = 10_000) -> list[dict[str, Any]] | None:
-    """Every configuration of a space of choices and linear integer ranges (the values KerasTuner draws, of
-    the same types), or None: a larger space never nears exhaustion, and other ranges sample differently."""
-    if not params or not all(isinstance(p.domain, Choice) or (isinstance(p.domain, IntRange) and not p.domain.log) for p in params):
+def drawable(params: list[Param], hyperparameters: kt.HyperParameters, limit: int = 10_000) -> list[dict[str, Any]] | None:
+    """Every configuration of a space of choices, booleans and linear integer ranges, as KerasTuner draws them
+    (its own stored values, so their hashes match: it keeps `choice: [true]` as 1), or None: a larger space
+    never nears exhaustion, and other ranges are sampled in ways a list would not reproduce."""
+    from keras_tuner.engine.hyperparameters import Boolean as KTBoolean
+    from keras_tuner.engine.hyperparameters import Choice as KTChoice
+    from keras_tuner.engine.hyperparameters import Int as KTInt
+
+    options: dict[str, list[Any]] = {}
+    for hp in hyperparameters.space:
+        if isinstance(hp, KTBoolean):
+            options[hp.name] = [False, True]
+        elif isinstance(hp, KTChoice):
+            options[hp.name] = list(hp.values)
+        elif isinstance(hp, KTInt) and hp.sampling == "linear":
+            options[hp.name] = list(range(int(hp.min_value), int(hp.max_value) + 1, int(hp.step or 1)))
+        else:
+            return None
+    if not params or set(options) != {p.name for p in params}:
         return None
-    return enumerate_values(params, limit)
+    out: list[dict[str, Any]] = [{}]
+    for param in params:
+        out = [grown for values in out for grown in ([{**values, param.name: v} for v in options[param.name]] if is_active(param, values) else [values])]
+        if len(out) > limit:
+            return None
+    return out
 
 
 def make_oracle(spec: Any, params: list[Param]) -> kt.Oracle:
@@ -271,7 +316,7 @@ def make_oracle(spec: Any, params: list[Param]) -> kt.Oracle:
         oracle.max_trials = search.max_trials
     else:
         oracle = ORACLES[search.algorithm](max_trials=search.max_trials or 10, **common)
-    oracle.configurations = drawable(params)
+    oracle.configurations = drawable(params, common["hyperparameters"])
     oracle.seed = search.seed  # KerasTuner turns seed 0 into a random one (`seed or random.randint`)
     oracle._seed_state = search.seed
     return oracle
