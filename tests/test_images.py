@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -353,3 +354,12 @@ def test_resuming_on_changed_images_warns(tmp_path, capsys):
         Image.fromarray(shape_image(1, seed=50 + i)).save(tmp_path / "pets" / "dog" / f"new{i}.png")
     assert main(command) == 0
     assert "warning: the data are not those this run started with (train " in capsys.readouterr().err
+    manifest = json.loads((tmp_path / "reports" / "spec" / "run.json").read_text())
+    assert manifest["data_changes"][0]["changes"][0].startswith("train ")
+    analysis = json.loads((tmp_path / "reports" / "spec" / "best" / "analysis.json").read_text())
+    assert manifest["best"]["test"] and analysis["test_count"] == manifest["data"]["test"]  # evaluated again, on the new test set
+    (tmp_path / "pets" / "owl").mkdir()
+    for i in range(6):
+        Image.fromarray(shape_image(2, seed=70 + i)).save(tmp_path / "pets" / "owl" / f"{i}.png")
+    assert main(command) == 2
+    assert "the data are not those this run started with (classes ['cat', 'dog', 'fox'] -> ['cat', 'dog', 'fox', 'owl']" in capsys.readouterr().err

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import feasibility
 from .data import load_data
-from .errors import Problem, RunError, SearchAborted, SpecError, TuningError
+from .errors import DataError, Problem, RunError, SearchAborted, SpecError, TuningError
 from .planner import Plan
 from .planner import plan as make_plan
 from .records import RunStore, utc_now, write_atomic
@@ -180,14 +180,23 @@ def _search_locked(
     from .engine import SpecHyperModel, SpecTuner, make_oracle
 
     previous = store.read_manifest() if resumed else {}
-    if changed := _data_changes(previous.get("data") or {}, dataset.summary()):
+    changed = _data_changes(previous.get("data") or {}, dataset.summary())
+    if any(change.startswith(("classes", "image_shape")) for change in changed):
+        raise DataError(
+            f"{run_dir}: the data are not those this run started with ({'; '.join(changed)}); its trials' weights do not fit "
+            "them. Pass --overwrite to start over, or --name NEW to keep both"
+        )
+    if changed:
         print(
             f"warning: the data are not those this run started with ({'; '.join(changed)}): trials from before and after this "
-            "point trained on different images; pass --overwrite (or a new --name) to compare like with like",
+            "point trained on different images (noted in run.json, data_changes); pass --overwrite (or a new --name) to compare like with like",
             file=sys.stderr,
         )
+        previous = {**previous, "best": None}  # its test metrics were measured on the old test images: evaluate the best again
     elapsed_before = float(previous.get("elapsed_s", 0.0))
     manifest = _manifest(spec, run_dir.name, the_plan, dataset, accelerator.describe(), previous)
+    if changed or previous.get("data_changes"):
+        manifest["data_changes"] = [*previous.get("data_changes", []), *([{"at": utc_now(), "changes": changed}] if changed else [])]
     manifest["iterations"] = iterations
     manifest["precision"] = precision_policy(spec.training.mixed_precision, accelerator)
     manifest.update(options)
