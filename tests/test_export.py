@@ -223,6 +223,8 @@ def labelled(tmp_path_factory):
     import pandas as pd
 
     pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
+    onehot = pd.DataFrame([{"file": r["file"], **{str(d): int(r["digit"] == str(d)) for d in range(10)}} for r in rows])
+    onehot.to_excel(folder / "onehot.xlsx", index=False)
     (folder / "7" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
     (folder / "letters").mkdir()
     Image.fromarray(np.zeros((8, 8), "uint8"), "L").save(folder / "letters" / "a.png")
@@ -248,6 +250,24 @@ def test_evaluate_an_exported_model_on_labelled_images(exported, labelled, capsy
     assert main(["evaluate", str(paths["savedmodel"]), str(labelled)]) == 0
     printed = capsys.readouterr()
     assert printed.out.startswith(f"accuracy {result['accuracy']:.4f}") and "confusion matrix" in printed.out
-    assert "1 unreadable file skipped (7/broken.png" in printed.err and "left out, not classes of this model: 1 images of letters" in printed.err
+    assert "1 unreadable file skipped (7/broken.png" in printed.err and "left out, not classes of this model: 1 image of letters" in printed.err
+    columns = ",".join(str(d) for d in range(10))
+    assert main(["evaluate", str(paths["keras"]), str(labelled / "onehot.xlsx"), "--path-column", "file", "--label-columns", columns, "--json"]) == 0
+    as_json = json.loads(capsys.readouterr().out)
+    assert as_json["images"] == 120 and as_json["accuracy"] == pytest.approx(result["accuracy"]) and as_json["confusion_matrix"] == result["confusion_matrix"]
+    assert main(["evaluate", str(paths["keras"]), str(labelled / "labels.csv"), "--label-column", "digit"]) == 2  # its paths are in "file"
+    assert "no column 'path'" in capsys.readouterr().err
     assert main(["evaluate", str(paths["keras"]), str(labelled / "letters")]) == 2
     assert "has no class sub-folders" in capsys.readouterr().err
+
+
+def test_evaluate_on_train_and_test_folders_takes_the_test_images(exported, labelled, tmp_path):
+    from tuning.predict import evaluate
+
+    _, paths = exported
+    for split, digits in (("train", "01234"), ("test", "56")):
+        for digit in digits:
+            shutil.copytree(labelled / digit, tmp_path / "split" / split / digit)
+    result = evaluate(paths["keras"], tmp_path / "split")
+    assert result["data"].endswith("split/test") and sum(result["per_class"]["support"]) == result["images"]
+    assert result["images"] == len(list((tmp_path / "split" / "test").rglob("[0-9]*.png")))

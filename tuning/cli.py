@@ -286,15 +286,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     if skipped := skipped_text({"skipped_files": len(result["skipped"]), "skipped": result["skipped"]}, where="every path with --json"):
         print(skipped, file=sys.stderr)
     if result["ignored"]:
-        print(f"left out, not classes of this model: {', '.join(f'{n} images of {c}' for c, n in result['ignored'].items())}", file=sys.stderr)
+        left_out = ", ".join(f"{n} image{'s' if n > 1 else ''} of {c}" for c, n in result["ignored"].items())
+        print(f"left out, not classes of this model: {left_out}", file=sys.stderr)
     width = max(len(n) for n in [*names, "class"]) + 2
     print(f"\n{'class':{width}}precision  recall  F1     support")
     for i, name in enumerate(names):
         print(f"{name:{width}}{per_class['precision'][i]:<11.3f}{per_class['recall'][i]:<8.3f}{per_class['f1'][i]:<7.3f}{per_class['support'][i]}")
     print("\nconfusion matrix (rows: true class, columns: predicted):")
-    print(" " * width + " ".join(f"{n[:7]:>7}" for n in names))
+    column = max(7, *(len(n) for n in names))
+    print(" " * width + " ".join(f"{n:>{column}}" for n in names))
     for name, row in zip(names, result["confusion_matrix"]):
-        print(f"{name:{width}}" + " ".join(f"{v:>7}" for v in row))
+        print(f"{name:{width}}" + " ".join(f"{v:>{column}}" for v in row))
     if result["mistakes"]:
         print("\nmost confident mistakes:")
         for m in result["mistakes"]:

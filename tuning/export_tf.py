@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,10 @@ def write_tflite(savedmodel: Path, path: Path, *, quantize: bool = False) -> Pat
 
 def tflite_predict(path: Path, images: np.ndarray) -> np.ndarray:
     """Probabilities from a TFLite file, one image at a time (the interpreter's fixed batch of 1)."""
-    import tensorflow as tf
-
     from .runtime import muted_stderr
 
-    with muted_stderr():  # a deprecation notice on load and an XNNPACK banner on the first run
-        interpreter = tf.lite.Interpreter(model_path=str(path))
-        runner = interpreter.get_signature_runner("serve")
+    runner = _tflite_runner(str(path), Path(path).stat().st_mtime_ns)
+    with muted_stderr():  # an XNNPACK banner on the first run
         outputs = [next(iter(runner(images=images[i : i + 1]).values())) for i in range(len(images))]
     return np.concatenate(outputs, axis=0)
 
@@ -54,5 +52,23 @@ def tflite_predict(path: Path, images: np.ndarray) -> np.ndarray:
 def savedmodel_predict(path: Path, images: np.ndarray) -> np.ndarray:
     import tensorflow as tf
 
-    loaded = tf.saved_model.load(str(path))
+    loaded = _savedmodel(str(path), (Path(path) / "saved_model.pb").stat().st_mtime_ns)
     return np.asarray(loaded.serve(tf.constant(images)))
+
+
+# Loaded once per file (and version of it), not per batch: `evaluate` predicts a folder in batches.
+@functools.lru_cache(maxsize=4)
+def _tflite_runner(path: str, mtime_ns: int) -> Any:
+    import tensorflow as tf
+
+    from .runtime import muted_stderr
+
+    with muted_stderr():  # a deprecation notice on load
+        return tf.lite.Interpreter(model_path=path).get_signature_runner("serve")
+
+
+@functools.lru_cache(maxsize=4)
+def _savedmodel(path: str, mtime_ns: int) -> Any:
+    import tensorflow as tf
+
+    return tf.saved_model.load(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Sequence
@@ -168,11 +169,17 @@ def evaluate(
         raise DataError(f"{data} does not exist; pass a folder of class sub-folders or a CSV/Excel manifest")
     if data.is_dir():
         listing = list_folder(data)
+        if "test" in listing.splits:  # train/ and test/ folders: the model is judged on the held-out ones only
+            chosen = [i for i, split in enumerate(listing.splits) if split == "test"]
+            files, labels = [listing.files[i] for i in chosen], [listing.labels[i] for i in chosen]
+            listing = dataclasses.replace(listing, files=files, labels=labels, splits=["test"] * len(chosen), origin=f"{data / 'test'}")
     else:
         if bool(label_column) == bool(label_columns):
             raise DataError(f"{data}: a manifest needs --label-column (one column of class names) or --label-columns (one-hot columns), not both")
         columns = SimpleNamespace(path_column=path_column, label_column=label_column, label_columns=list(label_columns or []) or None, split_column=None)
         listing = read_manifest(data, columns)
+    if not listing.files:
+        raise DataError(f"{listing.origin}: no image files found")
     predictor = load_predictor(model)
     index = {name: i for i, name in enumerate(predictor.class_names)}
     ignored = {label: listing.labels.count(label) for label in sorted(set(listing.labels) - set(index))}
