@@ -39,6 +39,8 @@ def test_parameter_cap():
         {"padding": "valid", "head": "global_average", "dense_layers": 0, "dense_units": 0},
         {"blocks": 3, "filters": (4, 8, 16), "pooling": "average", "dense_layers": 2, "block_dropout": 0.2, "head_dropout": 0.3},
         {"kernel_size": 5, "pooling": "none", "blocks": 1, "filters": (6,)},
+        {"blocks": 0, "filters": (), "activation": "sigmoid", "dense_units": 64},  # tutorial 001's dense-only baseline
+        {"blocks": 0, "filters": (), "head": "global_average"},
     ],
 )
 def test_parameter_count_equals_keras(changes):

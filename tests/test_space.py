@@ -28,6 +28,25 @@ def test_depth_dependent_values_are_conditional():
     assert params["momentum"].condition.describe() == "optimizer in {sgd}"
 
 
+def test_a_dense_only_baseline_draws_no_convolution_settings(tmp_path):
+    """blocks: 0 builds Flatten -> Dense -> softmax; the block settings are conditional on blocks > 0, so the
+    baseline is one configuration per head, not one per filter count and kernel size."""
+    from tuning.hypermodel import build_model
+
+    spec = load_spec(
+        {
+            "version": 1,
+            "model": {"blocks": {"int": [0, 2]}, "filters": {"choice": [8, 16]}, "kernel_size": {"choice": [3, 5]}, "batch_norm": {"choice": [True, False]}},
+            "training": {"learning_rate": 1e-3},
+        }
+    )
+    params = {p.name: p for p in parameters(spec)}
+    assert all(params[name].condition.describe() == "blocks in {1, 2}" for name in ("filters", "kernel_size", "batch_norm"))
+    assert count_configurations(list(params.values())) == 1 + 2 * (2 * 2 * 2)
+    baseline = build_model(resolve(spec, {"blocks": 0}), (8, 8, 1), 10)
+    assert [type(layer).__name__ for layer in baseline.layers] == ["InputLayer", "Rescaling", "Flatten", "Dense", "Dense"]
+
+
 def test_count_configurations_respects_conditions():
     # blocks 2: 2*2; blocks 3: 2*2 (filters_3 is constant); blocks 4: 2*2*2 -> 16 model shapes,
     # times head (1 + 2) and optimizer (adam + 3 momentum values) = 16 * 3 * 4.

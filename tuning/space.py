@@ -142,7 +142,8 @@ def parameters(spec: Any) -> list[Param]:
             out.append(Param(name, path, value, condition))
 
     add("blocks", ("model", "blocks"), model.blocks)
-    add("convs_per_block", ("model", "convs_per_block"), model.convs_per_block)
+    convolving = _when(model.blocks, "blocks", lambda b: b > 0)  # with 0 blocks (a dense-only baseline) these do nothing
+    add("convs_per_block", ("model", "convs_per_block"), model.convs_per_block, convolving)
     if isinstance(model.filters, list):
         block_values = _values(model.blocks)
         for index, value in enumerate(model.filters[: max(block_values)]):
@@ -150,14 +151,18 @@ def parameters(spec: Any) -> list[Param]:
             condition = Condition("blocks", needed) if is_domain(model.blocks) and len(needed) < len(block_values) else None
             add(f"filters_{index + 1}", ("model", "filters", index), value, condition)
     else:
-        add("filters", ("model", "filters"), model.filters)
-        add("filters_growth", ("model", "filters_growth"), model.filters_growth)
-    for name in ("kernel_size", "padding", "activation", "augmentation"):
+        add("filters", ("model", "filters"), model.filters, convolving)
+        add("filters_growth", ("model", "filters_growth"), model.filters_growth, convolving)
+    for name in ("kernel_size", "padding"):
+        add(name, ("model", name), getattr(model, name), convolving)
+    for name in ("activation", "augmentation"):
         add(name, ("model", name), getattr(model, name))
     if model.augment is not None:
         for operation in AUGMENT_OPERATIONS:
             add(f"augment_{operation}", ("model", "augment", operation), getattr(model.augment, operation))
-    for name in ("batch_norm", "pooling", "block_dropout", "head", "dense_layers"):
+    for name in ("batch_norm", "pooling", "block_dropout"):
+        add(name, ("model", name), getattr(model, name), convolving)
+    for name in ("head", "dense_layers"):
         add(name, ("model", name), getattr(model, name))
     add("dense_units", ("model", "dense_units"), model.dense_units, _when(model.dense_layers, "dense_layers", lambda n: n > 0))
     add("head_dropout", ("model", "head_dropout"), model.head_dropout)
@@ -258,7 +263,10 @@ def resolve(spec: Any, values: dict[str, Any]) -> TrialConfig:
             )
 
     def get(name: str, constant: Any) -> Any:
-        return values[name] if name in declared else constant
+        if name in values or name not in declared:
+            return values[name] if name in declared else constant
+        options = declared[name].domain.values()  # tuned but inactive here (a block setting with 0 blocks): any value does
+        return options[0] if options else declared[name].domain.low
 
     model, training = spec.model, spec.training
     blocks = int(get("blocks", model.blocks))

@@ -75,7 +75,7 @@ class AugmentSpec(Frozen):
 class ModelSpec(Frozen):
     """The CNN family: conv blocks, then a head of optional dense layers and a softmax."""
 
-    blocks: Tunable(Annotated[int, Field(ge=1, le=8)], ranges="int") = 2
+    blocks: Tunable(Annotated[int, Field(ge=0, le=8)], ranges="int") = 2  # 0: a dense-only baseline
     convs_per_block: Tunable(Annotated[int, Field(ge=1, le=4)], ranges="int") = 1
     filters: Annotated[
         Union[Annotated[Tunable(PosInt, ranges="int"), Tag("<base>")], Annotated[list[Tunable(PosInt, ranges="int")], Tag("<per block>")]],
@@ -84,7 +84,7 @@ class ModelSpec(Frozen):
     filters_growth: Tunable(Growth, ranges="float") = 2.0
     kernel_size: Tunable(Annotated[int, Field(ge=1, le=11)], ranges="int") = 3
     padding: Tunable(Literal["same", "valid"]) = "same"
-    activation: Tunable(Literal["relu", "elu", "gelu", "selu", "swish", "leaky_relu", "tanh"]) = "relu"
+    activation: Tunable(Literal["relu", "elu", "gelu", "selu", "swish", "leaky_relu", "tanh", "sigmoid"]) = "relu"
     augmentation: Tunable(Literal["none", "light", "strong"]) = "none"
     augment: AugmentSpec | None = None
     batch_norm: Tunable(bool) = False
