@@ -195,6 +195,22 @@ def test_a_search_with_augmentation_shows_what_its_layers_do(tmp_path):
     assert (run.path / "report_files" / "augmentation.png").exists()
 
 
+def test_ctrl_c_while_the_search_loads_stops_it(tmp_path):
+    """Before any trial (TensorFlow still loading) a Ctrl-C ends the command at once, exit 130. (A process
+    started in the background by a script inherits SIGINT ignored, as every program does: not a bug.)"""
+    spec = write_spec(tmp_path, tiny(), "early.yaml")
+    command = [sys.executable, "-m", "tuning", "search", str(spec), "--out", str(tmp_path), "--quiet"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=interactive_ctrl_c)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "early" / ".lock").exists():  # locked: TensorFlow loads next
+        time.sleep(0.02)
+    time.sleep(1.0)  # inside TensorFlow's import (about 3 s here)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=240) == 130
+    trials = list((tmp_path / "early" / "trials").glob("0*.json"))
+    assert len(trials) <= 1, "the search went on after Ctrl-C"
+
+
 def test_image_grids_show_every_image_whole_in_its_own_colours():
     import io
 

@@ -871,3 +871,28 @@ def test_counts_and_ports_out_of_range_are_refused_before_anything_runs(argument
         main(arguments)
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and ("at least 1" in err or "from 1 to 65535" in err)
+
+
+def test_retrying_a_failed_trial_can_still_promote_from_its_round(tmp_path, monkeypatch):
+    """A failed first-round trial leaves its round short, so Hyperband cannot promote; the search says so and keeps
+    the round's weights, and `--retry-failed` then completes the round and promotes from it."""
+    import tuning.engine as engine
+
+    original = engine.SpecTuner._fit
+
+    def failing(self, hp, record, *args, **kwargs):
+        if record.trial_id == "0000":
+            raise RuntimeError("injected failure")
+        return original(self, hp, record, *args, **kwargs)
+
+    monkeypatch.setattr(engine.SpecTuner, "_fit", failing)
+    spec = tiny(search={"max_epochs": 3, "factor": 3, "seed": 0, "max_consecutive_failures": 3, "keep_checkpoints": 1})
+    first = search(spec, name="retry", out=tmp_path, quiet=True)
+    assert dict(zip(first.trials["trial_id"], first.trials["status"]))["0000"] == "failed"
+    assert first.manifest["stop_reason"].startswith("5 of 6 planned trials: Hyperband promotes only completed trials, and 1 failed")
+    monkeypatch.setattr(engine.SpecTuner, "_fit", original)
+    again = search(spec, name="retry", out=tmp_path, quiet=True, retry_failed=True)
+    statuses = dict(zip(again.trials["trial_id"], again.trials["status"]))
+    assert len(statuses) == 6 and set(statuses.values()) == {"completed"}
+    promoted = again.trials[again.trials["parent_trial"].notna()]
+    assert len(promoted) == 1 and promoted.iloc[0]["epochs"] == 3

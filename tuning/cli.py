@@ -334,7 +334,7 @@ def _summarize(run: Any) -> int:
         if (run.path / name).exists():
             print(f"{label + ':':13}{run.path / name}")
     if manifest.get("disk_mb") is not None:
-        print(f"{'run folder:':13}{manifest['disk_mb']:.1f} MB on disk")
+        print(f"{'run folder:':13}{manifest['disk_mb']:.1f} MB on disk, besides its reports")
     return 0
 
 

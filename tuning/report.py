@@ -200,7 +200,7 @@ def _summary_lines(results: dict[str, Any]) -> list[tuple[str, str]]:
         )
     )
     if budget.get("disk_mb") is not None:
-        lines.append(("run folder", f"{budget['disk_mb']:.1f} MB on disk (weights kept for the best search.keep_checkpoints trials)"))
+        lines.append(("run folder", f"{budget['disk_mb']:.1f} MB on disk besides its reports (weights kept for the best search.keep_checkpoints trials)"))
     return lines
 
 

@@ -119,6 +119,8 @@ def search(
     if store.exists() and not overwrite:
         iterations = max(iterations, int(store.read_manifest().get("iterations", iterations))) + extend
     the_plan = make_plan(with_iterations(spec, iterations))
+    if extend and the_plan.total_trials == make_plan(with_iterations(spec, iterations - extend)).total_trials:
+        print(f"warning: --extend {extend} adds no trials: the space has no configuration left to draw (see `tuning validate`)", file=sys.stderr)
     if the_plan.feasibility.all_infeasible:
         raise SpecError(
             [
@@ -216,7 +218,7 @@ def _search_locked(
     brackets = brackets_of(with_iterations(spec, iterations))
     board_log = HParamsLog(run_dir / "logs", list(the_plan.params), spec.search.objective.metric, max_epochs=spec.search.max_epochs, brackets=brackets)
     board_log.write_experiment()
-    view = _progress(spec, the_plan, store, progress, quiet, dataset.summary())
+    view = _progress(spec, the_plan, store, progress, quiet, dataset.summary(), retry_failed)
     events = Events(view, board_log)
     tuner = SpecTuner(spec=spec, oracle=oracle, hypermodel=hypermodel, directory=str(run_dir), events=events, store=store)
     oracle.verbose = oracle._display.verbose = 0  # KerasTuner's printing is replaced by ours (and its display
@@ -244,7 +246,10 @@ def _search_locked(
             else:
                 tuner.search(train=(dataset.x_train, one_hot[dataset.y_train]), validation=(dataset.x_val, one_hot[dataset.y_val]), class_weight=weights)
         stop_reason = oracle.stop_reason or _stop_reason(spec, the_plan, store)
-        tuner.prune_checkpoints(final=True)
+        # Once the search is over no trial will be promoted, so their weights can go, unless a failed trial may be
+        # run again (`--retry-failed`): its round then fills, and promotes from the trials beside it.
+        retryable = any(r.status in ("failed", "out_of_memory") for r in store.read_trials())
+        tuner.prune_checkpoints(final=not retryable)
     except SearchAborted as exc:
         status, stop_reason, error = "aborted", str(exc), exc
     except KeyboardInterrupt:
@@ -458,11 +463,12 @@ def _manifest(spec: SearchSpec, name: str, the_plan: Plan, dataset: Any, device:
     }
 
 
-def _progress(spec: SearchSpec, the_plan: Plan, store: RunStore, live: bool | None, quiet: bool, data: dict[str, Any]) -> Any:
+def _progress(spec: SearchSpec, the_plan: Plan, store: RunStore, live: bool | None, quiet: bool, data: dict[str, Any], retry_failed: bool = False) -> Any:
     from .progress import SearchProgress
     from .results import rank
 
-    done = [r for r in store.read_trials() if not r.trial_id.startswith("infeasible-")]
+    again = ("failed", "out_of_memory") if retry_failed else ()  # they run again, and are counted when they do
+    done = [r for r in store.read_trials() if not r.trial_id.startswith("infeasible-") and r.status not in again]
     ranked = rank(done, spec.search.objective.direction)
     best = ranked[0].score if ranked and ranked[0].status == "completed" else None
     planned = spec.search.max_trials and min(spec.search.max_trials, the_plan.total_trials) or the_plan.total_trials
@@ -484,13 +490,22 @@ def _stop_reason(spec: SearchSpec, the_plan: Plan, store: RunStore) -> str:
     if spec.search.max_trials and len(trials) >= spec.search.max_trials:
         return f"max_trials = {spec.search.max_trials} reached"
     if len(trials) < the_plan.total_trials:
+        unpromotable = [r for r in trials if r.status in ("failed", "diverged", "out_of_memory")]
+        if unpromotable and spec.search.algorithm == "hyperband":
+            return (
+                f"{len(trials)} of {the_plan.total_trials} planned trials: Hyperband promotes only completed trials, and "
+                f"{len(unpromotable)} failed or diverged, so later rounds had too few to choose from (`--retry-failed` runs the failed ones again)"
+            )
         return f"the space ran out of new configurations after {len(trials)} of {the_plan.total_trials} planned trials"
     return "plan complete"
 
 
-def directory_size(folder: Path) -> int:
-    """Bytes of every file under `folder`."""
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+REPORT_FILES = ("report.html", "report.md", "report_files", "results.json", "leaderboard.md", "trials.csv")
+
+
+def directory_size(folder: Path, leave_out: tuple[str, ...] = ()) -> int:
+    """Bytes of every file under `folder`, less those under the top-level entries named in `leave_out`."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).parts[0] not in leave_out)
 
 
 def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any) -> None:
@@ -524,7 +539,9 @@ def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any) -> None
                 "model": "best_model.keras",
             }
         )
-    manifest = store.update_manifest(disk_mb=round(directory_size(store.dir) / 2**20, 2))
+    # The reports are left out: they are written after this figure (and rebuilt by `tuning report`), so counting
+    # whatever an earlier run left of them made the same search report different sizes.
+    manifest = store.update_manifest(disk_mb=round(directory_size(store.dir, REPORT_FILES) / 2**20, 2))
     rows = trial_rows(records, names, direction)
     write_trials_csv(store.dir / "trials.csv", rows, columns(names))
     write_atomic(store.dir / "leaderboard.md", leaderboard_markdown(rows, names, manifest))
