@@ -896,3 +896,12 @@ def test_retrying_a_failed_trial_can_still_promote_from_its_round(tmp_path, monk
     assert len(statuses) == 6 and set(statuses.values()) == {"completed"}
     promoted = again.trials[again.trials["parent_trial"].notna()]
     assert len(promoted) == 1 and promoted.iloc[0]["epochs"] == 3
+
+
+def test_extending_a_space_with_nothing_left_says_so(tmp_path, capsys):
+    spec = write_spec(tmp_path, tiny(model={"blocks": 1, "filters": {"choice": [8, 16]}}, training={"learning_rate": 3e-3}, search={"max_epochs": 3}))
+    command = ["search", str(spec), "--out", str(tmp_path / "reports"), "--quiet"]
+    assert main(command) == 0
+    assert "--extend" not in capsys.readouterr().err
+    assert main([*command, "--extend", "1"]) == 0
+    assert "warning: --extend 1 adds no trials: the space has no configuration left to draw" in capsys.readouterr().err
