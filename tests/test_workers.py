@@ -211,7 +211,11 @@ def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp
         trials = {p.name: sorted(f.name for f in p.iterdir()) for p in (run_dir / "kerastuner").glob("trial_*")}
         log = run_dir / "workers" / "worker0.log"
         local_log = log.read_text()[-1500:] if log.exists() else "no worker0.log"
-        return f"waited {waited:.0f} s; ongoing {ongoing()}; finished {sorted(before)}; trial folders {trials}; local worker pids {local_workers}; worker0.log: {local_log}"
+        state = "running" if remote.poll() is None else f"exited {remote.returncode}: {remote.stdout.read()[-1500:]}"  # read only once it has ended
+        return (
+            f"waited {waited:.0f} s; ongoing {ongoing()}; finished {sorted(before)}; trial folders {trials}; local worker pids {local_workers}; "
+            f"worker0.log: {local_log}; remote worker: {state}"
+        )
 
     assert local_workers and before and mid_trial("remote") and remote.poll() is None, diagnosis()
 
