@@ -40,7 +40,7 @@ from .hypermodel import build_model, compile_model, prepare_for_training
 from .model_pool import ModelPool, network_key
 from .records import TrialRecord, utc_now, write_atomic, write_json
 from .runtime import clear_session, seed_trial
-from .space import Param, is_active, parameters, resolve
+from .space import Param, enumerate_values, listable, parameters, resolve
 
 UNLIMITED = 10**9
 
@@ -272,31 +272,13 @@ ORACLES: dict[str, type] = {
 
 
 def drawable(params: list[Param], hyperparameters: kt.HyperParameters, limit: int = 10_000) -> list[dict[str, Any]] | None:
-    """Every configuration of a space of choices, booleans and linear integer ranges, as KerasTuner draws them
-    (its own stored values, so their hashes match: it keeps `choice: [true]` as 1), or None: a larger space
-    never nears exhaustion, and other ranges are sampled in ways a list would not reproduce."""
-    from keras_tuner.engine.hyperparameters import Boolean as KTBoolean
-    from keras_tuner.engine.hyperparameters import Choice as KTChoice
-    from keras_tuner.engine.hyperparameters import Int as KTInt
-
-    options: dict[str, list[Any]] = {}
-    for hp in hyperparameters.space:
-        if isinstance(hp, KTBoolean):
-            options[hp.name] = [False, True]
-        elif isinstance(hp, KTChoice):
-            options[hp.name] = list(hp.values)
-        elif isinstance(hp, KTInt) and hp.sampling == "linear":
-            options[hp.name] = list(range(int(hp.min_value), int(hp.max_value) + 1, int(hp.step or 1)))
-        else:
-            return None
-    if not params or set(options) != {p.name for p in params}:
+    """Every configuration of a `listable` space, with the values as KerasTuner stores them (so their hashes
+    match: it keeps `choice: [true]` as 1), or None: other ranges are sampled in ways a list would not
+    reproduce, and a larger space never nears exhaustion."""
+    if not params or not listable(params):
         return None
-    out: list[dict[str, Any]] = [{}]
-    for param in params:
-        out = [grown for values in out for grown in ([{**values, param.name: v} for v in options[param.name]] if is_active(param, values) else [values])]
-        if len(out) > limit:
-            return None
-    return out
+    options = {hp.name: list(hp.values) for hp in hyperparameters.space}
+    return enumerate_values(params, limit, options)
 
 
 def make_oracle(spec: Any, params: list[Param]) -> kt.Oracle:

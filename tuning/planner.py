@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import data as data_module
-from .domains import Choice, IntRange
 from .errors import Problem, SpecError
 from .feasibility import FeasibilityReport, scan
-from .space import Param, count_configurations, parameters
+from .space import Param, count_configurations, listable, parameters
 
 
 @dataclass(frozen=True)
@@ -143,13 +142,12 @@ def plan(spec: Any) -> Plan:
     if search.algorithm == "hyperband":
         rounds = hyperband_rounds(search.max_epochs, search.factor, search.iterations, trainable)
         full = sum(r.trials for r in hyperband_rounds(search.max_epochs, search.factor, search.iterations) if r.round == 0)
-        listed = all(isinstance(p.domain, Choice) or (isinstance(p.domain, IntRange) and not p.domain.log) for p in params)  # drawn to the last
         if trainable is not None and trainable < full:
             warnings.append(
                 f"the space has {trainable} trainable configurations and a full Hyperband plan draws {full}: the bracket that runs "
                 "out trains what is left at its first round's budget and promotes from them, and the search ends there (the plan above is "
                 "cut to match). To train every configuration for max_epochs, use algorithm: grid; or widen the space"
-                + ("" if listed else "; with a float step or a log range KerasTuner draws at random and may stop a few configurations short")
+                + ("" if listable(params) else "; with a float step or a log range KerasTuner draws at random and may stop a few configurations short")
             )
     else:
         trials = search.max_trials or 10

@@ -144,11 +144,11 @@ def search(
         store.unlock()
 
 
-def _data_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+def _data_changes(before: dict[str, Any], now: dict[str, Any]) -> dict[str, str]:
     """What differs between the data a resumed run started with and what loads now (images added to a folder,
-    a different subset): the spec is the same, so nothing else would tell."""
+    a different subset), key -> "old -> new": the spec is the same, so nothing else would tell."""
     keys = ("classes", "image_shape", "train", "validation", "test")
-    return [f"{key} {before[key]} -> {now[key]}" for key in keys if key in before and before[key] != now.get(key)]
+    return {key: f"{key} {before[key]} -> {now.get(key)}" for key in keys if key in before and before[key] != now.get(key)}
 
 
 def with_iterations(spec: SearchSpec, iterations: int) -> SearchSpec:
@@ -183,14 +183,14 @@ def _search_locked(
 
     previous = store.read_manifest() if resumed else {}
     changed = _data_changes(previous.get("data") or {}, dataset.summary())
-    if any(change.startswith(("classes", "image_shape")) for change in changed):
+    if changed.keys() & {"classes", "image_shape"}:
         raise DataError(
-            f"{run_dir}: the data are not those this run started with ({'; '.join(changed)}); its trials' weights do not fit "
+            f"{run_dir}: the data are not those this run started with ({'; '.join(changed.values())}); its trials' weights do not fit "
             "them. Pass --overwrite to start over, or --name NEW to keep both"
         )
     if changed:
         print(
-            f"warning: the data are not those this run started with ({'; '.join(changed)}): trials from before and after this "
+            f"warning: the data are not those this run started with ({'; '.join(changed.values())}): trials from before and after this "
             "point trained on different images (noted in run.json, data_changes); pass --overwrite (or a new --name) to compare like with like",
             file=sys.stderr,
         )
@@ -198,7 +198,7 @@ def _search_locked(
     elapsed_before = float(previous.get("elapsed_s", 0.0))
     manifest = _manifest(spec, run_dir.name, the_plan, dataset, accelerator.describe(), previous)
     if changed or previous.get("data_changes"):
-        manifest["data_changes"] = [*previous.get("data_changes", []), *([{"at": utc_now(), "changes": changed}] if changed else [])]
+        manifest["data_changes"] = [*previous.get("data_changes", []), *([{"at": utc_now(), "changes": list(changed.values())}] if changed else [])]
     manifest["iterations"] = iterations
     manifest["precision"] = precision_policy(spec.training.mixed_precision, accelerator)
     manifest.update(options)

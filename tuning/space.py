@@ -263,8 +263,10 @@ def resolve(spec: Any, values: dict[str, Any]) -> TrialConfig:
             )
 
     def get(name: str, constant: Any) -> Any:
-        if name in values or name not in declared:
-            return values[name] if name in declared else constant
+        if name not in declared:
+            return constant
+        if name in values:
+            return values[name]
         options = declared[name].domain.values()  # tuned but inactive here (a block setting with 0 blocks): any value does
         return options[0] if options else declared[name].domain.low
 
@@ -323,14 +325,22 @@ def count_configurations(params: list[Param]) -> int | None:
     return total
 
 
-def enumerate_values(params: list[Param], limit: int) -> list[dict[str, Any]] | None:
-    """Every active-value combination of finite `params`, or None if there are more than `limit`."""
+def listable(params: list[Param]) -> bool:
+    """Whether KerasTuner draws every value of these from a list (choices and linear integer ranges), so that
+    enumerating them lists exactly what it can draw; floats with a step and log ranges it samples otherwise."""
+    return all(isinstance(p.domain, Choice) or (isinstance(p.domain, IntRange) and not p.domain.log) for p in params)
+
+
+def enumerate_values(params: list[Param], limit: int, options: dict[str, list[Any]] | None = None) -> list[dict[str, Any]] | None:
+    """Every active-value combination of finite `params` (each one's values from `options` when given there,
+    else its domain's), or None if there are more than `limit`."""
     out: list[dict[str, Any]] = [{}]
     for param in params:
+        choices = options[param.name] if options and param.name in options else param.domain.values()
         grown: list[dict[str, Any]] = []
         for values in out:
             if is_active(param, values):
-                grown.extend({**values, param.name: v} for v in param.domain.values())
+                grown.extend({**values, param.name: v} for v in choices)
             else:
                 grown.append(values)
         out = grown
