@@ -57,3 +57,14 @@ def test_readme_annotated_spec_is_valid_and_names_every_field(tmp_path):
     for section in (DataSpec, ModelSpec, AugmentSpec, TrainingSpec, SearchSection):
         missing = set(section.model_fields) - documented
         assert not missing, f"README's annotated spec lacks {section.__name__} fields {sorted(missing)}"
+
+
+def test_every_command_has_a_readme_section():
+    """`tuning --help` and the README list the same commands."""
+    from tuning.cli import _parser
+
+    commands = next(a for a in _parser()._actions if a.dest == "command").choices
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"^### `tuning ([a-z]+)", readme, flags=re.MULTILINE))
+    assert set(commands) - {"worker"} <= documented, f"README lacks a section for {sorted(set(commands) - documented)}"
+    assert "tuning worker RUN" in readme

@@ -271,3 +271,90 @@ def test_evaluate_on_train_and_test_folders_takes_the_test_images(exported, labe
     result = evaluate(paths["keras"], tmp_path / "split")
     assert result["data"].endswith("split/test") and sum(result["per_class"]["support"]) == result["images"]
     assert result["images"] == len(list((tmp_path / "split" / "test").rglob("[0-9]*.png")))
+
+
+def test_features_of_labelled_images_are_saved_per_file_with_their_pca(exported, labelled, tmp_path, capsys):
+    """The tutorials' `--mode features`: penultimate features of every image, a 2-D PCA, a table per file."""
+    import pandas as pd
+
+    from tuning.features import extract_features
+
+    _, paths = exported
+    result = extract_features(paths["keras"], labelled, out=tmp_path / "folder")
+    table = pd.read_csv(tmp_path / "folder" / "features.csv")
+    vectors = np.load(tmp_path / "folder" / "features.npy")
+    assert result["images"] == len(table) == len(vectors) == 121  # 120 digits and the stray letter; broken.png skipped
+    assert [Path(s["file"]).name for s in result["skipped"]] == ["broken.png"] and result["labelled_images"] == 120
+    assert vectors.shape[1] == result["dimensions"] and set(table["label"]) == {*map(str, range(10)), "letters"}
+    # The PCA columns are the feature vectors' first two principal components, with the variance they explain.
+    centered = vectors - vectors.mean(axis=0)
+    _, singular, vt = np.linalg.svd(centered.astype(np.float64), full_matrices=False)
+    for column, component in zip(("pca_1", "pca_2"), vt[:2]):
+        assert np.abs(table[column].to_numpy() - centered @ component).max() < 1e-3 * np.abs(centered @ component).max()
+    assert result["explained_variance"] == pytest.approx((singular[:2] ** 2 / (singular**2).sum()).tolist(), rel=1e-4)
+    # Its predictions are the model's, and its accuracy counts the images of the model's classes only.
+    by_file = {Path(r["image"]).name: r["top"][0] for r in predict(paths["keras"], [labelled / d for d in "0123456789"], top=1) if "top" in r}
+    assert [by_file[Path(f).name]["class"] for f in table["image"] if Path(f).parent.name != "letters"] == [
+        str(p) for p, f in zip(table["predicted"], table["image"]) if Path(f).parent.name != "letters"
+    ]
+    digits = table[table["label"] != "letters"]
+    assert result["accuracy"] == pytest.approx(float((digits["label"].astype(str) == digits["predicted"].astype(str)).mean()))
+    assert (tmp_path / "folder" / "pca.png").read_bytes()[:4] == b"\x89PNG"
+
+    # A manifest keeps its own columns (an Excel one is written back as Excel too); t-SNE on request.
+    columns = ",".join(str(d) for d in range(10))
+    args = [
+        "features",
+        str(paths["keras"]),
+        str(labelled / "onehot.xlsx"),
+        "--path-column",
+        "file",
+        "--label-columns",
+        columns,
+        "--tsne",
+        "--out",
+        str(tmp_path / "sheet"),
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("120 images of") and f"accuracy on the 120 images of the model's classes: {result['accuracy']:.4f}" in printed
+    sheet = pd.read_excel(tmp_path / "sheet" / "features.xlsx")
+    assert list(sheet.columns[:11]) == ["file", *map(str, range(10))] and {"label", "predicted", "probability", "pca_1", "tsne_2"} <= set(sheet.columns)
+    assert len(sheet) == 120 and (tmp_path / "sheet" / "tsne.png").exists()
+
+    # Loose images have no labels: the table has none, the plot is coloured by the predicted class.
+    loose = extract_features(paths["keras"], [labelled / "3", labelled / "letters" / "a.png"], out=tmp_path / "loose")
+    assert "accuracy" not in loose and "label" not in pd.read_csv(tmp_path / "loose" / "features.csv").columns
+    assert main(["features", str(paths["tflite"]), str(labelled)]) == 2
+    assert "only a .keras file keeps" in capsys.readouterr().err
+
+
+def test_feature_maps_of_one_image_for_chosen_layers(exported, labelled, tmp_path, capsys):
+    """The tutorials' "peer inside the model": every filter of each convolution for one image."""
+    import keras
+
+    from tuning.features import feature_maps
+
+    _, paths = exported
+    image = sorted((labelled / "4").glob("*.png"))[0]
+    result = feature_maps(paths["keras"], image, out=tmp_path / "maps.png")
+    model = keras.saving.load_model(paths["keras"])
+    convolutions = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert list(result["layers"]) == [f"{name}_relu" for name in convolutions]  # as the next layer sees them
+    saved = np.load(tmp_path / "maps.npz")
+    pixels = read_image(image, model.input_shape[1:], "uint8")[None].astype("float32")
+    for name in result["layers"]:
+        expected = keras.Model(model.inputs, model.get_layer(name).output).predict(pixels, verbose=0)[0]
+        assert saved[name].shape == expected.shape and np.allclose(saved[name], expected, atol=1e-5)
+        assert saved[name].min() >= 0  # after the ReLU
+    assert (tmp_path / "maps.png").read_bytes()[:4] == b"\x89PNG"
+
+    assert main(["maps", str(paths["keras"]), str(image), "--layer", convolutions[0], "--filters", "4", "--out", str(tmp_path / "one.png")]) == 0
+    assert capsys.readouterr().out.startswith(f"{convolutions[0]}: ")
+    assert list(np.load(tmp_path / "one.npz").files) == [convolutions[0]]
+    assert main(["maps", str(paths["keras"]), str(image), "--layer", "block9_conv"]) == 2
+    assert f"its layers with feature maps are rescale, {convolutions[0]}" in capsys.readouterr().err
+    assert main(["maps", str(paths["keras"]), str(image), "--layer", "probabilities"]) == 2
+    assert "not a feature map" in capsys.readouterr().err
+    assert main(["maps", str(paths["keras"]), str(labelled)]) == 2
+    assert "not an image file" in capsys.readouterr().err

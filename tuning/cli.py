@@ -103,6 +103,25 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of text")
     evaluate.set_defaults(handler=_evaluate)
 
+    features = commands.add_parser("features", help="penultimate-layer features of images, a 2-D PCA (or t-SNE) of them, saved per file")
+    features.add_argument("model", metavar="MODEL", help="model.keras (written by `tuning export`)")
+    features.add_argument("data", metavar="DATA", nargs="+", help="a folder of class sub-folders, a CSV/Excel manifest, or image files and folders of images")
+    features.add_argument("--out", help="output folder (default: features/ beside the model)")
+    features.add_argument("--path-column", default="path", help="manifest: the column of image paths (default: path)")
+    features.add_argument("--label-column", help="manifest: the column of class names (colours the plot)")
+    features.add_argument("--label-columns", help="manifest: comma-separated one-hot columns, e.g. Cats,Dogs")
+    features.add_argument("--tsne", action="store_true", help="also a t-SNE projection (slower; scikit-learn)")
+    features.add_argument("--json", action="store_true", help="print JSON instead of text")
+    features.set_defaults(handler=_features)
+
+    maps = commands.add_parser("maps", help="feature maps of one image: each filter of the chosen layers (default: every convolution)")
+    maps.add_argument("model", metavar="MODEL", help="model.keras (written by `tuning export`)")
+    maps.add_argument("image", metavar="IMAGE", help="one image file")
+    maps.add_argument("--layer", action="append", metavar="NAME", help="a layer to show, as model.summary() names it (repeat for several)")
+    maps.add_argument("--filters", type=_positive, default=64, help="filters drawn per layer, the first N (default 64; the .npz keeps all)")
+    maps.add_argument("--out", help="PNG to write (default: feature_maps_<image>.png beside the model)")
+    maps.set_defaults(handler=_maps)
+
     report = commands.add_parser("report", help="rebuild a run's reports from its folder, or compare several runs")
     report.add_argument("runs", metavar="RUN", nargs="+", help="run directories; two or more print a comparison table")
     report.add_argument("--top", type=_positive, default=10, help="trials in the leaderboard and learning curves (default 10)")
@@ -301,6 +320,40 @@ def _evaluate(args: argparse.Namespace) -> int:
         print("\nmost confident mistakes:")
         for m in result["mistakes"]:
             print(f"  {m['image']}: {m['true']}, predicted {m['predicted']} ({m['probability']:.3f})")
+    return 0
+
+
+def _features(args: argparse.Namespace) -> int:
+    import json
+
+    from .data import skipped_text
+    from .features import extract_features
+
+    columns = [c.strip() for c in args.label_columns.split(",")] if args.label_columns else None
+    result = extract_features(
+        args.model, args.data, out=args.out, path_column=args.path_column, label_column=args.label_column, label_columns=columns, tsne=args.tsne
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    share = result["explained_variance"]
+    print(f"{result['images']} images of {result['data']}: {result['dimensions']} features each ({result['layer']})")
+    print(f"PCA: the first two components explain {share[0]:.0%} and {share[1]:.0%} of their variance")
+    if result.get("accuracy") is not None:
+        print(f"accuracy on the {result['labelled_images']} images of the model's classes: {result['accuracy']:.4f}")
+    if skipped := skipped_text({"skipped_files": len(result["skipped"]), "skipped": result["skipped"]}, where="every path with --json"):
+        print(skipped, file=sys.stderr)
+    print("wrote " + ", ".join(result["files"]))
+    return 0
+
+
+def _maps(args: argparse.Namespace) -> int:
+    from .features import feature_maps
+
+    result = feature_maps(args.model, args.image, layers=args.layer, filters=args.filters, out=args.out)
+    for name, shape in result["layers"].items():
+        print(f"{name}: {shape[0]}x{shape[1]}, {shape[2]} filters")
+    print("wrote " + ", ".join(result["files"]))
     return 0
 
 

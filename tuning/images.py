@@ -94,14 +94,19 @@ def read_manifests(path: Path, test_path: Path | None, data_spec: Any) -> Listin
     )
 
 
-def read_manifest(path: Path, data_spec: Any) -> Listing:
-    """A CSV or Excel file: a path column, and a label column or one-hot label columns; optional split column."""
+def read_table(path: Path) -> Any:
+    """A manifest's rows as a pandas DataFrame: Excel by its suffix, else CSV."""
     import pandas as pd
 
     try:
-        frame = pd.read_excel(path) if path.suffix.lower() in (".xlsx", ".xls") else pd.read_csv(path)
+        return pd.read_excel(path) if path.suffix.lower() in (".xlsx", ".xls") else pd.read_csv(path)
     except Exception as exc:  # noqa: BLE001 - any unreadable manifest gets the same message
         raise DataError(f"{path}: cannot read the manifest ({type(exc).__name__}: {exc}); expected a CSV or .xlsx file") from None
+
+
+def read_manifest(path: Path, data_spec: Any) -> Listing:
+    """A CSV or Excel file: a path column, and a label column or one-hot label columns; optional split column."""
+    frame = read_table(path)
     columns = list(frame.columns)
     wanted = [
         data_spec.path_column,

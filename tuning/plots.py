@@ -204,14 +204,31 @@ def feature_maps(image: np.ndarray, maps: list[np.ndarray], layer_names: Sequenc
     return _mosaic(rows, 1, 7)
 
 
-def pca_scatter(coords: np.ndarray, labels: np.ndarray, class_names: Sequence[str], share: Sequence[float]) -> bytes:
+def layer_maps(image: np.ndarray, maps: dict[str, np.ndarray], per_row: int = 8) -> bytes:
+    """The input image, then each layer's filters in rows of `per_row`, each over its own range (as `imshow`)."""
+    rows: list[list[tuple[np.ndarray, str]]] = [[(_rgb(image, "gray"), "input")]]
+    for name, feature_map in maps.items():
+        channels = [(_rgb(feature_map[:, :, i], "viridis"), f"{name}:{i}") for i in range(feature_map.shape[-1])]
+        rows += [channels[i : i + per_row] for i in range(0, len(channels), per_row)]
+    return _mosaic(rows, 1, 7)
+
+
+def feature_scatter(
+    coords: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    share: Sequence[float] | None,
+    title: str = "Penultimate-layer features of the test set (PCA)",
+) -> bytes:
+    """Points coloured by class; `share` (the variance each component explains) labels PCA's axes."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 5))
     for index, name in enumerate(class_names):
         chosen = labels == index
         ax.scatter(coords[chosen, 0], coords[chosen, 1], s=8, alpha=0.7, label=name, color=plt.cm.tab20(index % 20))
-    ax.set_xlabel(f"PC 1 ({share[0]:.0%} of variance)")
-    ax.set_ylabel(f"PC 2 ({share[1]:.0%} of variance)")
+    if share is not None:
+        ax.set_xlabel(f"PC 1 ({share[0]:.0%} of variance)")
+        ax.set_ylabel(f"PC 2 ({share[1]:.0%} of variance)")
     ax.legend(fontsize=7, markerscale=2, loc="best", ncol=2 if len(class_names) > 10 else 1)
-    ax.set_title("Penultimate-layer features of the test set (PCA)")
+    ax.set_title(title, fontsize=10)
     return _png(fig)

@@ -26,6 +26,7 @@ class Predictor:
     dtype: str
     value_max: float
     class_names: list[str]
+    model: Any = None  # the Keras model, for a .keras file: what looking inside it needs
 
 
 def load_predictor(path: str | Path) -> Predictor:
@@ -71,7 +72,7 @@ def load_predictor(path: str | Path) -> Predictor:
     names = card["class_names"] if card else [str(i) for i in range(classes)]
     dtype = card["input"]["dtype"] if card else "uint8"
     value_max = float(card["input"].get("value_max", 255.0)) if card else 255.0
-    return Predictor(fn, shape, dtype, value_max, names)  # type: ignore[arg-type]
+    return Predictor(fn, shape, dtype, value_max, names, model if path.suffix == ".keras" else None)  # type: ignore[arg-type]
 
 
 def read_image(path: Path, shape: tuple[int, int, int], dtype: str = "uint8", value_max: float = 255.0) -> np.ndarray:

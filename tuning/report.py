@@ -136,7 +136,7 @@ def _figures(run: Run, results: dict[str, Any], top: int) -> dict[str, bytes]:
             maps = [arrays[k] for k in sorted(arrays.files) if k.startswith("feature_maps_")]
             if maps:
                 figures["feature_maps"] = plots.feature_maps(arrays["feature_image"], maps, analysis["feature_map_layers"])
-            figures["pca"] = plots.pca_scatter(arrays["pca_coords"], arrays["pca_labels"], names, analysis["pca_explained_variance"])
+            figures["pca"] = plots.feature_scatter(arrays["pca_coords"], arrays["pca_labels"], names, analysis["pca_explained_variance"])
     return figures
 
 

@@ -1,0 +1,269 @@
+"""Look inside an exported Keras model: its penultimate features for many images (a 2-D PCA, or t-SNE,
+saved per file) and the feature maps of chosen layers for one image. The tutorials' `--mode features` and
+"peer inside the model" steps. Keras 3 only: every backend, `.keras` files (the other formats keep no layers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DataError, RunError
+from .predict import IMAGE_SUFFIXES, Predictor, collect_images, load_predictor, read_image
+
+MAX_FILTERS = 64  # channels drawn per layer unless asked for more: 8 rows of 8, as the tutorials plot them
+MANIFEST_SUFFIXES = {".csv", ".xlsx", ".xls"}
+
+
+@dataclass(frozen=True)
+class _Images:
+    """The images to run, with what is known of each: a label (folders of classes, labelled manifests), a
+    split (train/validation/test folders) and the manifest's own row (its columns go to the output)."""
+
+    files: list[Path]
+    labels: list[str] | None
+    splits: list[str | None] | None
+    rows: Any  # a pandas DataFrame of the manifest's rows, or None
+    origin: str
+
+
+def _keras_model(predictor: Predictor, path: Path) -> Any:
+    if predictor.model is None:
+        raise RunError(
+            f"{path}: looking inside a model needs its layers, which only a .keras file keeps; pass the model.keras that `tuning export` writes beside it"
+        )
+    return predictor.model
+
+
+def _images(data: Sequence[str | Path], path_column: str, label_column: str | None, label_columns: Sequence[str] | None) -> _Images:
+    """Files from a manifest, a folder of class sub-folders, or image files and folders of loose images."""
+    from .images import list_folder
+
+    paths = [Path(p) for p in data]
+    for path in paths:
+        if not path.exists():
+            raise DataError(f"{path} does not exist; pass a folder of images (or of class sub-folders), a CSV/Excel manifest or image files")
+    if len(paths) == 1 and paths[0].suffix.lower() in MANIFEST_SUFFIXES:
+        return _manifest(paths[0], path_column, label_column, label_columns)
+    if len(paths) == 1 and paths[0].is_dir() and _class_folders(paths[0]):
+        listing = list_folder(paths[0])
+        splits = listing.splits if any(listing.splits) else None
+        return _Images(listing.files, listing.labels, splits, None, listing.origin)
+    files = [file for file, _ in collect_images(paths)]
+    return _Images(files, None, None, None, ", ".join(map(str, paths)))
+
+
+def _class_folders(folder: Path) -> bool:
+    """Sub-folders and no images of its own: a folder of classes (or of train/ and test/ folders)."""
+    entries = list(folder.iterdir())
+    return any(p.is_dir() for p in entries) and not any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in entries)
+
+
+def _manifest(path: Path, path_column: str, label_column: str | None, label_columns: Sequence[str] | None) -> _Images:
+    from types import SimpleNamespace
+
+    from .images import read_manifest, read_table
+
+    if label_column and label_columns:
+        raise DataError(f"{path}: give --label-column (one column of class names) or --label-columns (one-hot columns), not both")
+    frame = read_table(path)
+    labels = None
+    if label_column or label_columns:
+        columns = SimpleNamespace(path_column=path_column, label_column=label_column, label_columns=list(label_columns or []) or None, split_column=None)
+        listing = read_manifest(path, columns)
+        files, labels = listing.files, listing.labels
+    else:
+        if path_column not in frame.columns:
+            raise DataError(
+                f"{path}: no column {path_column!r}; the manifest has {', '.join(map(repr, frame.columns))} (name the image paths with --path-column)"
+            )
+        files = [Path(p) if Path(p).is_absolute() else path.parent / str(p) for p in frame[path_column]]
+    return _Images(files, labels, None, frame, str(path))
+
+
+def extract_features(
+    model: str | Path,
+    data: str | Path | Sequence[str | Path],
+    *,
+    out: str | Path | None = None,
+    path_column: str = "path",
+    label_column: str | None = None,
+    label_columns: Sequence[str] | None = None,
+    tsne: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Penultimate-layer features of every image, projected to 2-D, saved per file.
+
+    `data` is a folder of class sub-folders (labels from the folder names), a CSV/Excel manifest (its
+    columns are kept; labels from `label_column` or one-hot `label_columns` when given), or image files and
+    folders of loose images. Writes to `out` (default: `features/` beside the model) `features.csv` (each
+    image with its label, predicted class, probability and PCA position, `tsne_1`/`tsne_2` with `tsne`; also
+    `features.xlsx` for an Excel manifest), `features.npy` (the full feature vectors, rows as in the CSV) and
+    `pca.png` (and `tsne.png`), coloured by label, else by predicted class. Unreadable files are skipped
+    and listed, as in a search.
+
+    Example:
+        >>> extract_features("reports/pets/export/0007/model.keras", "PetImages/")["explained_variance"]
+    """
+    import pandas as pd
+
+    from . import plots
+    from .evaluation import pca_2d
+
+    model_path = Path(model)
+    predictor = load_predictor(model_path)  # imports Keras quietly
+    import keras
+
+    network = _keras_model(predictor, model_path)
+    images = _images([data] if isinstance(data, (str, Path)) else list(data), path_column, label_column, label_columns)
+    kept: list[int] = []
+    pixels: list[np.ndarray] = []
+    skipped: list[dict[str, str]] = []
+    for index, file in enumerate(images.files):
+        try:
+            pixels.append(read_image(file, predictor.input_shape, predictor.dtype, predictor.value_max))
+            kept.append(index)
+        except DataError as exc:
+            skipped.append({"file": str(file), "reason": str(exc).removeprefix(f"{file}: ")})
+    if not kept:
+        raise DataError(f"{images.origin}: none of the {len(skipped)} files could be read as images")
+    last = network.layers[-1]
+    # `tuning`'s models end in a Dense layer named "probabilities"; any other model, in its last layer.
+    penultimate = network.get_layer("probabilities").input if any(layer.name == "probabilities" for layer in network.layers) else last.input
+    probe = keras.Model(network.inputs, [penultimate, network.outputs[0]])
+    batch = np.stack(pixels).astype("float32")
+    vectors, probs = probe.predict(batch, batch_size=256, verbose=0)
+    vectors = np.asarray(vectors, dtype=np.float32).reshape(len(kept), -1)
+    probs = np.asarray(probs, dtype=np.float32)
+    coords, share = pca_2d(vectors.astype(np.float64))
+    names = predictor.class_names
+    predicted = probs.argmax(axis=1)
+
+    table = images.rows.iloc[kept].reset_index(drop=True) if images.rows is not None else pd.DataFrame({"image": [str(images.files[i]) for i in kept]})
+    if images.labels is not None and "label" not in table.columns:
+        table["label"] = [images.labels[i] for i in kept]
+    if images.splits is not None:
+        table["split"] = [images.splits[i] for i in kept]
+    table["predicted"] = [names[i] for i in predicted]
+    table["probability"] = probs[np.arange(len(kept)), predicted]
+    table["pca_1"], table["pca_2"] = coords[:, 0], coords[:, 1]
+    if images.labels is not None:
+        colour_by = [images.labels[i] for i in kept]
+        legend_title = "label"
+    else:
+        colour_by, legend_title = list(table["predicted"]), "predicted class"
+    groups = [name for name in names if name in set(colour_by)] + sorted(set(colour_by) - set(names))
+    group_of = np.array([groups.index(value) for value in colour_by])
+    destination = Path(out) if out is not None else model_path.parent / "features"
+    destination.mkdir(parents=True, exist_ok=True)
+    written = [destination / "features.csv", destination / "features.npy", destination / "pca.png"]
+    title = f"Penultimate-layer features of {len(kept)} images (PCA; colour: {legend_title})"
+    (destination / "pca.png").write_bytes(plots.feature_scatter(coords, group_of, groups, share, title=title))
+    if tsne:
+        from sklearn.manifold import TSNE
+
+        if len(kept) < 3:
+            raise DataError(f"{images.origin}: t-SNE needs at least 3 images; {len(kept)} could be read")
+        embedded = TSNE(n_components=2, perplexity=min(30.0, (len(kept) - 1) / 3), random_state=seed, init="pca").fit_transform(vectors)
+        table["tsne_1"], table["tsne_2"] = embedded[:, 0], embedded[:, 1]
+        (destination / "tsne.png").write_bytes(plots.feature_scatter(embedded, group_of, groups, None, title=title.replace("PCA", "t-SNE")))
+        written.append(destination / "tsne.png")
+    table.to_csv(destination / "features.csv", index=False)
+    np.save(destination / "features.npy", vectors)
+    if images.rows is not None and Path(images.origin).suffix.lower() in (".xlsx", ".xls"):
+        table.to_excel(destination / "features.xlsx", index=False)
+        written.append(destination / "features.xlsx")
+    result: dict[str, Any] = {
+        "model": str(model_path),
+        "data": images.origin,
+        "images": len(kept),
+        "dimensions": int(vectors.shape[1]),
+        "layer": f"the input of {'probabilities' if penultimate is not last.input else last.name}",
+        "explained_variance": share,
+        "files": [str(p) for p in written],
+        "skipped": skipped,
+    }
+    if images.labels is not None:
+        labels, guesses = np.array([images.labels[i] for i in kept]), np.array(table["predicted"])
+        known = np.isin(labels, names)  # images of other classes than the model's cannot be right
+        result["accuracy"] = float(np.mean(labels[known] == guesses[known])) if known.any() else None
+        result["labelled_images"] = int(known.sum())
+    return result
+
+
+def feature_maps(
+    model: str | Path,
+    image: str | Path,
+    *,
+    layers: Sequence[str] | None = None,
+    filters: int = MAX_FILTERS,
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """The outputs of chosen layers (default: every convolution, after its activation) for one image, one
+    panel per filter.
+
+    Writes `out` (default: `feature_maps_<image name>.png` beside the model) and, beside it, the raw maps as
+    `.npz` (one array per layer, height x width x filters). A layer is named as `model.summary()` names it;
+    an unknown name is refused with the names there are.
+
+    Example:
+        >>> feature_maps("reports/digits/export/0018/model.keras", "my_digit.png", layers=["block1_conv1"])
+    """
+    from . import plots
+
+    if filters < 1:
+        raise DataError(f"filters: expected a positive number of filters to draw per layer. Received: {filters}")
+    model_path, image_path = Path(model), Path(image)
+    predictor = load_predictor(model_path)  # imports Keras quietly
+    import keras
+
+    network = _keras_model(predictor, model_path)
+    if not image_path.is_file():
+        raise DataError(f"{image_path}: not an image file; feature maps are drawn for one image at a time")
+    pixels = read_image(image_path, predictor.input_shape, predictor.dtype, predictor.value_max)
+    spatial = [
+        layer
+        for layer in network.layers
+        if len(layer.output.shape) == 4 and not isinstance(layer, keras.layers.InputLayer) and not layer.name.startswith("augment_")
+    ]
+    if layers:
+        by_name = {layer.name: layer for layer in network.layers}
+        unknown = [name for name in layers if name not in by_name]
+        if unknown:
+            raise DataError(
+                f"layer {', '.join(map(repr, unknown))}: not in {model_path}; its layers with feature maps are {', '.join(layer.name for layer in spatial)}"
+            )
+        chosen = [by_name[name] for name in layers]
+        flat = [layer.name for layer in chosen if len(layer.output.shape) != 4]
+        if flat:
+            raise DataError(
+                f"layer {', '.join(map(repr, flat))}: its output is not a feature map (height x width x filters); choose among {', '.join(layer.name for layer in spatial)}"
+            )
+    else:
+        # Each convolution as the next layer sees it: after its activation (`tuning` puts batch norm and the
+        # activation in layers of their own, named after the convolution), as a Conv2D(activation=...) shows it.
+        by_prefix = {layer.name: layer for layer in spatial}
+        chosen = []
+        for conv in (layer for layer in spatial if isinstance(layer, keras.layers.Conv2D)):
+            activated = [layer for name, layer in by_prefix.items() if name.startswith(f"{conv.name}_") and isinstance(layer, keras.layers.Activation)]
+            chosen.append(activated[0] if activated else conv)
+        if not chosen:
+            raise DataError(f"{model_path}: has no convolution layer (a dense-only model); its layers are {', '.join(layer.name for layer in network.layers)}")
+    probe = keras.Model(network.inputs, [layer.output for layer in chosen])
+    outputs = probe.predict(pixels[None].astype("float32"), verbose=0)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    maps = {layer.name: np.asarray(output, dtype=np.float32)[0] for layer, output in zip(chosen, outputs)}
+    destination = Path(out) if out is not None else model_path.parent / f"feature_maps_{image_path.stem}.png"
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_bytes(plots.layer_maps(pixels, {name: m[..., :filters] for name, m in maps.items()}))
+    np.savez_compressed(destination.with_suffix(".npz"), **maps)
+    return {
+        "model": str(model_path),
+        "image": str(image_path),
+        "layers": {name: list(m.shape) for name, m in maps.items()},
+        "files": [str(destination), str(destination.with_suffix(".npz"))],
+    }
