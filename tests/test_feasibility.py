@@ -41,6 +41,8 @@ def test_parameter_cap():
         {"kernel_size": 5, "pooling": "none", "blocks": 1, "filters": (6,)},
         {"blocks": 0, "filters": (), "activation": "sigmoid", "dense_units": 64},  # tutorial 001's dense-only baseline
         {"blocks": 0, "filters": (), "head": "global_average"},
+        {"first_kernel_size": 7, "first_strides": 2, "padding": "valid", "batch_norm": True},  # tutorial 000's stem
+        {"first_kernel_size": 5, "first_strides": 3, "convs_per_block": 2},
     ],
 )
 def test_parameter_count_equals_keras(changes):
@@ -66,3 +68,23 @@ def test_validate_fails_when_nothing_is_feasible():
 
     spec = load_spec({"version": 1, "model": {"blocks": 4, "filters": {"choice": [8, 16]}, "padding": "valid"}})
     assert plan(spec).feasibility.all_infeasible
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("stem", [(None, 1), (7, 2), (5, 3), (3, 4)])
+@pytest.mark.parametrize("size", [(28, 28), (33, 17), (150, 150)])
+def test_feature_map_sizes_with_a_strided_first_convolution_equal_keras(padding, stem, size):
+    """The sizes `validate` predicts (and refuses on) are those of the model Keras builds, stride and all."""
+    from tuning.hypermodel import build_model
+
+    cfg = config(first_kernel_size=stem[0], first_strides=stem[1], padding=padding, convs_per_block=2)
+    sizes, reason = feature_maps(cfg, size)
+    if reason:
+        with pytest.raises(ValueError):
+            build_model(cfg, (*size, 1), 3)
+        return
+    model = build_model(cfg, (*size, 1), 3)
+    assert [tuple(model.get_layer(f"block{b + 1}_maxpool").output.shape[1:3]) for b in range(cfg.blocks)] == sizes
+    assert count_params(cfg, (*size, 1), 3) == model.count_params()
+    assert model.get_layer("block1_conv1").kernel.shape[:2] == (cfg.stem_kernel_size,) * 2
+    assert model.get_layer("block1_conv2").kernel.shape[:2] == (3, 3) and model.get_layer("block1_conv2").strides == (1, 1)

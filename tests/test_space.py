@@ -66,6 +66,21 @@ def test_resolve_refuses_a_missing_active_value():
         resolve(load_spec(SPEC), {"blocks": 4, "filters_1": 32, "filters_2": 64, "dense_layers": 0, "optimizer": "adam"})
 
 
+def test_a_tuned_stem_builds_its_first_convolution_only():
+    """Tutorial 000's 7x7, stride-2 first convolution on large images, as a choice beside the plain 3x3."""
+    from tuning.hypermodel import build_model
+
+    spec = load_spec({"version": 1, "model": {"blocks": {"int": [0, 2]}, "first_kernel_size": {"choice": [3, 7]}, "first_strides": {"int": [1, 2]}}})
+    params = {p.name: p for p in parameters(spec)}
+    assert params["first_kernel_size"].condition.describe() == params["first_strides"].condition.describe() == "blocks in {1, 2}"
+    config = resolve(spec, {"blocks": 2, "first_kernel_size": 7, "first_strides": 2})
+    assert (config.first_kernel_size, config.first_strides, config.kernel_size) == (7, 2, 3)
+    model = build_model(config, (150, 150, 3), 2)
+    assert model.get_layer("block1_conv1").output.shape[1:3] == (75, 75) and model.get_layer("block2_conv1").kernel.shape[:2] == (3, 3)
+    plain = resolve(load_spec({"version": 1}), {})
+    assert (plain.first_kernel_size, plain.stem_kernel_size, plain.first_strides) == (None, 3, 1)
+
+
 def test_growth_factor_filters():
     spec = load_spec({"version": 1, "model": {"blocks": 3, "filters": 16, "filters_growth": 1.5}})
     assert resolve(spec, {}).filters == (16, 24, 36)

@@ -22,14 +22,15 @@ def feature_maps(config: TrialConfig, input_hw: tuple[int, int]) -> tuple[list[t
     h, w = input_hw
     sizes: list[tuple[int, int]] = []
     for block in range(config.blocks):
-        for _ in range(config.convs_per_block):
+        for conv in range(config.convs_per_block):
+            stem = block == 0 and conv == 0
+            kernel, strides = (config.stem_kernel_size, config.first_strides) if stem else (config.kernel_size, 1)
             if config.padding == "valid":
-                h, w = h - config.kernel_size + 1, w - config.kernel_size + 1
-                if h < 1 or w < 1:
-                    return (
-                        sizes,
-                        f"feature maps shrink below 1 pixel in block {block + 1} ({config.kernel_size}x{config.kernel_size} 'valid' convolution on {h + config.kernel_size - 1}x{w + config.kernel_size - 1})",
-                    )
+                if h < kernel or w < kernel:
+                    return sizes, f"feature maps shrink below 1 pixel in block {block + 1} ({kernel}x{kernel} 'valid' convolution on {h}x{w})"
+                h, w = (h - kernel) // strides + 1, (w - kernel) // strides + 1
+            else:
+                h, w = -(-h // strides), -(-w // strides)  # 'same' with a stride: ceil(size / stride), as Keras does
         if config.pooling != "none":
             if h < 2 or w < 2:
                 return sizes, f"feature maps shrink below 1 pixel in block {block + 1} (2x2 pooling of {h}x{w})"
@@ -45,8 +46,9 @@ def count_params(config: TrialConfig, input_shape: tuple[int, int, int], num_cla
     total = 0
     for block in range(config.blocks):
         filters = config.filters[block]
-        for _ in range(config.convs_per_block):
-            total += config.kernel_size**2 * channels * filters
+        for conv in range(config.convs_per_block):
+            kernel = config.stem_kernel_size if block == 0 and conv == 0 else config.kernel_size
+            total += kernel**2 * channels * filters
             total += 4 * filters if config.batch_norm else filters
             channels = filters
     h, w = sizes[-1] if sizes else input_shape[:2]
@@ -69,7 +71,7 @@ def check(config: TrialConfig, input_shape: tuple[int, int, int], num_classes: i
     return None
 
 
-SHAPE_KEYS = ("blocks", "convs_per_block", "kernel_size", "padding", "pooling")
+SHAPE_KEYS = ("blocks", "convs_per_block", "kernel_size", "first_kernel_size", "first_strides", "padding", "pooling")
 SIZE_KEYS = SHAPE_KEYS + ("filters", "filters_growth", "batch_norm", "head", "dense_layers", "dense_units")
 
 

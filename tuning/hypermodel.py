@@ -33,7 +33,9 @@ def build_model(
     for block in range(config.blocks):
         for conv in range(config.convs_per_block):
             name = f"block{block + 1}_conv{conv + 1}"
-            x = layers.Conv2D(config.filters[block], config.kernel_size, padding=config.padding, use_bias=not config.batch_norm, name=name)(x)
+            stem = block == 0 and conv == 0
+            kernel, strides = (config.stem_kernel_size, config.first_strides) if stem else (config.kernel_size, 1)
+            x = layers.Conv2D(config.filters[block], kernel, strides=strides, padding=config.padding, use_bias=not config.batch_norm, name=name)(x)
             if config.batch_norm:
                 x = layers.BatchNormalization(name=f"{name}_bn")(x)
             x = layers.Activation(config.activation, name=f"{name}_{config.activation}")(x)

@@ -25,6 +25,8 @@ DESCRIPTIONS = {
     "filters_growth": "Factor between the filters of consecutive blocks.",
     "kernel_size": "Side of the square convolution kernels.",
     "padding": "Convolution padding: 'same' keeps the size, 'valid' shrinks it by kernel_size - 1.",
+    "first_kernel_size": "Kernel side of the first convolution (the stem), e.g. 7 for large images.",
+    "first_strides": "Stride of the first convolution: 2 halves large images before the first block's pooling.",
     "activation": "Activation after each convolution and dense layer.",
     "augmentation": "Random flips, rotations, zooms, shifts (and contrast, when strong) applied in training only.",
     "augment_flip": "Random flips in training: none, horizontal, vertical or both.",
@@ -130,6 +132,13 @@ class TrialConfig:
     batch_size: int
     label_smoothing: float
     augment: Augmentation = Augmentation()
+    first_kernel_size: int | None = None  # the first convolution's kernel side; None: kernel_size
+    first_strides: int = 1
+
+    @property
+    def stem_kernel_size(self) -> int:
+        """The first convolution's kernel side."""
+        return self.first_kernel_size or self.kernel_size
 
 
 def parameters(spec: Any) -> list[Param]:
@@ -153,7 +162,7 @@ def parameters(spec: Any) -> list[Param]:
     else:
         add("filters", ("model", "filters"), model.filters, convolving)
         add("filters_growth", ("model", "filters_growth"), model.filters_growth, convolving)
-    for name in ("kernel_size", "padding"):
+    for name in ("kernel_size", "first_kernel_size", "first_strides", "padding"):
         add(name, ("model", name), getattr(model, name), convolving)
     for name in ("activation", "augmentation"):
         add(name, ("model", name), getattr(model, name))
@@ -306,6 +315,8 @@ def resolve(spec: Any, values: dict[str, Any]) -> TrialConfig:
         batch_size=int(get("batch_size", training.batch_size)),
         label_smoothing=float(get("label_smoothing", training.label_smoothing)),
         augment=augment,
+        first_kernel_size=None if model.first_kernel_size is None else int(get("first_kernel_size", model.first_kernel_size)),
+        first_strides=int(get("first_strides", model.first_strides)),
     )
 
 

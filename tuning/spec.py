@@ -83,6 +83,9 @@ class ModelSpec(Frozen):
     ] = 32
     filters_growth: Tunable(Growth, ranges="float") = 2.0
     kernel_size: Tunable(Annotated[int, Field(ge=1, le=11)], ranges="int") = 3
+    # The first convolution of the first block (the stem): a larger kernel and a stride shrink large images early.
+    first_kernel_size: Tunable(Annotated[int, Field(ge=1, le=11)], ranges="int") | None = None  # None: kernel_size
+    first_strides: Tunable(Annotated[int, Field(ge=1, le=4)], ranges="int") = 1
     padding: Tunable(Literal["same", "valid"]) = "same"
     activation: Tunable(Literal["relu", "elu", "gelu", "selu", "swish", "leaky_relu", "tanh", "sigmoid"]) = "relu"
     augmentation: Tunable(Literal["none", "light", "strong"]) = "none"
