@@ -58,7 +58,9 @@ def pause_local_worker(chief: subprocess.Popen, deadline: float) -> list[int]:
         pids = []
         for pid in children(chief.pid):
             with contextlib.suppress(OSError):
-                if b"nvidia-smi" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                # Only once it runs `tuning worker`: a child caught between fork and exec still shows the chief's
+                # command line, and any other child (nvidia-smi, a library's probe) is no worker at all.
+                if b"\x00worker\x00" in Path(f"/proc/{pid}/cmdline").read_bytes():
                     pids.append(pid)
         if pids:
             for pid in pids:
@@ -266,16 +268,24 @@ def test_a_remote_worker_that_goes_silent_has_its_trial_handed_out_again(tmp_pat
     local_workers = pause_local_worker(chief, deadline)  # until the remote one has a trial, so it cannot take all four
     while time.time() < deadline and not (run_dir / "run.json").exists():
         time.sleep(0.1)
-    remote = subprocess.Popen([sys.executable, "-m", "tuning", "worker", str(run_dir), "--chief", f"127.0.0.1:{port}", "--id", "remote"], cwd=ROOT)
+    remote_command = [sys.executable, "-m", "tuning", "worker", str(run_dir), "--chief", f"127.0.0.1:{port}", "--id", "remote"]
+    remote = subprocess.Popen(remote_command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     taken = None
-    while time.time() < deadline and taken is None:
+    while time.time() < deadline and taken is None and remote.poll() is None:
         with contextlib.suppress(OSError, ValueError):
             taken = json.loads((run_dir / "kerastuner" / "oracle.json").read_text())["ongoing_trials"].get("remote")
         time.sleep(0.1)
+    ended = remote.poll()
     remote.kill()  # a machine lost mid-trial: nobody tells the chief
-    remote.wait()
+    printed = remote.communicate()[0]
     continue_processes(local_workers)
-    assert local_workers and taken is not None
+    if not (local_workers and taken is not None):  # diagnosis: this once timed out on a loaded machine
+        chief.kill()
+        log = run_dir / "workers" / "worker0.log"
+        raise AssertionError(
+            f"paused {local_workers}; remote {'exited ' + str(ended) if ended is not None else 'still running at the deadline'}: {printed[-1500:]}; "
+            f"chief: {chief.communicate()[1][-1500:]}; worker0.log: {log.read_text()[-1000:] if log.exists() else 'none'}"
+        )
     out, err = chief.communicate(timeout=600)
     assert chief.returncode == 0, err[-2000:]
     assert f"worker remote: no sign of trial {taken} for 5 s; handed out again" in err
