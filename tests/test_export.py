@@ -358,3 +358,35 @@ def test_feature_maps_of_one_image_for_chosen_layers(exported, labelled, tmp_pat
     assert "not a feature map" in capsys.readouterr().err
     assert main(["maps", str(paths["keras"]), str(labelled)]) == 2
     assert "not an image file" in capsys.readouterr().err
+
+
+def test_features_and_maps_refuse_what_they_cannot_do_before_writing(exported, labelled, tmp_path, capsys):
+    _, paths = exported
+    model = str(paths["keras"])
+    (tmp_path / "blank.csv").write_text("path,digit\n3/1681.png,3\n,4\n")
+    assert main(["features", model, str(tmp_path / "blank.csv")]) == 2
+    assert "column 'path' is blank in 1 row (3, counting the header as row 1)" in capsys.readouterr().err
+    assert main(["features", model, str(labelled / "labels.csv"), "--label-column", "digit"]) == 2
+    assert "no column 'path'" in (err := capsys.readouterr().err) and "--path-column" in err and "data.path_column" not in err
+    two = [str(p) for p in sorted((labelled / "5").glob("*.png"))[:2]]
+    assert main(["features", model, *two, "--tsne", "--out", str(tmp_path / "few")]) == 2
+    assert "t-SNE needs at least 3 images" in capsys.readouterr().err and not (tmp_path / "few").exists()
+    (tmp_path / "taken").write_text("a file")
+    assert main(["features", model, *two, "--out", str(tmp_path / "taken" / "here")]) == 2
+    assert f"cannot write {tmp_path / 'taken' / 'here'}" in capsys.readouterr().err
+    # Labels that are no class of the model are named; a second run into the same folder leaves no stale t-SNE plot.
+    (tmp_path / "words.csv").write_text("path,name\n" + "".join(f"{p},digit{i}\n" for i, p in enumerate(two)))
+    assert main(["features", model, str(tmp_path / "words.csv"), "--label-column", "name", "--out", str(tmp_path / "words")]) == 0
+    printed = capsys.readouterr()
+    assert "accuracy" not in printed.out and "not classes of this model, left out of the accuracy: digit0 (1), digit1 (1)" in printed.err
+    three = [*two, str(sorted((labelled / "6").glob("*.png"))[0])]
+    assert main(["features", model, *three, "--tsne", "--out", str(tmp_path / "again")]) == 0
+    assert main(["features", model, *three, "--out", str(tmp_path / "again")]) == 0
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["features.csv", "features.npy", "pca.png"]
+    capsys.readouterr()
+    assert main(["maps", model, str(tmp_path / "missing.png")]) == 2
+    assert "missing.png does not exist" in capsys.readouterr().err
+    assert main(["maps", model, two[0], "--out", str(tmp_path / "maps.jpg")]) == 2
+    assert "name a .png file" in capsys.readouterr().err
+    assert main(["maps", model, two[0], "--out", str(tmp_path / "taken" / "maps.png")]) == 2
+    assert "cannot write" in capsys.readouterr().err

@@ -126,3 +126,15 @@ def test_seed_zero_is_honoured():
 
     assert draws(0) == draws(0)
     assert draws(0) != draws(1)
+
+
+def test_block_settings_tuned_for_a_dense_only_model_are_refused():
+    """With blocks: 0 nothing uses them: tuning them would train the same model under several names."""
+    from tuning import SpecError
+
+    with pytest.raises(SpecError) as caught:
+        load_spec({"version": 1, "model": {"blocks": 0, "first_kernel_size": {"choice": [5, 7]}, "kernel_size": 3, "padding": {"choice": ["same", "valid"]}}})
+    assert [(p.path, p.message.split(";")[0]) for p in caught.value.problems] == [
+        ("model.first_kernel_size", "is tuned but blocks is 0 (a dense-only model), so no convolution uses it"),
+        ("model.padding", "is tuned but blocks is 0 (a dense-only model), so no convolution uses it"),
+    ]

@@ -341,6 +341,9 @@ def _features(args: argparse.Namespace) -> int:
     print(f"PCA: the first two components explain {share[0]:.0%} and {share[1]:.0%} of their variance")
     if result.get("accuracy") is not None:
         print(f"accuracy on the {result['labelled_images']} images of the model's classes: {result['accuracy']:.4f}")
+    if others := result.get("other_labels"):
+        shown = ", ".join(f"{label} ({count})" for label, count in list(others.items())[:8]) + (", ..." if len(others) > 8 else "")
+        print(f"labels that are not classes of this model, left out of the accuracy: {shown}", file=sys.stderr)
     if skipped := skipped_text({"skipped_files": len(result["skipped"]), "skipped": result["skipped"]}, where="every path with --json"):
         print(skipped, file=sys.stderr)
     print("wrote " + ", ".join(result["files"]))
@@ -352,7 +355,7 @@ def _maps(args: argparse.Namespace) -> int:
 
     result = feature_maps(args.model, args.image, layers=args.layer, filters=args.filters, out=args.out)
     for name, shape in result["layers"].items():
-        print(f"{name}: {shape[0]}x{shape[1]}, {shape[2]} filters")
+        print(f"{name}: {shape[0]}x{shape[1]}, {shape[2]} filter{'s' if shape[2] > 1 else ''}")
     print("wrote " + ", ".join(result["files"]))
     return 0
 

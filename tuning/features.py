@@ -66,14 +66,20 @@ def _class_folders(folder: Path) -> bool:
 def _manifest(path: Path, path_column: str, label_column: str | None, label_columns: Sequence[str] | None) -> _Images:
     from types import SimpleNamespace
 
-    from .images import read_manifest, read_table
+    from .images import manifest_paths, read_manifest, read_table
 
     if label_column and label_columns:
         raise DataError(f"{path}: give --label-column (one column of class names) or --label-columns (one-hot columns), not both")
     frame = read_table(path)
     labels = None
     if label_column or label_columns:
-        columns = SimpleNamespace(path_column=path_column, label_column=label_column, label_columns=list(label_columns or []) or None, split_column=None)
+        columns = SimpleNamespace(
+            path_column=path_column,
+            label_column=label_column,
+            label_columns=list(label_columns or []) or None,
+            split_column=None,
+            column_advice="name them with --path-column and --label-column or --label-columns",
+        )
         listing = read_manifest(path, columns)
         files, labels = listing.files, listing.labels
     else:
@@ -81,7 +87,7 @@ def _manifest(path: Path, path_column: str, label_column: str | None, label_colu
             raise DataError(
                 f"{path}: no column {path_column!r}; the manifest has {', '.join(map(repr, frame.columns))} (name the image paths with --path-column)"
             )
-        files = [Path(p) if Path(p).is_absolute() else path.parent / str(p) for p in frame[path_column]]
+        files = manifest_paths(path, frame, path_column)
     return _Images(files, labels, None, frame, str(path))
 
 
@@ -112,11 +118,12 @@ def extract_features(
     import pandas as pd
 
     from . import plots
-    from .evaluation import pca_2d
 
     model_path = Path(model)
-    predictor = load_predictor(model_path)  # imports Keras quietly
+    predictor = load_predictor(model_path)  # imports Keras quietly, before anything else imports it
     import keras
+
+    from .evaluation import pca_2d
 
     network = _keras_model(predictor, model_path)
     images = _images([data] if isinstance(data, (str, Path)) else list(data), path_column, label_column, label_columns)
@@ -158,25 +165,20 @@ def extract_features(
         colour_by, legend_title = list(table["predicted"]), "predicted class"
     groups = [name for name in names if name in set(colour_by)] + sorted(set(colour_by) - set(names))
     group_of = np.array([groups.index(value) for value in colour_by])
-    destination = Path(out) if out is not None else model_path.parent / "features"
-    destination.mkdir(parents=True, exist_ok=True)
-    written = [destination / "features.csv", destination / "features.npy", destination / "pca.png"]
+    if tsne and len(kept) < 3:
+        raise DataError(f"{images.origin}: t-SNE needs at least 3 images; {len(kept)} could be read")
     title = f"Penultimate-layer features of {len(kept)} images (PCA; colour: {legend_title})"
-    (destination / "pca.png").write_bytes(plots.feature_scatter(coords, group_of, groups, share, title=title))
+    outputs: dict[str, Any] = {"features.csv": table, "features.npy": vectors, "pca.png": plots.feature_scatter(coords, group_of, groups, share, title=title)}
     if tsne:
         from sklearn.manifold import TSNE
 
-        if len(kept) < 3:
-            raise DataError(f"{images.origin}: t-SNE needs at least 3 images; {len(kept)} could be read")
         embedded = TSNE(n_components=2, perplexity=min(30.0, (len(kept) - 1) / 3), random_state=seed, init="pca").fit_transform(vectors)
         table["tsne_1"], table["tsne_2"] = embedded[:, 0], embedded[:, 1]
-        (destination / "tsne.png").write_bytes(plots.feature_scatter(embedded, group_of, groups, None, title=title.replace("PCA", "t-SNE")))
-        written.append(destination / "tsne.png")
-    table.to_csv(destination / "features.csv", index=False)
-    np.save(destination / "features.npy", vectors)
+        outputs["tsne.png"] = plots.feature_scatter(embedded, group_of, groups, None, title=title.replace("PCA", "t-SNE"))
     if images.rows is not None and Path(images.origin).suffix.lower() in (".xlsx", ".xls"):
-        table.to_excel(destination / "features.xlsx", index=False)
-        written.append(destination / "features.xlsx")
+        outputs["features.xlsx"] = table
+    destination = Path(out) if out is not None else model_path.parent / "features"
+    written = _write(destination, outputs)
     result: dict[str, Any] = {
         "model": str(model_path),
         "data": images.origin,
@@ -192,7 +194,33 @@ def extract_features(
         known = np.isin(labels, names)  # images of other classes than the model's cannot be right
         result["accuracy"] = float(np.mean(labels[known] == guesses[known])) if known.any() else None
         result["labelled_images"] = int(known.sum())
+        result["other_labels"] = {str(label): int((labels == label).sum()) for label in sorted(set(labels[~known]))}
     return result
+
+
+FEATURE_FILES = ("features.csv", "features.npy", "pca.png", "tsne.png", "features.xlsx")
+
+
+def _write(destination: Path, outputs: dict[str, Any]) -> list[Path]:
+    """Each output into `destination`; an earlier run's file that this one does not write (its t-SNE plot,
+    say) is removed, so the folder never mixes two runs."""
+    try:
+        destination.mkdir(parents=True, exist_ok=True)
+        for name in FEATURE_FILES:
+            path, content = destination / name, outputs.get(name)
+            if content is None:
+                path.unlink(missing_ok=True)
+            elif name.endswith(".png"):
+                path.write_bytes(content)
+            elif name.endswith(".npy"):
+                np.save(path, content)
+            elif name.endswith(".csv"):
+                content.to_csv(path, index=False)
+            else:
+                content.to_excel(path, index=False)
+    except OSError as exc:
+        raise RunError(f"cannot write {exc.filename or destination} ({exc.strerror}); pass --out a folder you can write to") from None
+    return [destination / name for name in FEATURE_FILES if name in outputs]
 
 
 def feature_maps(
@@ -222,8 +250,13 @@ def feature_maps(
     import keras
 
     network = _keras_model(predictor, model_path)
+    if not image_path.exists():
+        raise DataError(f"{image_path} does not exist; pass one image file")
     if not image_path.is_file():
         raise DataError(f"{image_path}: not an image file; feature maps are drawn for one image at a time")
+    destination = Path(out) if out is not None else model_path.parent / f"feature_maps_{image_path.stem}.png"
+    if destination.suffix.lower() != ".png":
+        raise DataError(f"--out {destination}: feature maps are written as PNG; name a .png file (the maps' values go beside it as .npz)")
     pixels = read_image(image_path, predictor.input_shape, predictor.dtype, predictor.value_max)
     spatial = [
         layer
@@ -257,10 +290,13 @@ def feature_maps(
     outputs = probe.predict(pixels[None].astype("float32"), verbose=0)
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
     maps = {layer.name: np.asarray(output, dtype=np.float32)[0] for layer, output in zip(chosen, outputs)}
-    destination = Path(out) if out is not None else model_path.parent / f"feature_maps_{image_path.stem}.png"
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    destination.write_bytes(plots.layer_maps(pixels, {name: m[..., :filters] for name, m in maps.items()}))
-    np.savez_compressed(destination.with_suffix(".npz"), **maps)
+    picture = plots.layer_maps(pixels, {name: m[..., :filters] for name, m in maps.items()})
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(picture)
+        np.savez_compressed(destination.with_suffix(".npz"), **maps)
+    except OSError as exc:
+        raise RunError(f"cannot write {exc.filename or destination} ({exc.strerror}); pass --out a .png path you can write to") from None
     return {
         "model": str(model_path),
         "image": str(image_path),

@@ -104,6 +104,18 @@ def read_table(path: Path) -> Any:
         raise DataError(f"{path}: cannot read the manifest ({type(exc).__name__}: {exc}); expected a CSV or .xlsx file") from None
 
 
+def manifest_paths(path: Path, frame: Any, column: str) -> list[Path]:
+    """The image paths of a manifest's rows, relative ones from the manifest's folder; blank cells refused by row."""
+    blank = np.flatnonzero(frame[column].isna().to_numpy() | (frame[column].astype(str).str.strip() == "").to_numpy())
+    if len(blank):
+        rows = ", ".join(str(int(i) + 2) for i in blank[:5]) + (f" and {len(blank) - 5} more" if len(blank) > 5 else "")
+        raise DataError(
+            f"{path}: column {column!r} is blank in {len(blank)} row{'s' if len(blank) > 1 else ''} ({rows}, counting the header as row 1); "
+            "every row needs the path of its image: fill them in or remove those rows"
+        )
+    return [Path(p) if Path(str(p)).is_absolute() else path.parent / str(p) for p in frame[column]]
+
+
 def read_manifest(path: Path, data_spec: Any) -> Listing:
     """A CSV or Excel file: a path column, and a label column or one-hot label columns; optional split column."""
     frame = read_table(path)
@@ -116,9 +128,8 @@ def read_manifest(path: Path, data_spec: Any) -> Listing:
     ]
     missing = [c for c in wanted if c not in columns]
     if missing:
-        raise DataError(
-            f"{path}: no column {', '.join(map(repr, missing))}; the manifest has {', '.join(map(repr, columns))} (set data.path_column, data.label_column or data.label_columns)"
-        )
+        advice = getattr(data_spec, "column_advice", "set data.path_column, data.label_column or data.label_columns")
+        raise DataError(f"{path}: no column {', '.join(map(repr, missing))}; the manifest has {', '.join(map(repr, columns))} ({advice})")
     if data_spec.label_columns:
         onehot = frame[data_spec.label_columns].to_numpy(dtype=float)
         bad = np.flatnonzero(onehot.sum(axis=1) != 1)
@@ -139,8 +150,7 @@ def read_manifest(path: Path, data_spec: Any) -> Listing:
             )
         labels = [str(v) for v in column]
         names = sorted(set(labels))
-    base = path.parent
-    files = [Path(p) if Path(p).is_absolute() else base / str(p) for p in frame[data_spec.path_column]]
+    files = manifest_paths(path, frame, data_spec.path_column)
     splits: list[str | None] = [str(s).strip().lower() for s in frame[data_spec.split_column]] if data_spec.split_column else [None] * len(files)
     unknown = sorted({s for s in splits if s not in (None, "train", "validation", "test")})
     if unknown:

@@ -177,7 +177,13 @@ def evaluate(
     else:
         if bool(label_column) == bool(label_columns):
             raise DataError(f"{data}: a manifest needs --label-column (one column of class names) or --label-columns (one-hot columns), not both")
-        columns = SimpleNamespace(path_column=path_column, label_column=label_column, label_columns=list(label_columns or []) or None, split_column=None)
+        columns = SimpleNamespace(
+            path_column=path_column,
+            label_column=label_column,
+            label_columns=list(label_columns or []) or None,
+            split_column=None,
+            column_advice="name them with --path-column and --label-column or --label-columns",
+        )
         listing = read_manifest(data, columns)
     if not listing.files:
         raise DataError(f"{listing.origin}: no image files found")

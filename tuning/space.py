@@ -141,6 +141,21 @@ class TrialConfig:
         return self.first_kernel_size or self.kernel_size
 
 
+# What only convolution blocks use: with blocks 0 (a dense-only baseline) these settings do nothing.
+BLOCK_SETTINGS = (
+    "convs_per_block",
+    "filters",
+    "filters_growth",
+    "kernel_size",
+    "first_kernel_size",
+    "first_strides",
+    "padding",
+    "batch_norm",
+    "pooling",
+    "block_dropout",
+)
+
+
 def parameters(spec: Any) -> list[Param]:
     """The tunable hyperparameters of `spec`, parents before the values they condition."""
     model, training = spec.model, spec.training
@@ -225,6 +240,12 @@ def cross_check(spec: Any) -> list[tuple[tuple[str | int, ...], str]]:
             )
     if model.augment is not None and _values(model.augmentation) != ["none"]:
         problems.append((("model", "augment"), "per-operation augment ranges replace the augmentation presets; remove `augmentation` or `augment`, not both"))
+    if max_blocks == 0:
+        for name in BLOCK_SETTINGS:
+            if is_domain(getattr(model, name)):
+                problems.append(
+                    (("model", name), "is tuned but blocks is 0 (a dense-only model), so no convolution uses it; make it a constant or allow blocks > 0")
+                )
     if is_domain(model.dense_units) and max(_values(model.dense_layers)) == 0:
         problems.append((("model", "dense_units"), "is tuned but dense_layers is 0, so no dense layer uses it"))
     data = spec.data
