@@ -63,11 +63,22 @@ def test_model_takes_raw_images_and_resizes_inside():
     assert model.output_shape == (None, 10)
 
 
-def test_validate_fails_when_nothing_is_feasible():
+def test_validate_fails_when_nothing_is_feasible(tmp_path, capsys):
+    import yaml
+
     from tuning import plan
+    from tuning.cli import main
 
     spec = load_spec({"version": 1, "model": {"blocks": 4, "filters": {"choice": [8, 16]}, "padding": "valid"}})
     assert plan(spec).feasibility.all_infeasible
+    # A fixed model over the parameter cap is named as such, and no schedule is shown for a space that cannot train.
+    fixed = {"version": 1, "model": {"blocks": 2, "filters": 64}, "training": {"learning_rate": {"float": [1e-3, 1e-2]}}, "search": {"max_params": 1000}}
+    (tmp_path / "big.yaml").write_text(yaml.safe_dump(fixed))
+    assert main(["validate", str(tmp_path / "big.yaml")]) == 2
+    printed = capsys.readouterr()
+    assert "Search space: 1 hyperparameter\n" in printed.out and "Hyperband plan" not in printed.out
+    assert "  the model as the spec fixes it: " in printed.out and "parameters exceed search.max_params = 1,000 (1)" in printed.out
+    assert "no configuration of the space can be built" in printed.err
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])

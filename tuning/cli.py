@@ -170,7 +170,7 @@ def describe_plan(spec: Any, the_plan: Any) -> str:
     )
     lines.append("")
     params = the_plan.params
-    lines.append(f"Search space: {len(params)} hyperparameters")
+    lines.append(f"Search space: {len(params)} hyperparameter{'' if len(params) == 1 else 's'}")
     table = [["name", "kind", "domain", "condition"]] + [
         [p.name, p.domain.kind, p.domain.describe(), p.condition.describe() if p.condition else ""] for p in params
     ]
@@ -193,6 +193,8 @@ def describe_plan(spec: Any, the_plan: Any) -> str:
         if len(feas.groups) > 12:
             lines.append(f"  ... and {len(feas.groups) - 12} more groups")
     lines.append("")
+    if feas.all_infeasible:
+        return "\n".join(lines[:-1])  # no schedule to show: `validate` says why next
     search = spec.search
     if the_plan.algorithm == "hyperband":
         lines.append(f"Hyperband plan (max_epochs {search.max_epochs}, factor {search.factor}, iterations {search.iterations}), as KerasTuner schedules it:")

@@ -121,6 +121,8 @@ def scan(spec: Any, input_shape: tuple[int, int, int], num_classes: int, seed: i
             infeasible += 1
             too_big = "max_params" in reason
             settings = ", ".join(f"{k}={v}" for k, v in combo.items() if _base(k) in SHAPE_KEYS and not too_big)
+            if not relevant:
+                settings = "the model as the spec fixes it"  # nothing tuned decides its shape or size
             key = (settings or "some values of " + ", ".join(p.name for p in relevant), too_big)
             groups[key] += 1
             examples.setdefault(key, reason)
