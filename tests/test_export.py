@@ -384,6 +384,13 @@ def test_features_and_maps_refuse_what_they_cannot_do_before_writing(exported, l
     assert main(["features", model, *three, "--out", str(tmp_path / "again")]) == 0
     assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["features.csv", "features.npy", "pca.png"]
     capsys.readouterr()
+    assert main(["features", model, two[0], str(tmp_path / "blank.csv")]) == 2  # named files must be images, as in predict
+    assert "blank.csv: not a readable image" in capsys.readouterr().err
+    assert main(["features", model, str(labelled), "--label-column", "digit"]) == 2
+    assert "apply to a CSV/Excel manifest" in capsys.readouterr().err
+    (tmp_path / "gone.csv").write_text("path\nnope.png\n")
+    assert main(["features", model, str(tmp_path / "gone.csv")]) == 2
+    assert "none of the 1 files could be read as images (the first, " in (err := capsys.readouterr().err) and "nope.png: no such file)" in err
     assert main(["maps", model, str(tmp_path / "missing.png")]) == 2
     assert "missing.png does not exist" in capsys.readouterr().err
     assert main(["maps", model, two[0], "--out", str(tmp_path / "maps.jpg")]) == 2

@@ -29,6 +29,7 @@ class _Images:
     splits: list[str | None] | None
     rows: Any  # a pandas DataFrame of the manifest's rows, or None
     origin: str
+    named: frozenset[Path] = frozenset()  # files named on the command line: they must be images
 
 
 def _keras_model(predictor: Predictor, path: Path) -> Any:
@@ -49,12 +50,17 @@ def _images(data: Sequence[str | Path], path_column: str, label_column: str | No
             raise DataError(f"{path} does not exist; pass a folder of images (or of class sub-folders), a CSV/Excel manifest or image files")
     if len(paths) == 1 and paths[0].suffix.lower() in MANIFEST_SUFFIXES:
         return _manifest(paths[0], path_column, label_column, label_columns)
+    if label_column or label_columns or path_column != "path":
+        raise DataError(
+            f"{', '.join(map(str, paths))}: --path-column, --label-column and --label-columns apply to a CSV/Excel manifest; folders are labelled by their class sub-folders"
+        )
     if len(paths) == 1 and paths[0].is_dir() and _class_folders(paths[0]):
         listing = list_folder(paths[0])
         splits = listing.splits if any(listing.splits) else None
         return _Images(listing.files, listing.labels, splits, None, listing.origin)
-    files = [file for file, _ in collect_images(paths)]
-    return _Images(files, None, None, None, ", ".join(map(str, paths)))
+    found = collect_images(paths)
+    named = frozenset(file for file, is_named in found if is_named)
+    return _Images([file for file, _ in found], None, None, None, ", ".join(map(str, paths)), named)
 
 
 def _class_folders(folder: Path) -> bool:
@@ -135,9 +141,14 @@ def extract_features(
             pixels.append(read_image(file, predictor.input_shape, predictor.dtype, predictor.value_max))
             kept.append(index)
         except DataError as exc:
+            if file in images.named:
+                raise  # named on the command line: as `predict`, a file that is not an image is an error
             skipped.append({"file": str(file), "reason": str(exc).removeprefix(f"{file}: ")})
+    if not images.files:
+        raise DataError(f"{images.origin}: no images listed (an empty manifest or folder)")
     if not kept:
-        raise DataError(f"{images.origin}: none of the {len(skipped)} files could be read as images")
+        first = skipped[0]
+        raise DataError(f"{images.origin}: none of the {len(skipped)} files could be read as images (the first, {first['file']}: {first['reason']})")
     last = network.layers[-1]
     # `tuning`'s models end in a Dense layer named "probabilities"; any other model, in its last layer.
     penultimate = network.get_layer("probabilities").input if any(layer.name == "probabilities" for layer in network.layers) else last.input

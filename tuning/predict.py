@@ -80,6 +80,8 @@ def read_image(path: Path, shape: tuple[int, int, int], dtype: str = "uint8", va
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     height, width, channels = shape
+    if not path.is_file():
+        raise DataError(f"{path}: no such file" if not path.exists() else f"{path}: a folder, not an image file")
     try:
         with Image.open(path) as image:
             image = ImageOps.exif_transpose(image)
