@@ -397,3 +397,24 @@ def test_features_and_maps_refuse_what_they_cannot_do_before_writing(exported, l
     assert "name a .png file" in capsys.readouterr().err
     assert main(["maps", model, two[0], "--out", str(tmp_path / "taken" / "maps.png")]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_an_image_file_is_mapped_to_the_value_range_the_model_trained_on(exported, tmp_path):
+    """Digits hold 0-16, image files 0-255: a digit saved as a PNG is predicted as the digit itself, not 16x brighter."""
+    import keras
+    from sklearn.datasets import load_digits
+
+    _, paths = exported
+    digits = load_digits()
+    model = keras.saving.load_model(paths["keras"], safe_mode=True)
+    files = []
+    for i in range(1700, 1720):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.round(digits.images[i] * 255 / 16).astype("uint8"), "L").save(files[-1])
+    predictor = load_predictor(paths["keras"])
+    pixels = np.stack([read_image(f, predictor.input_shape, predictor.dtype, predictor.value_max) for f in files])
+    assert np.array_equal(pixels[..., 0], digits.images[1700:1720].astype("uint8"))  # back to 0-16 exactly
+    expected = model.predict(digits.images[1700:1720, :, :, None].astype("float32"), verbose=0)
+    from_files = predict(paths["keras"], files, top=1)
+    assert [r["top"][0]["index"] for r in from_files] == list(expected.argmax(axis=1))
+    assert [r["top"][0]["probability"] for r in from_files] == pytest.approx(list(expected.max(axis=1)), abs=1e-5)

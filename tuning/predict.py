@@ -92,9 +92,11 @@ def read_image(path: Path, shape: tuple[int, int, int], dtype: str = "uint8", va
         raise DataError(f"{path}: not a readable image ({type(exc).__name__}: {exc}); expected PNG, JPEG, BMP, GIF or WebP") from None
     if array.ndim == 2:
         array = array[..., None]
-    if dtype == "uint8":
+    if dtype == "uint8" and value_max == 255.0:
         return array
-    return (array.astype(np.float32) / 255.0 * value_max).astype(dtype)
+    # An image file holds 0-255; the model was trained on its data's own range (0-16 for digits): map one to the other.
+    scaled = array.astype(np.float32) / 255.0 * value_max
+    return np.round(scaled).astype(dtype) if np.issubdtype(np.dtype(dtype), np.integer) else scaled.astype(dtype)
 
 
 def collect_images(paths: Sequence[str | Path]) -> list[tuple[Path, bool]]:
