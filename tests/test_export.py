@@ -418,3 +418,18 @@ def test_an_image_file_is_mapped_to_the_value_range_the_model_trained_on(exporte
     from_files = predict(paths["keras"], files, top=1)
     assert [r["top"][0]["index"] for r in from_files] == list(expected.argmax(axis=1))
     assert [r["top"][0]["probability"] for r in from_files] == pytest.approx(list(expected.max(axis=1)), abs=1e-5)
+
+
+def test_a_runs_own_best_model_predicts_with_the_runs_class_names(exported, images, tmp_path):
+    """`reports/<run>/best_model.keras` has no model card beside it: its classes and input come from run.json."""
+    run, _ = exported
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    manifest = json.loads((run.path / "run.json").read_text())
+    manifest["data"]["classes"] = names
+    shutil.copy(run.path / "best_model.keras", tmp_path / "best_model.keras")
+    (tmp_path / "run.json").write_text(json.dumps(manifest))
+    predictor = load_predictor(tmp_path / "best_model.keras")
+    assert predictor.class_names == names and predictor.value_max == 16.0
+    assert predict(tmp_path / "best_model.keras", [images / "gray.png"], top=1)[0]["top"][0]["class"] in names
+    (tmp_path / "run.json").write_text("{damaged")
+    assert load_predictor(tmp_path / "best_model.keras").class_names == [str(i) for i in range(10)]

@@ -41,6 +41,8 @@ def load_predictor(path: str | Path) -> Predictor:
     if not card_path.exists() and path.is_dir():
         card_path = path.parent / "model_card.json"
     card = json.loads(card_path.read_text()) if card_path.exists() else None
+    if card is None and path.suffix == ".keras" and (path.parent / "run.json").exists():
+        card = _card_from_run(path.parent / "run.json")  # a run's own best_model.keras: its classes are in run.json
     if path.suffix == ".keras":
         import zipfile
 
@@ -73,6 +75,20 @@ def load_predictor(path: str | Path) -> Predictor:
     dtype = card["input"]["dtype"] if card else "uint8"
     value_max = float(card["input"].get("value_max", 255.0)) if card else 255.0
     return Predictor(fn, shape, dtype, value_max, names, model if path.suffix == ".keras" else None)  # type: ignore[arg-type]
+
+
+def _card_from_run(manifest: Path) -> dict[str, Any] | None:
+    """What a model card would say of a run's best model (class names, input), from the run's `run.json`."""
+    try:
+        data = json.loads(manifest.read_text()).get("data") or {}
+    except (OSError, ValueError):
+        return None  # a damaged run.json: the model's own output size still gives class indices
+    if not data.get("classes") or not data.get("image_shape"):
+        return None
+    return {
+        "class_names": list(data["classes"]),
+        "input": {"shape": data["image_shape"], "dtype": data.get("dtype", "uint8"), "value_max": data.get("value_max", 255.0)},
+    }
 
 
 def read_image(path: Path, shape: tuple[int, int, int], dtype: str = "uint8", value_max: float = 255.0) -> np.ndarray:
