@@ -104,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_evaluate)
 
     features = commands.add_parser("features", help="penultimate-layer features of images, a 2-D PCA (or t-SNE) of them, saved per file")
-    features.add_argument("model", metavar="MODEL", help="model.keras (written by `tuning export`)")
+    features.add_argument("model", metavar="MODEL", help="model.keras from `tuning export`, or a run's best_model.keras")
     features.add_argument("data", metavar="DATA", nargs="+", help="a folder of class sub-folders, a CSV/Excel manifest, or image files and folders of images")
     features.add_argument("--out", help="output folder (default: features/ beside the model)")
     features.add_argument("--path-column", default="path", help="manifest: the column of image paths (default: path)")
@@ -115,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     features.set_defaults(handler=_features)
 
     maps = commands.add_parser("maps", help="feature maps of one image: each filter of the chosen layers (default: every convolution)")
-    maps.add_argument("model", metavar="MODEL", help="model.keras (written by `tuning export`)")
+    maps.add_argument("model", metavar="MODEL", help="model.keras from `tuning export`, or a run's best_model.keras")
     maps.add_argument("image", metavar="IMAGE", help="one image file")
     maps.add_argument("--layer", action="append", metavar="NAME", help="a layer to show, as model.summary() names it (repeat for several)")
     maps.add_argument("--filters", type=_positive, default=64, help="filters drawn per layer, the first N (default 64; the .npz keeps all)")
