@@ -32,6 +32,7 @@ __all__ = [
     "SearchSpec",
     "SpecError",
     "TuningError",
+    "estimate",
     "load_spec",
     "open_run",
     "plan",
@@ -44,6 +45,13 @@ def plan(spec: Any) -> Plan:
     from .planner import plan as _plan
 
     return _plan(spec)
+
+
+def estimate(spec: Any, **options: Any) -> dict[str, Any]:
+    """How long the spec's search will take, from a few configurations timed on this machine (see `tuning.timing.estimate`)."""
+    from .timing import estimate as _estimate
+
+    return _estimate(spec, **options)
 
 
 def open_run(path: Any) -> Run:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -47,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check a spec and print its space, feasibility and Hyperband plan (no TensorFlow)")
     validate.add_argument("spec", metavar="SPEC", help="YAML search space")
+    validate.add_argument(
+        "--time",
+        action="store_true",
+        help="also time a few configurations on the data, on this machine, and estimate the search's duration (loads Keras and the data)",
+    )
+    validate.add_argument("--samples", type=_positive, default=4, help="with --time: configurations to time (default 4)")
     validate.set_defaults(handler=_validate)
 
     search = commands.add_parser("search", help="run (or resume) a search")
@@ -157,7 +164,53 @@ def _validate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.time:
+        from .timing import estimate
+
+        started = time.perf_counter()
+        result = estimate(spec, samples=args.samples)
+        print()
+        print(describe_estimate(result, time.perf_counter() - started))
     return 0
+
+
+def describe_estimate(result: dict[str, Any], took: float) -> str:
+    """The text of `validate --time`: each timed configuration, then the plan priced."""
+    from .domains import format_value
+
+    timed = result["timed"]
+    lines = [
+        f"Time on this machine ({result['device']}), from {len(timed)} configuration{'s' if len(timed) > 1 else ''} of the space "
+        f"trained for 3 short epochs each ({took:.0f} s); an epoch is {result['train_images']:,} training and "
+        f"{result['validation_images']:,} validation images:"
+    ]
+    rows = [["configuration", "params", "epoch"]]
+    for item in timed:
+        settings = ", ".join(f"{k}={format_value(v)}" for k, v in item["values"].items()) or "(the spec's fixed model)"
+        rows.append([settings, f"{item['params']:,}", f"{item['epoch_s']:.2f} s"])
+    lines += _table(rows)
+    minutes = result["minutes"]
+    lines.append(
+        f"a new network's first epoch takes {result['first_epoch_excess_s']:.1f} s more (tracing its steps); "
+        f"about {result['new_networks']} new network{'s' if result['new_networks'] != 1 else ''} in the plan"
+    )
+    lines.append(
+        f"the plan's {result['epochs']} epochs: about {_minutes(minutes['expected'])} ({_minutes(minutes['low'])} to "
+        f"{_minutes(minutes['high'])}, as the drawn configurations are cheap or dear); early stopping only shortens it; "
+        "start-up, data loading and the report come on top"
+    )
+    budget = result["time_budget_s"]
+    if budget is not None and budget < minutes["expected"] * 60:
+        lines.append(f"note: search.time_budget ({_minutes(budget / 60)}) ends the search before the plan's expected end")
+    return "\n".join(lines)
+
+
+def _minutes(minutes: float) -> str:
+    if minutes < 1:
+        return f"{minutes * 60:.0f} s"
+    if minutes < 120:
+        return f"{minutes:.1f} min"
+    return f"{minutes / 60:.1f} h"
 
 
 def describe_plan(spec: Any, the_plan: Any) -> str:

@@ -17,8 +17,11 @@ from .space import Param, TrialConfig, enumerate_values, parameters, resolve
 ENUMERATION_LIMIT = 20_000
 
 
-def feature_maps(config: TrialConfig, input_hw: tuple[int, int]) -> tuple[list[tuple[int, int]], str | None]:
-    """Spatial size after each block, and why the configuration is infeasible (None if it is fine)."""
+def feature_maps(
+    config: TrialConfig, input_hw: tuple[int, int], convolutions: list[tuple[int, int, int]] | None = None
+) -> tuple[list[tuple[int, int]], str | None]:
+    """Spatial size after each block, and why the configuration is infeasible (None if it is fine). Each
+    convolution's kernel side and output size are appended to `convolutions` when given."""
     h, w = input_hw
     sizes: list[tuple[int, int]] = []
     for block in range(config.blocks):
@@ -31,6 +34,8 @@ def feature_maps(config: TrialConfig, input_hw: tuple[int, int]) -> tuple[list[t
                 h, w = (h - kernel) // strides + 1, (w - kernel) // strides + 1
             else:
                 h, w = -(-h // strides), -(-w // strides)  # 'same' with a stride: ceil(size / stride), as Keras does
+            if convolutions is not None:
+                convolutions.append((kernel, h, w))
         if config.pooling != "none":
             if h < 2 or w < 2:
                 return sizes, f"feature maps shrink below 1 pixel in block {block + 1} (2x2 pooling of {h}x{w})"
@@ -57,6 +62,24 @@ def count_params(config: TrialConfig, input_shape: tuple[int, int, int], num_cla
         total += features * config.dense_units + config.dense_units
         features = config.dense_units
     return total + features * num_classes + num_classes
+
+
+def multiply_adds(config: TrialConfig, input_shape: tuple[int, int, int], num_classes: int) -> int:
+    """Multiply-adds of one image's forward pass through the convolutions and dense layers: what sets the
+    time of a step, where the parameter count does not (a wide early convolution has few weights)."""
+    convolutions: list[tuple[int, int, int]] = []
+    sizes, _ = feature_maps(config, input_shape[:2], convolutions)
+    channels, total = input_shape[2], 0
+    for index, (kernel, h, w) in enumerate(convolutions):
+        filters = config.filters[index // config.convs_per_block]
+        total += kernel * kernel * channels * filters * h * w
+        channels = filters
+    h, w = sizes[-1] if sizes else input_shape[:2]
+    features = channels if config.head == "global_average" else h * w * channels
+    for _ in range(config.dense_layers):
+        total += features * config.dense_units
+        features = config.dense_units
+    return total + features * num_classes
 
 
 def check(config: TrialConfig, input_shape: tuple[int, int, int], num_classes: int, max_params: int | None) -> str | None:
@@ -109,7 +132,7 @@ def scan(spec: Any, input_shape: tuple[int, int, int], num_classes: int, seed: i
     exhaustive = combos is not None
     if combos is None:
         rng = random.Random(seed)
-        combos = [_sample(relevant, rng) for _ in range(ENUMERATION_LIMIT // 4)]
+        combos = [random_values(relevant, rng) for _ in range(ENUMERATION_LIMIT // 4)]
     groups: Counter[tuple[str, bool]] = Counter()
     examples: dict[tuple[str, bool], str] = {}
     infeasible = 0
@@ -139,7 +162,8 @@ def _first(param: Param) -> Any:
     return values[0] if values else param.domain.low
 
 
-def _sample(params: list[Param], rng: random.Random) -> dict[str, Any]:
+def random_values(params: list[Param], rng: random.Random) -> dict[str, Any]:
+    """One random point of the space: a value for each parameter active under the values drawn before it."""
     out: dict[str, Any] = {}
     for param in params:
         if param.condition and out.get(param.condition.parent) not in param.condition.values:

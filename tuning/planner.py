@@ -163,3 +163,10 @@ def plan(spec: Any) -> Plan:
     if search.max_trials and search.max_trials < result.total_trials:
         warnings.append(f"max_trials = {search.max_trials} stops the search before the {result.total_trials} planned trials")
     return Plan(search.algorithm, tuple(rounds), tuple(params), space_size, input_shape, num_classes, feasibility, tuple(warnings))
+
+
+def require_feasible(spec: Any, the_plan: Plan) -> None:
+    """Refuse a space of which no configuration can be built, naming the first reasons."""
+    if the_plan.feasibility.all_infeasible:
+        groups = "; ".join(f"{settings}: {reason}" for settings, reason, _ in the_plan.feasibility.groups[:3])
+        raise SpecError([Problem("model", f"no configuration of the space can be built on these images: {groups}", spec.file)])

@@ -22,7 +22,7 @@ import numpy as np
 from . import feasibility
 from .data import load_data
 from .errors import DataError, Problem, RunError, SearchAborted, SpecError, TuningError
-from .planner import Plan
+from .planner import Plan, require_feasible
 from .planner import plan as make_plan
 from .records import RunStore, utc_now, write_atomic
 from .runtime import (
@@ -121,16 +121,7 @@ def search(
     the_plan = make_plan(with_iterations(spec, iterations))
     if extend and the_plan.total_trials == make_plan(with_iterations(spec, iterations - extend)).total_trials:
         print(f"warning: --extend {extend} adds no trials: the space has no configuration left to draw (see `tuning validate`)", file=sys.stderr)
-    if the_plan.feasibility.all_infeasible:
-        raise SpecError(
-            [
-                Problem(
-                    "model",
-                    "no configuration of the space can be built on these images: " + "; ".join(f"{s}: {r}" for s, r, _ in the_plan.feasibility.groups[:3]),
-                    spec.file,
-                )
-            ]
-        )
+    require_feasible(spec, the_plan)
 
     resumed = _prepare_directory(store, spec, overwrite)
     store.lock()

@@ -1,0 +1,58 @@
+"""`validate --time`: a search's duration from a few configurations timed on the data, before it runs."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuning import load_spec, plan
+from tuning.cli import main
+from tuning.feasibility import multiply_adds
+from tuning.space import resolve
+
+from .conftest import tiny, write_spec
+
+pytestmark = pytest.mark.slow
+
+
+def test_multiply_adds_count_each_convolution_at_its_output_size():
+    spec = load_spec({"version": 1, "model": {"blocks": 2, "filters": 8, "dense_layers": 1, "dense_units": 16, "first_strides": 2}})
+    config = resolve(spec, {})
+    # 8x8x1 digits: a 3x3/2 'same' convolution to 4x4x8, pooled to 2x2; a 3x3 convolution to 2x2x16, pooled to
+    # 1x1; flatten (16) -> dense 16 -> 10 classes.
+    expected = 9 * 1 * 8 * 4 * 4 + 9 * 8 * 16 * 2 * 2 + 16 * 16 + 16 * 10
+    assert multiply_adds(config, (8, 8, 1), 10) == expected
+
+
+def test_estimate_times_configurations_spanning_the_space_and_prices_the_plan():
+    import tuning
+
+    spec = load_spec(tiny(model={"blocks": {"int": [1, 2]}, "filters": {"choice": [8, 16]}, "dense_units": {"choice": [16, 64]}}))
+    result = tuning.estimate(spec, samples=3)
+    the_plan = plan(spec)
+    timed = result["timed"]
+    assert len(timed) == 3 and len({repr(sorted(t["values"].items())) for t in timed}) == 3
+    work = [multiply_adds(resolve(spec, t["values"]), (8, 8, 1), 10) for t in timed]
+    assert work == sorted(work) and work[0] < work[-1]  # the cheapest and the dearest of the drawn points
+    small = resolve(spec, timed[0]["values"])
+    assert (small.blocks, small.filters[0], small.dense_units) == (1, 8, 16)  # nothing in the space is cheaper
+    assert all(t["epoch_s"] > 0 and t["first_epoch_excess_s"] >= 0 and t["params"] > 0 for t in timed)
+    assert result["epochs"] == the_plan.total_epochs and result["configurations"] == the_plan.distinct_configurations
+    # 2 depths x 2 widths x 2 dense sizes: 8 networks (the learning rate changes none), at most one per configuration
+    assert result["new_networks"] == min(8, the_plan.distinct_configurations) == 5
+    epochs = [t["epoch_s"] for t in timed]
+    assert result["epoch_s"] == pytest.approx({"min": min(epochs), "mean": sum(epochs) / 3, "max": max(epochs)})
+    minutes = result["minutes"]
+    set_up = result["new_networks"] * result["first_epoch_excess_s"]
+    assert minutes["expected"] * 60 == pytest.approx(result["epochs"] * result["epoch_s"]["mean"] + set_up)
+    assert minutes["low"] <= minutes["expected"] <= minutes["high"]
+    assert result["train_images"] + result["validation_images"] == 600
+
+
+def test_validate_time_prints_the_timed_configurations_and_the_estimate(tmp_path, capsys):
+    spec = write_spec(tmp_path, tiny(search={"max_epochs": 3, "time_budget": "1s"}))
+    assert main(["validate", str(spec), "--time", "--samples", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "Time on this machine (CPU), from 2 configurations of the space" in out
+    assert "configuration" in out and "blocks=1, filters=8, learning_rate=" in out
+    assert f"the plan's {plan(load_spec(spec)).total_epochs} epochs: about " in out
+    assert "note: search.time_budget (1 s) ends the search before the plan's expected end" in out
