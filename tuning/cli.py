@@ -191,7 +191,7 @@ def describe_estimate(result: dict[str, Any], took: float) -> str:
     lines += _table(rows)
     minutes = result["minutes"]
     lines.append(
-        f"a new network's first epoch takes {result['first_epoch_excess_s']:.1f} s more (tracing its steps); "
+        f"a new network's first epoch takes {result['first_epoch_excess_s']:.1f} s more (tracing or compiling its steps); "
         f"about {result['new_networks']} new network{'s' if result['new_networks'] != 1 else ''} in the plan"
     )
     lines.append(
