@@ -342,7 +342,8 @@ def test_feature_maps_of_one_image_for_chosen_layers(exported, labelled, tmp_pat
     convolutions = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert list(result["layers"]) == [f"{name}_relu" for name in convolutions]  # as the next layer sees them
     saved = np.load(tmp_path / "maps.npz")
-    pixels = read_image(image, model.input_shape[1:], "uint8")[None].astype("float32")
+    predictor = load_predictor(paths["keras"])  # digits: 0-255 files mapped to the model's 0-16
+    pixels = read_image(image, model.input_shape[1:], predictor.dtype, predictor.value_max)[None].astype("float32")
     for name in result["layers"]:
         expected = keras.Model(model.inputs, model.get_layer(name).output).predict(pixels, verbose=0)[0]
         assert saved[name].shape == expected.shape and np.allclose(saved[name], expected, atol=1e-5)

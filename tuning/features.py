@@ -63,6 +63,41 @@ def _images(data: Sequence[str | Path], path_column: str, label_column: str | No
     return _Images([file for file, _ in found], None, None, None, ", ".join(map(str, paths)), named)
 
 
+def _run_in_chunks(probe: Any, images: _Images, predictor: Predictor, chunk: int = 256) -> tuple[list[int], np.ndarray, np.ndarray, list[dict[str, str]]]:
+    """Features and probabilities of every readable image, read and run `chunk` at a time (a folder of tens of
+    thousands of photos never sits in memory decoded); the indices kept, and the files skipped with why."""
+    kept: list[int] = []
+    skipped: list[dict[str, str]] = []
+    vectors: list[np.ndarray] = []
+    probs: list[np.ndarray] = []
+    pixels: list[np.ndarray] = []
+
+    def flush() -> None:
+        if pixels:
+            features, probabilities = probe.predict(np.stack(pixels).astype("float32"), batch_size=chunk, verbose=0)
+            vectors.append(np.asarray(features, dtype=np.float32).reshape(len(pixels), -1))
+            probs.append(np.asarray(probabilities, dtype=np.float32))
+            pixels.clear()
+
+    for index, file in enumerate(images.files):
+        try:
+            pixels.append(read_image(file, predictor.input_shape, predictor.dtype, predictor.value_max))
+            kept.append(index)
+        except DataError as exc:
+            if file in images.named:
+                raise  # named on the command line: as `predict`, a file that is not an image is an error
+            skipped.append({"file": str(file), "reason": str(exc).removeprefix(f"{file}: ")})
+        if len(pixels) == chunk:
+            flush()
+    flush()
+    if not images.files:
+        raise DataError(f"{images.origin}: no images listed (an empty manifest or folder)")
+    if not kept:
+        first = skipped[0]
+        raise DataError(f"{images.origin}: none of the {len(skipped)} files could be read as images (the first, {first['file']}: {first['reason']})")
+    return kept, np.concatenate(vectors), np.concatenate(probs), skipped
+
+
 def _class_folders(folder: Path) -> bool:
     """Sub-folders and no images of its own: a folder of classes (or of train/ and test/ folders)."""
     entries = list(folder.iterdir())
@@ -133,30 +168,10 @@ def extract_features(
 
     network = _keras_model(predictor, model_path)
     images = _images([data] if isinstance(data, (str, Path)) else list(data), path_column, label_column, label_columns)
-    kept: list[int] = []
-    pixels: list[np.ndarray] = []
-    skipped: list[dict[str, str]] = []
-    for index, file in enumerate(images.files):
-        try:
-            pixels.append(read_image(file, predictor.input_shape, predictor.dtype, predictor.value_max))
-            kept.append(index)
-        except DataError as exc:
-            if file in images.named:
-                raise  # named on the command line: as `predict`, a file that is not an image is an error
-            skipped.append({"file": str(file), "reason": str(exc).removeprefix(f"{file}: ")})
-    if not images.files:
-        raise DataError(f"{images.origin}: no images listed (an empty manifest or folder)")
-    if not kept:
-        first = skipped[0]
-        raise DataError(f"{images.origin}: none of the {len(skipped)} files could be read as images (the first, {first['file']}: {first['reason']})")
-    last = network.layers[-1]
     # `tuning`'s models end in a Dense layer named "probabilities"; any other model, in its last layer.
-    penultimate = network.get_layer("probabilities").input if any(layer.name == "probabilities" for layer in network.layers) else last.input
-    probe = keras.Model(network.inputs, [penultimate, network.outputs[0]])
-    batch = np.stack(pixels).astype("float32")
-    vectors, probs = probe.predict(batch, batch_size=256, verbose=0)
-    vectors = np.asarray(vectors, dtype=np.float32).reshape(len(kept), -1)
-    probs = np.asarray(probs, dtype=np.float32)
+    head = "probabilities" if any(layer.name == "probabilities" for layer in network.layers) else network.layers[-1].name
+    probe = keras.Model(network.inputs, [network.get_layer(head).input, network.outputs[0]])
+    kept, vectors, probs, skipped = _run_in_chunks(probe, images, predictor)
     coords, share = pca_2d(vectors.astype(np.float64))
     names = predictor.class_names
     predicted = probs.argmax(axis=1)
@@ -195,7 +210,7 @@ def extract_features(
         "data": images.origin,
         "images": len(kept),
         "dimensions": int(vectors.shape[1]),
-        "layer": f"the input of {'probabilities' if penultimate is not last.input else last.name}",
+        "layer": f"the input of {head}",
         "explained_variance": share,
         "files": [str(p) for p in written],
         "skipped": skipped,
