@@ -112,8 +112,6 @@ def _spread(candidates: list[tuple[int, dict[str, Any]]], samples: int) -> list[
 def _time_one(spec: Any, config: Any, dataset: Any, shape: tuple[int, int, int], options: dict[str, Any]) -> dict[str, Any]:
     """Three short epochs of one configuration, as a trial trains it (same builder, compile options, input
     pipelines and precision): its steady epoch time scaled to the full data, and the first epoch's excess."""
-    import keras
-
     from . import batches
     from .hypermodel import build_model, compile_model, prepare_for_training
     from .runtime import clear_session
@@ -142,8 +140,6 @@ def _time_one(spec: Any, config: Any, dataset: Any, shape: tuple[int, int, int],
     full_steps = math.ceil(len(dataset.y_train) / config.batch_size)
     epoch = steady_train / steps * full_steps + steady_val / val_count * len(dataset.y_val)
     params = int(model.count_params())
-    del model
-    keras.backend.clear_session()
     return {
         "params": params,
         "epoch_s": epoch,
