@@ -56,6 +56,17 @@ def test_run_directory_holds_every_result(finished):
     assert manifest["plan"]["trials"] == 6 and manifest["plan"]["epochs"] == 11
 
 
+def test_the_summary_names_the_results_and_what_to_do_next(finished, capsys):
+    from tuning import open_run
+    from tuning.cli import _summarize
+
+    _, run_dir = finished
+    assert _summarize(open_run(run_dir)) == 0
+    printed = capsys.readouterr().out
+    assert f"best model:  {run_dir / 'best_model.keras'}" in printed and f"report:      {run_dir / 'report.html'}" in printed
+    assert f"next:        tuning board {run_dir}" in printed and f"tuning export {run_dir}" in printed
+
+
 def test_trial_times_order_the_trials_as_they_ran(finished):
     """Start and end times to the millisecond: short trials start within the same second, and the reports'
     score-over-time figure and the benchmarks order and time trials by them."""

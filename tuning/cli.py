@@ -446,6 +446,11 @@ def _summarize(run: Any) -> int:
             print(f"{label + ':':13}{run.path / name}")
     if manifest.get("disk_mb") is not None:
         print(f"{'run folder:':13}{manifest['disk_mb']:.1f} MB on disk, besides its reports")
+    import shlex
+
+    where = shlex.quote(str(run.path))
+    print(f"{'next:':13}tuning board {where}    (TensorBoard: curves and the HParams dashboard)")
+    print(f"{'':13}tuning export {where}   (the best model as Keras, SavedModel and TFLite, with its card)")
     return 0
 
 
