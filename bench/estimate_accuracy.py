@@ -38,11 +38,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--data", default=FASHION)
+    parser.add_argument("--spec", help="a spec of your own instead of the comparison's space (e.g. search_spaces/digits.yaml)")
     parser.add_argument("--out", default="bench/results/estimate_accuracy.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         spec = Path(work) / "space.yaml"
-        spec.write_text(yaml.safe_dump(space(args), sort_keys=False))
+        spec.write_text(Path(args.spec).read_text() if args.spec else yaml.safe_dump(space(args), sort_keys=False))
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-c", ESTIMATE, str(spec), str(args.samples)], capture_output=True, text=True, check=True)
         estimate = json.loads(done.stdout.strip().splitlines()[-1])

@@ -42,10 +42,35 @@ def test_estimate_times_configurations_spanning_the_space_and_prices_the_plan():
     epochs = [t["epoch_s"] for t in timed]
     assert result["epoch_s"] == pytest.approx({"min": min(epochs), "mean": sum(epochs) / 3, "max": max(epochs)})
     minutes = result["minutes"]
-    set_up = result["new_networks"] * result["first_epoch_excess_s"]
+    assert result["first_epoch_excess_s"] == pytest.approx(sum(t["first_epoch_excess_s"] + t["build_s"] for t in timed) / 3)
+    assert result["per_trial_s"] == pytest.approx(sum(t["fit_overhead_s"] + t["checkpoint_s"] for t in timed) / 3)
+    set_up = result["new_networks"] * result["first_epoch_excess_s"] + result["trials"] * result["per_trial_s"]
     assert minutes["expected"] * 60 == pytest.approx(result["epochs"] * result["epoch_s"]["mean"] + set_up)
     assert minutes["low"] <= minutes["expected"] <= minutes["high"]
     assert result["train_images"] + result["validation_images"] == 600
+
+
+def test_estimate_prices_what_will_run_max_trials_no_reuse_and_one_sample():
+    import tuning
+    from tuning.errors import RunError
+
+    spec = tiny(search={"max_epochs": 9, "max_trials": 5}, training={"reuse_models": False})
+    result = tuning.estimate(spec, samples=1)
+    # Hyperband's first five trials: the most aggressive bracket's first round, 1 epoch each.
+    assert (result["trials"], result["epochs"], result["configurations"], result["planned_trials"]) == (5, 5, 5, plan(load_spec(spec)).total_trials)
+    assert result["new_networks"] == 5  # without reuse every trial builds its model and traces its steps
+    one = resolve(load_spec(spec), result["timed"][0]["values"])
+    assert len(result["timed"]) == 1 and (one.blocks, one.filters[0]) in {(1, 16), (2, 8)}  # the middle of the space, not its cheapest
+    with pytest.raises(RunError, match="samples: expected a positive number"):
+        tuning.estimate(spec, samples=0)
+
+
+def test_a_random_search_on_a_small_space_is_planned_as_it_will_run():
+    spec = load_spec(tiny(search={"algorithm": "random", "max_trials": 10, "max_epochs": 2}))
+    the_plan = plan(load_spec({**tiny(search={"algorithm": "random", "max_trials": 10, "max_epochs": 2}), "training": {"learning_rate": 1e-3}}))
+    assert (the_plan.total_trials, the_plan.total_epochs) == (4, 8)  # 2 depths x 2 widths: drawn once each
+    assert any("the plan above is cut to 4" in w for w in the_plan.warnings)
+    assert plan(spec).total_trials == 10  # with a continuous learning rate the space does not run out
 
 
 def test_validate_time_prints_the_timed_configurations_and_the_estimate(tmp_path, capsys):

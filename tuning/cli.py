@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also time a few configurations on the data, on this machine, and estimate the search's duration (loads Keras and the data)",
     )
-    validate.add_argument("--samples", type=_positive, default=4, help="with --time: configurations to time (default 4)")
+    validate.add_argument("--samples", type=_positive, help="with --time: configurations to time (default 4)")
     validate.set_defaults(handler=_validate)
 
     search = commands.add_parser("search", help="run (or resume) a search")
@@ -152,8 +152,12 @@ def _run_options(command: argparse.ArgumentParser, spec_help: str) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from .errors import RunError
     from .planner import plan
     from .spec import load_spec
+
+    if args.samples is not None and not args.time:
+        raise RunError("--samples sets how many configurations --time trains; add --time")
 
     spec = load_spec(args.spec)
     the_plan = plan(spec)
@@ -168,7 +172,7 @@ def _validate(args: argparse.Namespace) -> int:
         from .timing import estimate
 
         started = time.perf_counter()
-        result = estimate(spec, samples=args.samples)
+        result = estimate(spec, samples=args.samples or 4)
         print()
         print(describe_estimate(result, time.perf_counter() - started))
     return 0
@@ -195,8 +199,20 @@ def describe_estimate(result: dict[str, Any], took: float) -> str:
         f"about {result['new_networks']} new network{'s' if result['new_networks'] != 1 else ''} in the plan"
     )
     lines.append(
-        f"the plan's {result['epochs']} epochs: about {_minutes(minutes['expected'])} ({_minutes(minutes['low'])} to "
-        f"{_minutes(minutes['high'])}, as the drawn configurations are cheap or dear); early stopping only shortens it; "
+        f"each trial also sets up its training and writes its weights: {result['per_trial_s']:.2f} s, {result['trials']} trial{'s' if result['trials'] != 1 else ''}"
+    )
+    capped = (
+        f" (max_trials stops it after {result['trials']} of the {result['planned_trials']} planned trials)"
+        if result["trials"] < result["planned_trials"]
+        else ""
+    )
+    spread = (
+        f" ({_minutes(minutes['low'])} to {_minutes(minutes['high'])}, as the drawn configurations are cheap or dear)"
+        if _minutes(minutes["low"]) != _minutes(minutes["high"])
+        else ""
+    )
+    lines.append(
+        f"the plan's {result['epochs']} epochs{capped}: about {_minutes(minutes['expected'])}{spread}; early stopping only shortens it; "
         "start-up, data loading and the report come on top"
     )
     budget = result["time_budget_s"]

@@ -62,6 +62,17 @@ class Plan:
     def total_epochs(self) -> int:
         return sum(r.epochs_trained for r in self.rounds)
 
+    def up_to(self, max_trials: int | None) -> tuple[int, int, int]:
+        """Trials, epochs and distinct configurations of the plan's rounds in the order they run, stopped
+        after `max_trials` trials (None: the whole plan)."""
+        left = max_trials if max_trials is not None else self.total_trials
+        trials = epochs = configurations = 0
+        for r in self.rounds:
+            taken = min(r.trials, left)
+            trials, epochs, left = trials + taken, epochs + taken * r.epochs_per_trial, left - taken
+            configurations += taken if r.round == 0 else 0
+        return trials, epochs, configurations
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "algorithm": self.algorithm,
@@ -153,13 +164,15 @@ def plan(spec: Any) -> Plan:
         trials = search.max_trials or 10
         if search.algorithm == "grid" and space_size is not None:
             trials = min(trials, space_size) if search.max_trials else space_size
+        if search.algorithm in ("random", "bayesian") and trainable is not None and trainable < trials:
+            warnings.append(
+                f"the space has {trainable} trainable configurations and max_trials asks for {trials}; a configuration is never "
+                f"drawn twice, so the search ends when the space runs out (the plan above is cut to {trainable}). Widen the space, "
+                "or use algorithm: grid to say so"
+            )
+            trials = max(1, trainable)
         rounds = [Round(0, 0, 0, trials, 0, search.max_epochs)]
     result = Plan(search.algorithm, tuple(rounds), tuple(params), space_size, input_shape, num_classes, feasibility)
-    if space_size is not None and search.algorithm in ("random", "bayesian") and space_size < result.distinct_configurations:
-        warnings.append(
-            f"the space has {space_size} distinct configurations but the plan draws {result.distinct_configurations}; "
-            "KerasTuner never draws one twice, so the search ends early when it runs out. Widen the space, or lower max_trials"
-        )
     if search.max_trials and search.max_trials < result.total_trials:
         warnings.append(f"max_trials = {search.max_trials} stops the search before the {result.total_trials} planned trials")
     return Plan(search.algorithm, tuple(rounds), tuple(params), space_size, input_shape, num_classes, feasibility, tuple(warnings))

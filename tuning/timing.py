@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,7 +19,9 @@ from typing import Any
 
 import numpy as np
 
-CANDIDATES = 200  # random feasible points drawn to choose the timed ones from
+CANDIDATES = 200  # random points drawn to choose the timed ones from ...
+MAX_DRAWS = 20_000  # ... or more, until one can be built (a space that is mostly infeasible)
+STEP_WORK = 4e7  # a training step's fixed cost (Python, dispatch), in forward multiply-adds: only to rank candidates
 TIMED_EPOCHS = 3  # the first traces (or compiles) the steps; the others are steady
 MIN_STEPS = 24  # steps per timed epoch, at least: enough to time one step against Python's overhead
 VALIDATION_IMAGES = 512
@@ -44,15 +47,19 @@ def estimate(
     """
     from . import feasibility
     from .data import load_data
+    from .errors import RunError
     from .planner import plan as make_plan
     from .planner import require_feasible
     from .runtime import compile_options, dtype_policy, precision_policy, prepare_devices, quiet_logs
     from .space import parameters, resolve
     from .spec import load_spec
 
+    if samples < 1:
+        raise RunError(f"samples: expected a positive number of configurations to time, not {samples}")
     spec = load_spec(spec)
     the_plan = make_plan(spec)
     require_feasible(spec, the_plan)
+    trials, total_epochs, configurations = the_plan.up_to(spec.search.max_trials)
     quiet_logs()
     from .model_pool import network_key  # imports Keras: after `quiet_logs`
 
@@ -61,36 +68,56 @@ def estimate(
     shape = (spec.data.image_size[0], spec.data.image_size[1], dataset.input_shape[2]) if spec.data.image_size else dataset.input_shape
     params = parameters(spec)
     rng = random.Random(spec.search.seed)
-    candidates: dict[str, tuple[int, dict[str, Any]]] = {}
+    # One candidate per network and batch size (what sets an epoch's time; the learning rate does not), with
+    # its epoch's compute: multiply-adds over the images plus a fixed share per step.
+    candidates: dict[tuple[str, int], tuple[float, dict[str, Any]]] = {}
     networks: set[str] = set()
-    for _ in range(CANDIDATES if params else 1):
+    for draw in range(MAX_DRAWS if params else 1):
+        if draw >= CANDIDATES and candidates:
+            break
         values = feasibility.random_values(params, rng)
         config = resolve(spec, values)
         if feasibility.check(config, shape, dataset.num_classes, spec.search.max_params) is None:
-            candidates[repr(sorted(values.items()))] = (feasibility.multiply_adds(config, shape, dataset.num_classes), values)
-            networks.add(network_key(config))
+            network = network_key(config)
+            work = feasibility.multiply_adds(config, shape, dataset.num_classes) * len(dataset.y_train)
+            steps = math.ceil(len(dataset.y_train) / config.batch_size)
+            candidates.setdefault((network, config.batch_size), (work + steps * STEP_WORK, values))
+            networks.add(network)
+    if not candidates:
+        raise RunError(
+            f"{spec.file or 'spec'}: none of {MAX_DRAWS:,} random configurations of the space can be built, so none can be timed; "
+            "`tuning validate` shows which settings are infeasible"
+        )
     chosen = _spread(sorted(candidates.values(), key=lambda item: item[0]), samples)
     timed = []
     with dtype_policy(precision_policy(spec.training.mixed_precision, accelerator)):
         options = compile_options(spec, accelerator)
         for values in chosen:
-            timed.append({"values": values, **_time_one(spec, resolve(spec, values), dataset, shape, options)})
+            timed.append({"values": values, **_time_one(spec, resolve(spec, values), dataset, options)})
     epochs = np.array([t["epoch_s"] for t in timed])
-    excess = float(np.mean([t["first_epoch_excess_s"] for t in timed]))
-    total_epochs, configurations = the_plan.total_epochs, the_plan.distinct_configurations
-    # Each new network traces (compiles) its steps once; with models reused a trial of a network seen before
-    # does not, so the distinct networks drawn above (a floor: more when the pool evicts) bound the count.
-    new_networks = min(configurations, len(networks)) if spec.training.reuse_models else configurations
-    set_up = new_networks * excess
-    minutes = [(total_epochs * e + set_up) / 60 for e in (epochs.min(), epochs.mean(), epochs.max())]
+    # The first model of a process pays a one-time warm-up (TensorFlow's kernels, tf.data, JAX's runtime), as the
+    # search's first trial does: priced once, apart from what each later new network costs.
+    new_network_costs = [t["first_epoch_excess_s"] + t["build_s"] for t in timed]
+    excess = float(np.mean(new_network_costs[1:] if len(timed) > 1 else new_network_costs))
+    warm_up = max(0.0, new_network_costs[0] - excess)
+    per_trial = float(np.mean([t["fit_overhead_s"] + t["checkpoint_s"] for t in timed]))
+    # A new network is built and traces (compiles) its steps once. With models reused, a trial of a network
+    # that ran before does neither: the distinct networks drawn above bound the count (an estimate: the pool
+    # keeps 8 models, so a plan with more new networks in flight rebuilds some). Without, every trial builds.
+    new_networks = min(configurations, len(networks)) if spec.training.reuse_models else trials
+    fixed = warm_up + new_networks * excess + trials * per_trial
+    minutes = [(total_epochs * e + fixed) / 60 for e in (epochs.min(), epochs.mean(), epochs.max())]
     return {
         "timed": timed,
         "epochs": total_epochs,
-        "trials": the_plan.total_trials,
+        "trials": trials,
+        "planned_trials": the_plan.total_trials,
         "configurations": configurations,
         "new_networks": new_networks,
         "epoch_s": {"min": float(epochs.min()), "mean": float(epochs.mean()), "max": float(epochs.max())},
         "first_epoch_excess_s": excess,
+        "warm_up_s": warm_up,
+        "per_trial_s": per_trial,
         "minutes": {"low": minutes[0], "expected": minutes[1], "high": minutes[2]},
         "time_budget_s": spec.search.time_budget_seconds,
         "device": accelerator.describe(),
@@ -99,33 +126,37 @@ def estimate(
     }
 
 
-def _spread(candidates: list[tuple[int, dict[str, Any]]], samples: int) -> list[dict[str, Any]]:
+def _spread(candidates: list[tuple[float, dict[str, Any]]], samples: int) -> list[dict[str, Any]]:
     """`samples` points evenly spaced over the candidates sorted by compute, the cheapest and the dearest
     included: their mean epoch time stands for the space's, their extremes bound it."""
-    if not candidates:
-        return []
     count = min(samples, len(candidates))
-    positions = sorted({round(i * (len(candidates) - 1) / max(1, count - 1)) for i in range(count)})
+    if count == 1:
+        return [candidates[len(candidates) // 2][1]]  # one point: the median stands for the space best
+    positions = sorted({round(i * (len(candidates) - 1) / (count - 1)) for i in range(count)})
     return [candidates[p][1] for p in positions]
 
 
-def _time_one(spec: Any, config: Any, dataset: Any, shape: tuple[int, int, int], options: dict[str, Any]) -> dict[str, Any]:
+def _time_one(spec: Any, config: Any, dataset: Any, options: dict[str, Any]) -> dict[str, Any]:
     """Three short epochs of one configuration, as a trial trains it (same builder, compile options, input
-    pipelines and precision): its steady epoch time scaled to the full data, and the first epoch's excess."""
+    pipelines and precision): its steady epoch time scaled to the full data, the first epoch's excess, the
+    build, and the time `fit` spends outside its epochs (pipelines, callbacks)."""
     from . import batches
     from .hypermodel import build_model, compile_model, prepare_for_training
     from .runtime import clear_session
 
-    clear_session()
+    clear_session(keep_instantiated=spec.training.reuse_models)  # as the search does before a new network
+    started = time.perf_counter()
     image_size = tuple(spec.data.image_size) if spec.data.image_size else None
     model = build_model(config, dataset.input_shape, dataset.num_classes, value_max=dataset.value_max, image_size=image_size)  # type: ignore[arg-type]
     model = compile_model(model, config, **options)
     prepare_for_training(model, dataset.input_shape, dataset.num_classes)
+    build = time.perf_counter() - started
     steps_per_call = int(options.get("steps_per_execution", 1))
     train_count = min(len(dataset.y_train), config.batch_size * max(steps_per_call, MIN_STEPS))
     val_count = min(len(dataset.y_val), VALIDATION_IMAGES)
     one_hot = np.eye(dataset.num_classes, dtype="float32")
     clock = _epoch_clock()
+    started = time.perf_counter()
     model.fit(
         **batches.fit_data(dataset.x_train[:train_count], one_hot[dataset.y_train[:train_count]], config.batch_size, seed=0),
         **batches.validation_data(dataset.x_val[:val_count], one_hot[dataset.y_val[:val_count]]),
@@ -133,17 +164,22 @@ def _time_one(spec: Any, config: Any, dataset: Any, shape: tuple[int, int, int],
         callbacks=[clock],
         verbose=0,
     )
-    train = np.array(clock.train)
-    held_out = np.array(clock.validation)
+    fitting = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as folder:  # every trial writes its weights at least once, when it ends
+        started = time.perf_counter()
+        model.save_weights(Path(folder) / "trial.weights.h5")
+        checkpoint = time.perf_counter() - started
+    train, held_out = np.array(clock.train), np.array(clock.validation)
     steady_train, steady_val = float(np.median(train[1:])), float(np.median(held_out[1:]))
-    steps = math.ceil(train_count / config.batch_size)
-    full_steps = math.ceil(len(dataset.y_train) / config.batch_size)
-    epoch = steady_train / steps * full_steps + steady_val / val_count * len(dataset.y_val)
-    params = int(model.count_params())
+    epoch = steady_train / math.ceil(train_count / config.batch_size) * math.ceil(len(dataset.y_train) / config.batch_size)
+    epoch += steady_val / val_count * len(dataset.y_val)
     return {
-        "params": params,
+        "params": int(model.count_params()),
         "epoch_s": epoch,
         "first_epoch_excess_s": max(0.0, float(train[0] + held_out[0]) - steady_train - steady_val),
+        "build_s": build,
+        "fit_overhead_s": max(0.0, fitting - float(train.sum() + held_out.sum())),
+        "checkpoint_s": checkpoint,
         "timed_on": {"train_images": train_count, "validation_images": val_count},
     }
 
