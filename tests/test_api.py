@@ -7,7 +7,21 @@ import tuning
 
 def test_exported_names_are_pinned():
     assert sorted(tuning.__all__) == sorted(
-        ["DataError", "Problem", "Run", "RunError", "SearchAborted", "SearchSpec", "SpecError", "TuningError", "load_spec", "open_run", "plan", "search"]
+        [
+            "DataError",
+            "Problem",
+            "Run",
+            "RunError",
+            "SearchAborted",
+            "SearchSpec",
+            "SpecError",
+            "TuningError",
+            "estimate",
+            "load_spec",
+            "open_run",
+            "plan",
+            "search",
+        ]
     )
     for name in tuning.__all__:
         assert getattr(tuning, name) is not None
@@ -20,5 +34,5 @@ def test_api_functions_survive_importing_every_module():
     for module in pkgutil.iter_modules(tuning.__path__):
         if module.name != "__main__":
             importlib.import_module(f"tuning.{module.name}")
-    assert callable(tuning.plan) and callable(tuning.search) and callable(tuning.open_run)
+    assert callable(tuning.plan) and callable(tuning.search) and callable(tuning.open_run) and callable(tuning.estimate)
     assert tuning.plan({"version": 1, "training": {"learning_rate": {"float": [1e-4, 1e-2], "log": True}}}).total_trials == 23
