@@ -178,6 +178,9 @@ def _validate(args: argparse.Namespace) -> int:
     return 0
 
 
+TIMING_NEUTRAL = ("learning_rate", "momentum", "weight_decay", "label_smoothing")
+
+
 def describe_estimate(result: dict[str, Any], took: float) -> str:
     """The text of `validate --time`: each timed configuration, then the plan priced."""
     from .domains import format_value
@@ -188,10 +191,12 @@ def describe_estimate(result: dict[str, Any], took: float) -> str:
         f"trained for 3 short epochs each ({took:.0f} s); an epoch is {result['train_images']:,} training and "
         f"{result['validation_images']:,} validation images:"
     ]
-    rows = [["configuration", "params", "epoch"]]
+    # One column per tuned value that can change an epoch's time (the learning rate and its kin cannot).
+    columns = [name for name in dict.fromkeys(k for item in timed for k in item["values"]) if name not in TIMING_NEUTRAL]
+    rows = [[*columns, "params", "epoch"]]
     for item in timed:
-        settings = ", ".join(f"{k}={format_value(v)}" for k, v in item["values"].items()) or "(the spec's fixed model)"
-        rows.append([settings, f"{item['params']:,}", f"{item['epoch_s']:.2f} s"])
+        values = item["values"]
+        rows.append([*(format_value(values[c]) if c in values else "-" for c in columns), f"{item['params']:,}", f"{item['epoch_s']:.2f} s"])
     lines += _table(rows)
     minutes = result["minutes"]
     lines.append(
