@@ -81,7 +81,8 @@ def test_validate_time_prints_the_timed_configurations_and_the_estimate(tmp_path
     assert main(["validate", str(spec), "--time", "--samples", "2"]) == 0
     out = capsys.readouterr().out
     assert "Time on this machine (CPU), from 2 configurations of the space" in out
-    header = next(line for line in out.splitlines() if line.strip().startswith("blocks"))
+    lines = out.splitlines()
+    header = lines[next(i for i, line in enumerate(lines) if line.startswith("Time on this machine")) + 1]
     assert header.split() == ["blocks", "filters", "params", "epoch"]  # the learning rate changes no epoch's time
     assert f"the plan's {plan(load_spec(spec)).total_epochs} epochs: about " in out
     assert "note: search.time_budget (1 s) ends the search before the plan's expected end" in out
