@@ -322,6 +322,15 @@ def test_features_of_labelled_images_are_saved_per_file_with_their_pca(exported,
     assert list(sheet.columns[:11]) == ["file", *map(str, range(10))] and {"label", "predicted", "probability", "pca_1", "tsne_2"} <= set(sheet.columns)
     assert len(sheet) == 120 and (tmp_path / "sheet" / "tsne.png").exists()
 
+    # Several folders of classes (a train/ and a test/ named one by one) keep their labels, each row its folder.
+    for folder, digits in (("first", "35"), ("second", "6")):
+        for digit in digits:
+            shutil.copytree(labelled / digit, tmp_path / folder / digit, ignore=shutil.ignore_patterns("broken*"))
+    both = extract_features(paths["keras"], [tmp_path / "first", tmp_path / "second"], out=tmp_path / "both")
+    rows = pd.read_csv(tmp_path / "both" / "features.csv")
+    assert both["labelled_images"] == len(rows) == sum(1 for d in "356" for _ in (labelled / d).glob("[0-9]*.png"))
+    assert set(rows["label"].astype(str)) == {"3", "5", "6"} and set(rows["folder"]) == {str(tmp_path / "first"), str(tmp_path / "second")}
+
     # Loose images have no labels: the table has none, the plot is coloured by the predicted class.
     loose = extract_features(paths["keras"], [labelled / "3", labelled / "letters" / "a.png"], out=tmp_path / "loose")
     assert "accuracy" not in loose and "label" not in pd.read_csv(tmp_path / "loose" / "features.csv").columns

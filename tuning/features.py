@@ -30,6 +30,7 @@ class _Images:
     rows: Any  # a pandas DataFrame of the manifest's rows, or None
     origin: str
     named: frozenset[Path] = frozenset()  # files named on the command line: they must be images
+    group_column: str = "split"  # what `splits` holds: train/validation/test, or the folder each file came from
 
 
 def _keras_model(predictor: Predictor, path: Path) -> Any:
@@ -58,6 +59,13 @@ def _images(data: Sequence[str | Path], path_column: str, label_column: str | No
         listing = list_folder(paths[0])
         splits = listing.splits if any(listing.splits) else None
         return _Images(listing.files, listing.labels, splits, None, listing.origin)
+    if len(paths) > 1 and all(path.is_dir() and _class_folders(path) for path in paths):
+        # Several folders of classes (train/ and test/ named one by one): labelled, each row with its folder.
+        listings = [list_folder(path) for path in paths]
+        files = [file for listing in listings for file in listing.files]
+        labels = [label for listing in listings for label in listing.labels]
+        folders: list[str | None] = [str(path) for path, listing in zip(paths, listings) for _ in listing.files]
+        return _Images(files, labels, folders, None, ", ".join(map(str, paths)), group_column="folder")
     found = collect_images(paths)
     named = frozenset(file for file, is_named in found if is_named)
     return _Images([file for file, _ in found], None, None, None, ", ".join(map(str, paths)), named)
@@ -180,7 +188,7 @@ def extract_features(
     if images.labels is not None and "label" not in table.columns:
         table["label"] = [images.labels[i] for i in kept]
     if images.splits is not None:
-        table["split"] = [images.splits[i] for i in kept]
+        table[images.group_column] = [images.splits[i] for i in kept]
     table["predicted"] = [names[i] for i in predicted]
     table["probability"] = probs[np.arange(len(kept)), predicted]
     table["pca_1"], table["pca_2"] = coords[:, 0], coords[:, 1]
