@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tuning import load_spec
-from tuning.feasibility import check, count_params, feature_maps
-from tuning.space import TrialConfig
+from tuning.feasibility import check, count_params, feature_maps, multiply_adds
+from tuning.space import TrialConfig, resolve
 
 BASE = dict(blocks=2, convs_per_block=1, filters=(8, 16), kernel_size=3, padding="same", activation="relu", augmentation="none", batch_norm=False, pooling="max",
             block_dropout=0.0, head="flatten", dense_layers=1, dense_units=32, head_dropout=0.0, optimizer="adam", learning_rate=1e-3,
@@ -97,5 +97,14 @@ def test_feature_map_sizes_with_a_strided_first_convolution_equal_keras(padding,
     model = build_model(cfg, (*size, 1), 3)
     assert [tuple(model.get_layer(f"block{b + 1}_maxpool").output.shape[1:3]) for b in range(cfg.blocks)] == sizes
     assert count_params(cfg, (*size, 1), 3) == model.count_params()
-    assert model.get_layer("block1_conv1").kernel.shape[:2] == (cfg.stem_kernel_size,) * 2
+    assert model.get_layer("block1_conv1").kernel.shape[:2] == (cfg.convolution(0, 0)[0],) * 2
     assert model.get_layer("block1_conv2").kernel.shape[:2] == (3, 3) and model.get_layer("block1_conv2").strides == (1, 1)
+
+
+def test_multiply_adds_count_each_convolution_at_its_output_size():
+    spec = load_spec({"version": 1, "model": {"blocks": 2, "filters": 8, "dense_layers": 1, "dense_units": 16, "first_strides": 2}})
+    config = resolve(spec, {})
+    # 8x8x1 digits: a 3x3/2 'same' convolution to 4x4x8, pooled to 2x2; a 3x3 convolution to 2x2x16, pooled to
+    # 1x1; flatten (16) -> dense 16 -> 10 classes.
+    expected = 9 * 1 * 8 * 4 * 4 + 9 * 8 * 16 * 2 * 2 + 16 * 16 + 16 * 10
+    assert multiply_adds(config, (8, 8, 1), 10) == expected

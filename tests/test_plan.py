@@ -157,3 +157,18 @@ def test_a_hyperband_search_with_nothing_to_tune_is_refused_and_train_named(tmp_
     assert "nothing to tune: every value is fixed" in capsys.readouterr().err
     assert main(["search", str(fixed), "--out", str(tmp_path / "reports")]) == 2
     assert "`tuning train SPEC` trains this one" in capsys.readouterr().err
+
+
+def test_a_random_search_on_a_small_space_is_planned_as_it_will_run():
+    spec = load_spec(tiny(search={"algorithm": "random", "max_trials": 10, "max_epochs": 2}))
+    the_plan = plan(load_spec({**tiny(search={"algorithm": "random", "max_trials": 10, "max_epochs": 2}), "training": {"learning_rate": 1e-3}}))
+    assert (the_plan.total_trials, the_plan.total_epochs) == (4, 8)  # 2 depths x 2 widths: drawn once each
+    assert any("the plan above is cut to 4" in w for w in the_plan.warnings)
+    assert plan(spec).total_trials == 10  # with a continuous learning rate the space does not run out
+
+
+def test_up_to_takes_the_rounds_in_the_order_they_run():
+    the_plan = plan(load_spec(tiny(search={"max_epochs": 9})))  # brackets of 9+3+1, 5+1 and 3 trials (75 epochs)
+    assert the_plan.up_to(None) == (the_plan.total_trials, the_plan.total_epochs, the_plan.distinct_configurations) == (23, 75, 17)
+    assert the_plan.up_to(5) == (5, 5, 5)  # the first bracket's first round: 1 epoch each
+    assert the_plan.up_to(12) == (12, 15, 9)  # and its second round: 3 trials of 2 more epochs

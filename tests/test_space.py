@@ -78,7 +78,13 @@ def test_a_tuned_stem_builds_its_first_convolution_only():
     model = build_model(config, (150, 150, 3), 2)
     assert model.get_layer("block1_conv1").output.shape[1:3] == (75, 75) and model.get_layer("block2_conv1").kernel.shape[:2] == (3, 3)
     plain = resolve(load_spec({"version": 1}), {})
-    assert (plain.first_kernel_size, plain.stem_kernel_size, plain.first_strides) == (None, 3, 1)
+    assert (plain.first_kernel_size, plain.first_strides, plain.convolution(0, 0), config.convolution(0, 0), config.convolution(1, 0)) == (
+        None,
+        1,
+        (3, 1),
+        (7, 2),
+        (3, 1),
+    )
 
 
 def test_growth_factor_filters():

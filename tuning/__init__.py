@@ -47,11 +47,12 @@ def plan(spec: Any) -> Plan:
     return _plan(spec)
 
 
-def estimate(spec: Any, **options: Any) -> dict[str, Any]:
-    """How long the spec's search will take, from a few configurations timed on this machine (see `tuning.timing.estimate`)."""
+def estimate(spec: Any, *, samples: int = 4, data: Any = None, class_names: Any = None) -> dict[str, Any]:
+    """How long the spec's search will take, from `samples` configurations timed on this machine (see
+    `tuning.timing.estimate`); `data` and `class_names` as for `search`."""
     from .timing import estimate as _estimate
 
-    return _estimate(spec, **options)
+    return _estimate(spec, samples=samples, data=data, class_names=class_names)
 
 
 def open_run(path: Any) -> Run:

@@ -169,74 +169,19 @@ def _validate(args: argparse.Namespace) -> int:
         )
         return 2
     if args.time:
-        from .timing import estimate
+        from .timing import SAMPLES, describe_estimate, estimate
 
         started = time.perf_counter()
-        result = estimate(spec, samples=args.samples or 4)
+        result = estimate(spec, samples=args.samples or SAMPLES)
         print()
         print(describe_estimate(result, time.perf_counter() - started))
     return 0
 
 
-TIMING_NEUTRAL = ("learning_rate", "momentum", "weight_decay", "label_smoothing")
-
-
-def describe_estimate(result: dict[str, Any], took: float) -> str:
-    """The text of `validate --time`: each timed configuration, then the plan priced."""
-    from .domains import format_value
-
-    timed = result["timed"]
-    lines = [
-        f"Time on this machine ({result['device']}), from {len(timed)} configuration{'s' if len(timed) > 1 else ''} of the space "
-        f"trained for 3 short epochs each ({took:.0f} s); an epoch is {result['train_images']:,} training and "
-        f"{result['validation_images']:,} validation images:"
-    ]
-    # One column per tuned value that can change an epoch's time (the learning rate and its kin cannot).
-    columns = [name for name in dict.fromkeys(k for item in timed for k in item["values"]) if name not in TIMING_NEUTRAL]
-    rows = [[*columns, "params", "epoch"]]
-    for item in timed:
-        values = item["values"]
-        rows.append([*(format_value(values[c]) if c in values else "-" for c in columns), f"{item['params']:,}", f"{item['epoch_s']:.2f} s"])
-    lines += _table(rows)
-    minutes = result["minutes"]
-    lines.append(
-        f"a new network's first epoch takes {result['first_epoch_excess_s']:.1f} s more (tracing or compiling its steps); "
-        f"about {result['new_networks']} new network{'s' if result['new_networks'] != 1 else ''} in the plan"
-    )
-    lines.append(
-        f"each trial also sets up its training and writes its weights: {result['per_trial_s']:.2f} s, {result['trials']} trial{'s' if result['trials'] != 1 else ''}"
-    )
-    capped = (
-        f" (max_trials stops it after {result['trials']} of the {result['planned_trials']} planned trials)"
-        if result["trials"] < result["planned_trials"]
-        else ""
-    )
-    spread = (
-        f" ({_minutes(minutes['low'])} to {_minutes(minutes['high'])}, as the drawn configurations are cheap or dear)"
-        if _minutes(minutes["low"]) != _minutes(minutes["high"])
-        else ""
-    )
-    lines.append(
-        f"the plan's {result['epochs']} epochs{capped}: about {_minutes(minutes['expected'])}{spread}; early stopping only shortens it; "
-        "start-up, data loading and the report come on top"
-    )
-    budget = result["time_budget_s"]
-    if budget is not None and budget < minutes["expected"] * 60:
-        lines.append(f"note: search.time_budget ({_minutes(budget / 60)}) ends the search before the plan's expected end")
-    return "\n".join(lines)
-
-
-def _minutes(minutes: float) -> str:
-    if minutes < 1:
-        return f"{minutes * 60:.0f} s"
-    if minutes < 120:
-        return f"{minutes:.1f} min"
-    return f"{minutes / 60:.1f} h"
-
-
 def describe_plan(spec: Any, the_plan: Any) -> str:
     """The text `tuning validate` prints: space, configurations, feasibility, schedule and totals."""
     from .domains import format_value
+    from .results import text_table
 
     lines = [f"{spec.file or 'spec'}: valid (version {spec.version}{', name ' + spec.name if spec.name else ''})"]
     lines.append(
@@ -248,7 +193,7 @@ def describe_plan(spec: Any, the_plan: Any) -> str:
     table = [["name", "kind", "domain", "condition"]] + [
         [p.name, p.domain.kind, p.domain.describe(), p.condition.describe() if p.condition else ""] for p in params
     ]
-    lines += _table(table)
+    lines += text_table(table)
     size = the_plan.space_size
     lines.append(f"distinct configurations: {size:,}" if size is not None else "distinct configurations: unlimited (a continuous range)")
     feas = the_plan.feasibility
@@ -276,7 +221,7 @@ def describe_plan(spec: Any, the_plan: Any) -> str:
         rows += [
             [str(r.iteration), str(r.bracket), str(r.round), str(r.trials), f"{r.initial_epoch}-{r.epochs}", str(r.epochs_trained)] for r in the_plan.rounds
         ]
-        lines += _table(rows)
+        lines += text_table(rows)
     else:
         lines.append(f"{the_plan.algorithm} search: {the_plan.total_trials} trials of up to {search.max_epochs} epochs")
     lines.append(
@@ -503,8 +448,3 @@ def _board(args: argparse.Namespace) -> int:
 
 def _shape(shape: Sequence[int]) -> str:
     return "x".join(str(d) for d in shape)
-
-
-def _table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

@@ -26,8 +26,7 @@ def feature_maps(
     sizes: list[tuple[int, int]] = []
     for block in range(config.blocks):
         for conv in range(config.convs_per_block):
-            stem = block == 0 and conv == 0
-            kernel, strides = (config.stem_kernel_size, config.first_strides) if stem else (config.kernel_size, 1)
+            kernel, strides = config.convolution(block, conv)
             if config.padding == "valid":
                 if h < kernel or w < kernel:
                     return sizes, f"feature maps shrink below 1 pixel in block {block + 1} ({kernel}x{kernel} 'valid' convolution on {h}x{w})"
@@ -52,7 +51,7 @@ def count_params(config: TrialConfig, input_shape: tuple[int, int, int], num_cla
     for block in range(config.blocks):
         filters = config.filters[block]
         for conv in range(config.convs_per_block):
-            kernel = config.stem_kernel_size if block == 0 and conv == 0 else config.kernel_size
+            kernel, _ = config.convolution(block, conv)
             total += kernel**2 * channels * filters
             total += 4 * filters if config.batch_norm else filters
             channels = filters

@@ -115,7 +115,7 @@ def _class_folders(folder: Path) -> bool:
 def _manifest(path: Path, path_column: str, label_column: str | None, label_columns: Sequence[str] | None) -> _Images:
     from types import SimpleNamespace
 
-    from .images import manifest_paths, read_manifest, read_table
+    from .images import CLI_COLUMNS_ADVICE, manifest_paths, read_manifest, read_table
 
     if label_column and label_columns:
         raise DataError(f"{path}: give --label-column (one column of class names) or --label-columns (one-hot columns), not both")
@@ -127,9 +127,8 @@ def _manifest(path: Path, path_column: str, label_column: str | None, label_colu
             label_column=label_column,
             label_columns=list(label_columns or []) or None,
             split_column=None,
-            column_advice="name them with --path-column and --label-column or --label-columns",
         )
-        listing = read_manifest(path, columns)
+        listing = read_manifest(path, columns, CLI_COLUMNS_ADVICE)
         files, labels = listing.files, listing.labels
     else:
         if path_column not in frame.columns:
@@ -185,8 +184,10 @@ def extract_features(
     predicted = probs.argmax(axis=1)
 
     table = images.rows.iloc[kept].reset_index(drop=True) if images.rows is not None else pd.DataFrame({"image": [str(images.files[i]) for i in kept]})
-    if images.labels is not None and "label" not in table.columns:
-        table["label"] = [images.labels[i] for i in kept]
+    if images.labels is not None:
+        # The labels used (for colours and accuracy); a manifest's own "label" column, if it is another, is kept as it is.
+        used = "label" if "label" not in table.columns or label_column == "label" else "true_label"
+        table[used] = [images.labels[i] for i in kept]
     if images.splits is not None:
         table[images.group_column] = [images.splits[i] for i in kept]
     table["predicted"] = [names[i] for i in predicted]
@@ -280,10 +281,6 @@ def feature_maps(
     if filters < 1:
         raise DataError(f"filters: expected a positive number of filters to draw per layer. Received: {filters}")
     model_path, image_path = Path(model), Path(image)
-    predictor = load_predictor(model_path)  # imports Keras quietly
-    import keras
-
-    network = _keras_model(predictor, model_path)
     if not image_path.exists():
         raise DataError(f"{image_path} does not exist; pass one image file")
     if not image_path.is_file():
@@ -291,6 +288,10 @@ def feature_maps(
     destination = Path(out) if out is not None else model_path.parent / f"feature_maps_{image_path.stem}.png"
     if destination.suffix.lower() != ".png":
         raise DataError(f"--out {destination}: feature maps are written as PNG; name a .png file (the maps' values go beside it as .npz)")
+    predictor = load_predictor(model_path)  # imports Keras quietly
+    import keras
+
+    network = _keras_model(predictor, model_path)
     pixels = read_image(image_path, predictor.input_shape, predictor.dtype, predictor.value_max)
     spatial = [
         layer
@@ -313,10 +314,9 @@ def feature_maps(
     else:
         # Each convolution as the next layer sees it: after its activation (`tuning` puts batch norm and the
         # activation in layers of their own, named after the convolution), as a Conv2D(activation=...) shows it.
-        by_prefix = {layer.name: layer for layer in spatial}
         chosen = []
         for conv in (layer for layer in spatial if isinstance(layer, keras.layers.Conv2D)):
-            activated = [layer for name, layer in by_prefix.items() if name.startswith(f"{conv.name}_") and isinstance(layer, keras.layers.Activation)]
+            activated = [layer for layer in spatial if layer.name.startswith(f"{conv.name}_") and isinstance(layer, keras.layers.Activation)]
             chosen.append(activated[0] if activated else conv)
         if not chosen:
             raise DataError(f"{model_path}: has no convolution layer (a dense-only model); its layers are {', '.join(layer.name for layer in network.layers)}")

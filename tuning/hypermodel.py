@@ -33,8 +33,7 @@ def build_model(
     for block in range(config.blocks):
         for conv in range(config.convs_per_block):
             name = f"block{block + 1}_conv{conv + 1}"
-            stem = block == 0 and conv == 0
-            kernel, strides = (config.stem_kernel_size, config.first_strides) if stem else (config.kernel_size, 1)
+            kernel, strides = config.convolution(block, conv)
             x = layers.Conv2D(config.filters[block], kernel, strides=strides, padding=config.padding, use_bias=not config.batch_norm, name=name)(x)
             if config.batch_norm:
                 x = layers.BatchNormalization(name=f"{name}_bn")(x)

@@ -116,8 +116,13 @@ def manifest_paths(path: Path, frame: Any, column: str) -> list[Path]:
     return [Path(p) if Path(str(p)).is_absolute() else path.parent / str(p) for p in frame[column]]
 
 
-def read_manifest(path: Path, data_spec: Any) -> Listing:
-    """A CSV or Excel file: a path column, and a label column or one-hot label columns; optional split column."""
+SPEC_COLUMNS_ADVICE = "set data.path_column, data.label_column or data.label_columns"
+CLI_COLUMNS_ADVICE = "name them with --path-column and --label-column or --label-columns"
+
+
+def read_manifest(path: Path, data_spec: Any, advice: str = SPEC_COLUMNS_ADVICE) -> Listing:
+    """A CSV or Excel file: a path column, and a label column or one-hot label columns; optional split column.
+    `advice` says how to name other columns where the manifest was given (a spec, or the command line)."""
     frame = read_table(path)
     columns = list(frame.columns)
     wanted = [
@@ -128,7 +133,6 @@ def read_manifest(path: Path, data_spec: Any) -> Listing:
     ]
     missing = [c for c in wanted if c not in columns]
     if missing:
-        advice = getattr(data_spec, "column_advice", "set data.path_column, data.label_column or data.label_columns")
         raise DataError(f"{path}: no column {', '.join(map(repr, missing))}; the manifest has {', '.join(map(repr, columns))} ({advice})")
     if data_spec.label_columns:
         onehot = frame[data_spec.label_columns].to_numpy(dtype=float)

@@ -165,8 +165,9 @@ def plan(spec: Any) -> Plan:
         if search.algorithm == "grid" and space_size is not None:
             trials = min(trials, space_size) if search.max_trials else space_size
         if search.algorithm in ("random", "bayesian") and trainable is not None and trainable < trials:
+            asked = f"max_trials asks for {trials}" if search.max_trials else f"the default of {trials} trials asks for more"
             warnings.append(
-                f"the space has {trainable} trainable configurations and max_trials asks for {trials}; a configuration is never "
+                f"the space has {trainable} trainable configuration{'s' if trainable != 1 else ''} and {asked}; a configuration is never "
                 f"drawn twice, so the search ends when the space runs out (the plan above is cut to {trainable}). Widen the space, "
                 "or use algorithm: grid to say so"
             )

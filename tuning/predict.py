@@ -183,7 +183,7 @@ def evaluate(
     """
     from types import SimpleNamespace
 
-    from .images import list_folder, read_manifest
+    from .images import CLI_COLUMNS_ADVICE, list_folder, read_manifest
 
     data = Path(data)
     if not data.exists():
@@ -202,9 +202,8 @@ def evaluate(
             label_column=label_column,
             label_columns=list(label_columns or []) or None,
             split_column=None,
-            column_advice="name them with --path-column and --label-column or --label-columns",
         )
-        listing = read_manifest(data, columns)
+        listing = read_manifest(data, columns, CLI_COLUMNS_ADVICE)
     if not listing.files:
         raise DataError(f"{listing.origin}: no image files found")
     predictor = load_predictor(model)

@@ -131,8 +131,13 @@ def top_text(rows: list[dict[str, Any]], param_names: Sequence[str], k: int = 5)
         return "no completed trials"
     header = ["rank", "trial", "score", "epochs", *param_names]
     table = [header] + [[str(r["rank"]), r["trial_id"], _fmt(r["score"]), _fmt(r["epochs_trained"]), *(_fmt(r[n]) for n in param_names)] for r in ranked]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)
+    return "\n".join(text_table(table, indent=""))
+
+
+def text_table(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    """Rows of cells as lines of left-aligned columns, for the terminal."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
 
 
 def _fmt(value: Any) -> str:

@@ -135,10 +135,11 @@ class TrialConfig:
     first_kernel_size: int | None = None  # the first convolution's kernel side; None: kernel_size
     first_strides: int = 1
 
-    @property
-    def stem_kernel_size(self) -> int:
-        """The first convolution's kernel side."""
-        return self.first_kernel_size or self.kernel_size
+    def convolution(self, block: int, conv: int) -> tuple[int, int]:
+        """Kernel side and stride of a block's convolution: the first of the first block (the stem) has its own."""
+        if block == 0 and conv == 0:
+            return self.first_kernel_size or self.kernel_size, self.first_strides
+        return self.kernel_size, 1
 
 
 # What only convolution blocks use: with blocks 0 (a dense-only baseline) these settings do nothing.

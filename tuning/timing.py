@@ -25,12 +25,13 @@ STEP_WORK = 4e7  # a training step's fixed cost (Python, dispatch), in forward m
 TIMED_EPOCHS = 3  # the first traces (or compiles) the steps; the others are steady
 MIN_STEPS = 24  # steps per timed epoch, at least: enough to time one step against Python's overhead
 VALIDATION_IMAGES = 512
+SAMPLES = 4  # configurations timed unless asked for more
 
 
 def estimate(
     spec: str | Path | Mapping[str, Any] | Any,
     *,
-    samples: int = 4,
+    samples: int = SAMPLES,
     data: Sequence[np.ndarray] | None = None,
     class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
@@ -95,17 +96,15 @@ def estimate(
         for values in chosen:
             timed.append({"values": values, **_time_one(spec, resolve(spec, values), dataset, options)})
     epochs = np.array([t["epoch_s"] for t in timed])
-    # The first model of a process pays a one-time warm-up (TensorFlow's kernels, tf.data, JAX's runtime), as the
-    # search's first trial does: priced once, apart from what each later new network costs.
-    new_network_costs = [t["first_epoch_excess_s"] + t["build_s"] for t in timed]
-    excess = float(np.mean(new_network_costs[1:] if len(timed) > 1 else new_network_costs))
-    warm_up = max(0.0, new_network_costs[0] - excess)
+    # A new network's build and first epoch's excess (the first timed one also carries the process's warm-up, as
+    # the search's first trial does; measured apart it was within this machine's noise, so it is not).
+    excess = float(np.mean([t["first_epoch_excess_s"] + t["build_s"] for t in timed]))
     per_trial = float(np.mean([t["fit_overhead_s"] + t["checkpoint_s"] for t in timed]))
     # A new network is built and traces (compiles) its steps once. With models reused, a trial of a network
     # that ran before does neither: the distinct networks drawn above bound the count (an estimate: the pool
     # keeps 8 models, so a plan with more new networks in flight rebuilds some). Without, every trial builds.
     new_networks = min(configurations, len(networks)) if spec.training.reuse_models else trials
-    fixed = warm_up + new_networks * excess + trials * per_trial
+    fixed = new_networks * excess + trials * per_trial
     minutes = [(total_epochs * e + fixed) / 60 for e in (epochs.min(), epochs.mean(), epochs.max())]
     return {
         "timed": timed,
@@ -116,7 +115,6 @@ def estimate(
         "new_networks": new_networks,
         "epoch_s": {"min": float(epochs.min()), "mean": float(epochs.mean()), "max": float(epochs.max())},
         "first_epoch_excess_s": excess,
-        "warm_up_s": warm_up,
         "per_trial_s": per_trial,
         "minutes": {"low": minutes[0], "expected": minutes[1], "high": minutes[2]},
         "time_budget_s": spec.search.time_budget_seconds,
@@ -207,3 +205,60 @@ def _epoch_clock() -> Any:
             self.validation.append(time.perf_counter() - self._mark)
 
     return EpochClock()
+
+
+TIMING_NEUTRAL = ("learning_rate", "momentum", "weight_decay", "label_smoothing")
+
+
+def describe_estimate(result: dict[str, Any], took: float) -> str:
+    """The text of `validate --time`: each timed configuration, then the plan priced."""
+    from .domains import format_value
+    from .results import text_table
+
+    timed = result["timed"]
+    lines = [
+        f"Time on this machine ({result['device']}, one process), from {len(timed)} configuration{'s' if len(timed) > 1 else ''} of the space "
+        f"trained for {TIMED_EPOCHS} short epochs each ({took:.0f} s); an epoch is {result['train_images']:,} training and "
+        f"{result['validation_images']:,} validation images:"
+    ]
+    # One column per tuned value that can change an epoch's time (the learning rate and its kin cannot).
+    columns = [name for name in dict.fromkeys(k for item in timed for k in item["values"]) if name not in TIMING_NEUTRAL]
+    rows = [[*columns, "params", "epoch"]]
+    for item in timed:
+        values = item["values"]
+        rows.append([*(format_value(values[c]) if c in values else "-" for c in columns), f"{item['params']:,}", f"{item['epoch_s']:.2f} s"])
+    lines += text_table(rows)
+    minutes = result["minutes"]
+    lines.append(
+        f"a new network's first epoch takes {result['first_epoch_excess_s']:.1f} s more (tracing or compiling its steps); "
+        f"about {result['new_networks']} new network{'s' if result['new_networks'] != 1 else ''} in the plan"
+    )
+    lines.append(
+        f"each trial also sets up its training and writes its weights: {result['per_trial_s']:.2f} s, {result['trials']} trial{'s' if result['trials'] != 1 else ''}"
+    )
+    capped = (
+        f" (max_trials stops it after {result['trials']} of the {result['planned_trials']} planned trials)"
+        if result["trials"] < result["planned_trials"]
+        else ""
+    )
+    spread = (
+        f" ({_minutes(minutes['low'])} to {_minutes(minutes['high'])}, as the drawn configurations are cheap or dear)"
+        if _minutes(minutes["low"]) != _minutes(minutes["high"])
+        else ""
+    )
+    lines.append(
+        f"the plan's {result['epochs']} epochs{capped}: about {_minutes(minutes['expected'])}{spread}; early stopping only shortens it; "
+        "start-up, data loading and the report come on top"
+    )
+    budget = result["time_budget_s"]
+    if budget is not None and budget < minutes["expected"] * 60:
+        lines.append(f"note: search.time_budget ({_minutes(budget / 60)}) ends the search before the plan's expected end")
+    return "\n".join(lines)
+
+
+def _minutes(minutes: float) -> str:
+    if minutes < 1:
+        return f"{minutes * 60:.0f} s"
+    if minutes < 120:
+        return f"{minutes:.1f} min"
+    return f"{minutes / 60:.1f} h"
