@@ -443,3 +443,18 @@ def test_a_runs_own_best_model_predicts_with_the_runs_class_names(exported, imag
     assert predict(tmp_path / "best_model.keras", [images / "gray.png"], top=1)[0]["top"][0]["class"] in names
     (tmp_path / "run.json").write_text("{damaged")
     assert load_predictor(tmp_path / "best_model.keras").class_names == [str(i) for i in range(10)]
+
+
+def test_a_stored_spec_this_version_refuses_is_mended_where_no_trial_changes():
+    """Session 13 accepted `blocks: 0` with a tuned kernel size (which no layer uses); this version refuses it
+    for new specs, but `export` reads a run's stored spec with `load_stored_spec`, so that run stays exportable."""
+    from tuning import SpecError, load_spec
+    from tuning.spec import load_stored_spec
+
+    stored = {"version": 1, "model": {"blocks": 0, "kernel_size": {"choice": [3, 5]}, "block_dropout": {"float": [0.1, 0.3]}}}
+    with pytest.raises(SpecError, match="is tuned but blocks is 0"):
+        load_spec(stored)
+    mended = load_stored_spec(stored)
+    assert (mended.model.blocks, mended.model.kernel_size, mended.model.block_dropout) == (0, 3, 0.1)
+    with pytest.raises(SpecError, match="model.padding: expected 'same' or 'valid'"):  # what is not this refusal stays an error
+        load_stored_spec({**stored, "model": {**stored["model"], "padding": "nope"}})

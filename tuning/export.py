@@ -16,7 +16,7 @@ from .errors import RunError
 from .records import data_dir, write_atomic, write_json
 from .run import Run
 from .space import parameters, resolve
-from .spec import SearchSpec, load_spec
+from .spec import SearchSpec, load_stored_spec
 
 FORMATS = ("keras", "savedmodel", "tflite")
 
@@ -61,7 +61,7 @@ class TrialModel:
             known = ", ".join(r for r, rec in records.items() if rec.status == "completed")
             raise RunError(f"trial {trial_id!r} is not a completed trial of {run.path}; completed: {known or 'none'}")
         self.record = records[trial_id]
-        self.spec = load_spec(manifest["spec"])
+        self.spec = load_stored_spec(manifest["spec"])
         self.data_dir = data_dir(manifest)
         self.data = manifest["data"]
         self.config = resolve(self.spec, self.record.values)

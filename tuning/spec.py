@@ -256,6 +256,25 @@ def load_spec(source: str | Path | Mapping[str, Any] | SearchSpec) -> SearchSpec
     return _validate(data, lines, filename, text)
 
 
+def load_stored_spec(stored: Mapping[str, Any]) -> SearchSpec:
+    """A run's spec as `run.json` keeps it, validated by this version. A spec that an earlier version accepted
+    and this one refuses is mended where the refusal changes no trial (so the run's models stay exportable):
+    with `blocks: 0`, a tuned block setting (used by no layer) is fixed to its first value."""
+    try:
+        return load_spec(stored)
+    except SpecError:
+        from .space import BLOCK_SETTINGS
+
+        model = dict(stored.get("model") or {})
+        if model.get("blocks") != 0:
+            raise
+        for name in BLOCK_SETTINGS:
+            domain = model.get(name)
+            if isinstance(domain, Mapping):  # {choice: [...]}, {int: [low, high]} or {float: [low, high]}
+                model[name] = next(domain[kind][0] for kind in ("choice", "int", "float") if kind in domain)
+        return load_spec({**stored, "model": model})
+
+
 def _validate(data: dict[str, Any], lines: dict[Any, int], filename: str | None, text: str | None) -> SearchSpec:
     problems: list[Problem] = []
     spec: SearchSpec | None = None
