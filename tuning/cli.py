@@ -359,7 +359,10 @@ def _features(args: argparse.Namespace) -> int:
         return 0
     share = result["explained_variance"]
     print(f"{result['images']} images of {result['data']}: {result['dimensions']} features each ({result['layer']})")
-    print(f"PCA: the first two components explain {share[0]:.0%} and {share[1]:.0%} of their variance")
+    if result["images"] > 1:
+        print(f"PCA: the first two components explain {share[0]:.0%} and {share[1]:.0%} of their variance")
+    else:
+        print("PCA: one image has no variance to explain; its features are in the .npy file")
     if result.get("accuracy") is not None:
         print(f"accuracy on the {result['labelled_images']} images of the model's classes: {result['accuracy']:.4f}")
     if others := result.get("other_labels"):
