@@ -358,7 +358,8 @@ def _features(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     share = result["explained_variance"]
-    print(f"{result['images']} images of {result['data']}: {result['dimensions']} features each ({result['layer']})")
+    count = f"{result['images']} image{'s' if result['images'] != 1 else ''}"
+    print(f"{count} of {result['data']}: {result['dimensions']} features {'each ' if result['images'] != 1 else ''}({result['layer']})")
     if result["images"] > 1:
         print(f"PCA: the first two components explain {share[0]:.0%} and {share[1]:.0%} of their variance")
     else:
