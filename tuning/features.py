@@ -113,22 +113,14 @@ def _class_folders(folder: Path) -> bool:
 
 
 def _manifest(path: Path, path_column: str, label_column: str | None, label_columns: Sequence[str] | None) -> _Images:
-    from types import SimpleNamespace
-
-    from .images import CLI_COLUMNS_ADVICE, manifest_paths, read_manifest, read_table
+    from .images import manifest_paths, read_labelled_manifest, read_table
 
     if label_column and label_columns:
         raise DataError(f"{path}: give --label-column (one column of class names) or --label-columns (one-hot columns), not both")
     frame = read_table(path)
     labels = None
     if label_column or label_columns:
-        columns = SimpleNamespace(
-            path_column=path_column,
-            label_column=label_column,
-            label_columns=list(label_columns or []) or None,
-            split_column=None,
-        )
-        listing = read_manifest(path, columns, CLI_COLUMNS_ADVICE)
+        listing = read_labelled_manifest(path, path_column, label_column, label_columns, frame)
         files, labels = listing.files, listing.labels
     else:
         if path_column not in frame.columns:

@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,14 @@ def read_table(path: Path) -> Any:
         raise DataError(f"{path}: cannot read the manifest ({type(exc).__name__}: {exc}); expected a CSV or .xlsx file") from None
 
 
+def read_labelled_manifest(path: Path, path_column: str, label_column: str | None, label_columns: Sequence[str] | None, frame: Any = None) -> Listing:
+    """A manifest named on the command line (`evaluate`, `features`), its columns given by flags."""
+    from types import SimpleNamespace
+
+    columns = SimpleNamespace(path_column=path_column, label_column=label_column, label_columns=list(label_columns or []) or None, split_column=None)
+    return read_manifest(path, columns, CLI_COLUMNS_ADVICE, frame)
+
+
 def manifest_paths(path: Path, frame: Any, column: str) -> list[Path]:
     """The image paths of a manifest's rows, relative ones from the manifest's folder; blank cells refused by row."""
     blank = np.flatnonzero(frame[column].isna().to_numpy() | (frame[column].astype(str).str.strip() == "").to_numpy())
@@ -120,10 +129,11 @@ SPEC_COLUMNS_ADVICE = "set data.path_column, data.label_column or data.label_col
 CLI_COLUMNS_ADVICE = "name them with --path-column and --label-column or --label-columns"
 
 
-def read_manifest(path: Path, data_spec: Any, advice: str = SPEC_COLUMNS_ADVICE) -> Listing:
+def read_manifest(path: Path, data_spec: Any, advice: str = SPEC_COLUMNS_ADVICE, frame: Any = None) -> Listing:
     """A CSV or Excel file: a path column, and a label column or one-hot label columns; optional split column.
-    `advice` says how to name other columns where the manifest was given (a spec, or the command line)."""
-    frame = read_table(path)
+    `advice` says how to name other columns where the manifest was given (a spec, or the command line);
+    `frame` is its rows when the caller has read them already."""
+    frame = read_table(path) if frame is None else frame
     columns = list(frame.columns)
     wanted = [
         data_spec.path_column,

@@ -181,9 +181,7 @@ def evaluate(
     Example:
         >>> evaluate("reports/pets/export/0007/model.keras", "new_photos/")["accuracy"]
     """
-    from types import SimpleNamespace
-
-    from .images import CLI_COLUMNS_ADVICE, list_folder, read_manifest
+    from .images import list_folder, read_labelled_manifest
 
     data = Path(data)
     if not data.exists():
@@ -197,13 +195,7 @@ def evaluate(
     else:
         if bool(label_column) == bool(label_columns):
             raise DataError(f"{data}: a manifest needs --label-column (one column of class names) or --label-columns (one-hot columns), not both")
-        columns = SimpleNamespace(
-            path_column=path_column,
-            label_column=label_column,
-            label_columns=list(label_columns or []) or None,
-            split_column=None,
-        )
-        listing = read_manifest(data, columns, CLI_COLUMNS_ADVICE)
+        listing = read_labelled_manifest(data, path_column, label_column, label_columns)
     if not listing.files:
         raise DataError(f"{listing.origin}: no image files found")
     predictor = load_predictor(model)
