@@ -14,7 +14,11 @@ BASE = dict(blocks=2, convs_per_block=1, filters=(8, 16), kernel_size=3, padding
 
 
 def config(**changes) -> TrialConfig:
-    return TrialConfig(**{**BASE, **changes})
+    settings = {**BASE, **changes}
+    for name in ("kernel_size", "block_dropout"):  # one value for every block, as the spec allows
+        if not isinstance(settings[name], tuple):
+            settings[name] = (settings[name],) * settings["blocks"]
+    return TrialConfig(**settings)
 
 
 def test_valid_padding_and_pooling_shrink_small_images():

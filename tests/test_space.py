@@ -74,7 +74,7 @@ def test_a_tuned_stem_builds_its_first_convolution_only():
     params = {p.name: p for p in parameters(spec)}
     assert params["first_kernel_size"].condition.describe() == params["first_strides"].condition.describe() == "blocks in {1, 2}"
     config = resolve(spec, {"blocks": 2, "first_kernel_size": 7, "first_strides": 2})
-    assert (config.first_kernel_size, config.first_strides, config.kernel_size) == (7, 2, 3)
+    assert (config.first_kernel_size, config.first_strides, config.kernel_size) == (7, 2, (3, 3))
     model = build_model(config, (150, 150, 3), 2)
     assert model.get_layer("block1_conv1").output.shape[1:3] == (75, 75) and model.get_layer("block2_conv1").kernel.shape[:2] == (3, 3)
     plain = resolve(load_spec({"version": 1}), {})
@@ -85,6 +85,40 @@ def test_a_tuned_stem_builds_its_first_convolution_only():
         (7, 2),
         (3, 1),
     )
+
+
+def test_kernel_size_and_block_dropout_take_one_value_per_block():
+    """The CIFAR tutorials' rising dropout (0.2, 0.3, 0.4) and a wider first kernel, each block's value tunable."""
+    from tuning.export import fixed_spec
+    from tuning.hypermodel import build_model
+
+    spec = load_spec(
+        {
+            "version": 1,
+            "model": {
+                "blocks": {"int": [1, 3]},
+                "kernel_size": [{"choice": [3, 5]}, 3, {"choice": [1, 3]}],
+                "block_dropout": [0.2, {"float": [0.2, 0.4], "step": 0.1}, 0.4],
+            },
+        }
+    )
+    params = {p.name: p for p in parameters(spec)}
+    assert [name for name in params if name != "blocks"] == ["kernel_size_1", "kernel_size_3", "block_dropout_2"]
+    assert params["kernel_size_1"].condition is None and params["kernel_size_3"].condition.describe() == "blocks in {3}"
+    assert params["block_dropout_2"].condition.describe() == "blocks in {2, 3}"
+    assert (params["kernel_size_3"].description, params["block_dropout_2"].description) == ("Kernel side of block 3.", "Dropout rate at the end of block 2.")
+    assert count_configurations(list(params.values())) == 2 + 2 * 3 + 2 * 3 * 2
+
+    values = {"blocks": 3, "kernel_size_1": 5, "kernel_size_3": 1, "block_dropout_2": 0.3}
+    config = resolve(spec, values)
+    assert (config.kernel_size, config.block_dropout) == ((5, 3, 1), (0.2, 0.3, 0.4))
+    model = build_model(config, (16, 16, 1), 10)
+    assert [model.get_layer(f"block{b}_conv1").kernel.shape[:2] for b in (1, 2, 3)] == [(5, 5), (3, 3), (1, 1)]
+    assert [model.get_layer(f"block{b}_dropout").rate for b in (1, 2, 3)] == [0.2, 0.3, 0.4]
+
+    two_blocks = fixed_spec(spec, {"blocks": 2, "kernel_size_1": 3, "block_dropout_2": 0.2}, epochs=3)["model"]
+    assert (two_blocks["blocks"], two_blocks["kernel_size"], two_blocks["block_dropout"]) == (2, [3, 3], [0.2, 0.2])
+    assert resolve(load_spec({"version": 1, "model": two_blocks}), {}).kernel_size == (3, 3)
 
 
 def test_growth_factor_filters():

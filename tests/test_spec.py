@@ -99,6 +99,11 @@ search:
         ("version: 1\nsearch:\n  time_budget: soon\n", "expected a duration such as 90s, 30m, 2h or 1d"),
         ("version: 1\nname: ../evil\n", "name: expected letters, digits"),
         ("version: 1\nmodel:\n  blocks: {int: [1, 3]}\n  filters: [16, 32]\n", "model.filters: lists 2 per-block values but blocks can be 3"),
+        (
+            "version: 1\nmodel:\n  blocks: 2\n  kernel_size: [5, 3, 3]\n",
+            "model.kernel_size: lists 3 per-block values but blocks can be 2; give exactly 2 (one per block), or one value for every block",
+        ),
+        ("version: 1\nmodel:\n  blocks: 2\n  block_dropout: [0.2, 1.5]\n", ":4: model.block_dropout[1]: expected less than 1. Received: 1.5"),
         ("version: 1\ntraining:\n  momentum: {float: [0.5, 0.9]}\n", "training.momentum: is tuned but only used by sgd and rmsprop"),
         ("version: 1\ntraining:\n  learning_rate: .inf\n", ":3: training.learning_rate: expected a finite number. Received: inf"),
         ("version: 1\ntraining:\n  learning_rate: {float: [1e-4, 1e400]}\n", "training.learning_rate.float[1]: expected a finite number. Received: inf"),

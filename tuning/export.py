@@ -15,7 +15,7 @@ import yaml
 from .errors import RunError
 from .records import data_dir, write_atomic, write_json
 from .run import Run
-from .space import parameters, resolve
+from .space import PER_BLOCK, parameters, resolve
 from .spec import SearchSpec, load_stored_spec
 
 FORMATS = ("keras", "savedmodel", "tflite")
@@ -39,8 +39,10 @@ def fixed_spec(spec: SearchSpec, values: dict[str, Any], epochs: int, base_dir: 
         else:
             data[section][key] = value
     config = resolve(spec, values)
-    if isinstance(spec.model.filters, list):
-        data["model"]["filters"] = data["model"]["filters"][: config.blocks]
+    for name in PER_BLOCK:  # blocks is fixed now: one value per block it has
+        values = data["model"][name]
+        if isinstance(values, list):
+            data["model"][name] = values[: config.blocks] if config.blocks else values[0]
     data["search"] = {**data["search"], "algorithm": "random", "max_trials": 1, "max_epochs": max(1, epochs)}
     data["search"].pop("time_budget", None)
     data.pop("name", None)

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from .space import Param, TrialConfig, enumerate_values, parameters, resolve
+from .space import Param, TrialConfig, base_name, enumerate_values, parameters, resolve
 
 ENUMERATION_LIMIT = 20_000
 
@@ -124,7 +124,7 @@ def scan(spec: Any, input_shape: tuple[int, int, int], num_classes: int, seed: i
     """
     params = parameters(spec)
     keys = SIZE_KEYS if spec.search.max_params else SHAPE_KEYS
-    relevant = [p for p in params if _base(p.name) in keys]
+    relevant = [p for p in params if base_name(p.name) in keys]
     fixed = {p.name: _first(p) for p in params if p not in relevant}
     finite = all(p.count() is not None for p in relevant)
     combos = enumerate_values(relevant, ENUMERATION_LIMIT) if finite else None
@@ -142,7 +142,7 @@ def scan(spec: Any, input_shape: tuple[int, int, int], num_classes: int, seed: i
         if reason:
             infeasible += 1
             too_big = "max_params" in reason
-            settings = ", ".join(f"{k}={v}" for k, v in combo.items() if _base(k) in SHAPE_KEYS and not too_big)
+            settings = ", ".join(f"{k}={v}" for k, v in combo.items() if base_name(k) in SHAPE_KEYS and not too_big)
             if not relevant:
                 settings = "the model as the spec fixes it"  # nothing tuned decides its shape or size
             key = (settings or "some values of " + ", ".join(p.name for p in relevant), too_big)
@@ -150,10 +150,6 @@ def scan(spec: Any, input_shape: tuple[int, int, int], num_classes: int, seed: i
             examples.setdefault(key, reason)
     ordered = [(settings, examples[(settings, big)], n) for (settings, big), n in groups.most_common()]
     return FeasibilityReport(input_shape, len(combos), infeasible, exhaustive, ordered)
-
-
-def _base(name: str) -> str:
-    return "filters" if name.startswith("filters_") and name[8:].isdigit() else name
 
 
 def _first(param: Param) -> Any:

@@ -42,8 +42,8 @@ def build_model(
             x = layers.MaxPooling2D(2, name=f"block{block + 1}_maxpool")(x)
         elif config.pooling == "average":
             x = layers.AveragePooling2D(2, name=f"block{block + 1}_avgpool")(x)
-        if config.block_dropout > 0:
-            x = layers.Dropout(config.block_dropout, name=f"block{block + 1}_dropout")(x)
+        if config.block_dropout[block] > 0:
+            x = layers.Dropout(config.block_dropout[block], name=f"block{block + 1}_dropout")(x)
     x = layers.Flatten(name="flatten")(x) if config.head == "flatten" else layers.GlobalAveragePooling2D(name="global_average")(x)
     if config.head_dropout > 0:
         x = layers.Dropout(config.head_dropout, name="head_dropout")(x)

@@ -72,14 +72,24 @@ class Param:
 
     @property
     def description(self) -> str:
-        base = self.name.split("_")[0] if self.name.startswith("filters_") and self.name[8:].isdigit() else self.name
-        if base == "filters" and self.name != "filters":
-            return f"Filters of block {self.name[8:]}."
+        base = base_name(self.name)
+        if base != self.name:
+            return f"{PER_BLOCK[base]} of block {self.name[len(base) + 1 :]}."
         return DESCRIPTIONS.get(base, self.name)
 
     def count(self) -> int | None:
         values = self.domain.values()
         return None if values is None else len(values)
+
+
+# Settings that take one value per block as a list, drawn as `NAME_1`, `NAME_2`...: what each value is.
+PER_BLOCK = {"filters": "Filters", "kernel_size": "Kernel side", "block_dropout": "Dropout rate at the end"}
+
+
+def base_name(name: str) -> str:
+    """The setting a hyperparameter comes from: `kernel_size_2` -> `kernel_size`; others are their own."""
+    base, _, index = name.rpartition("_")
+    return base if base in PER_BLOCK and index.isdigit() else name
 
 
 AUGMENT_OPERATIONS = ("flip", "rotation", "zoom", "translation", "contrast")
@@ -113,14 +123,14 @@ class TrialConfig:
 
     blocks: int
     convs_per_block: int
-    filters: tuple[int, ...]
-    kernel_size: int
+    filters: tuple[int, ...]  # per block, like kernel_size and block_dropout
+    kernel_size: tuple[int, ...]
     padding: str
     activation: str
     augmentation: str
     batch_norm: bool
     pooling: str
-    block_dropout: float
+    block_dropout: tuple[float, ...]
     head: str
     dense_layers: int
     dense_units: int
@@ -138,8 +148,8 @@ class TrialConfig:
     def convolution(self, block: int, conv: int) -> tuple[int, int]:
         """Kernel side and stride of a block's convolution: the first of the first block (the stem) has its own."""
         if block == 0 and conv == 0:
-            return self.first_kernel_size or self.kernel_size, self.first_strides
-        return self.kernel_size, 1
+            return self.first_kernel_size or self.kernel_size[0], self.first_strides
+        return self.kernel_size[block], 1
 
 
 # What only convolution blocks use: with blocks 0 (a dense-only baseline) these settings do nothing.
@@ -169,24 +179,32 @@ def parameters(spec: Any) -> list[Param]:
     add("blocks", ("model", "blocks"), model.blocks)
     convolving = _when(model.blocks, "blocks", lambda b: b > 0)  # with 0 blocks (a dense-only baseline) these do nothing
     add("convs_per_block", ("model", "convs_per_block"), model.convs_per_block, convolving)
-    if isinstance(model.filters, list):
+
+    def add_per_block(name: str) -> None:
+        value = getattr(model, name)
+        if not isinstance(value, list):
+            add(name, ("model", name), value, convolving)
+            return
         block_values = _values(model.blocks)
-        for index, value in enumerate(model.filters[: max(block_values)]):
+        for index, item in enumerate(value[: max(block_values)]):
             needed = tuple(b for b in block_values if b > index)
             condition = Condition("blocks", needed) if is_domain(model.blocks) and len(needed) < len(block_values) else None
-            add(f"filters_{index + 1}", ("model", "filters", index), value, condition)
-    else:
-        add("filters", ("model", "filters"), model.filters, convolving)
+            add(f"{name}_{index + 1}", ("model", name, index), item, condition)
+
+    add_per_block("filters")
+    if not isinstance(model.filters, list):
         add("filters_growth", ("model", "filters_growth"), model.filters_growth, convolving)
-    for name in ("kernel_size", "first_kernel_size", "first_strides", "padding"):
+    add_per_block("kernel_size")
+    for name in ("first_kernel_size", "first_strides", "padding"):
         add(name, ("model", name), getattr(model, name), convolving)
     for name in ("activation", "augmentation"):
         add(name, ("model", name), getattr(model, name))
     if model.augment is not None:
         for operation in AUGMENT_OPERATIONS:
             add(f"augment_{operation}", ("model", "augment", operation), getattr(model.augment, operation))
-    for name in ("batch_norm", "pooling", "block_dropout"):
+    for name in ("batch_norm", "pooling"):
         add(name, ("model", name), getattr(model, name), convolving)
+    add_per_block("block_dropout")
     for name in ("head", "dense_layers"):
         add(name, ("model", name), getattr(model, name))
     add("dense_units", ("model", "dense_units"), model.dense_units, _when(model.dense_layers, "dense_layers", lambda n: n > 0))
@@ -221,14 +239,17 @@ def cross_check(spec: Any) -> list[tuple[tuple[str | int, ...], str]]:
     model, training = spec.model, spec.training
     problems: list[tuple[tuple[str | int, ...], str]] = []
     max_blocks = max(_values(model.blocks))
-    if isinstance(model.filters, list):
-        if len(model.filters) != max_blocks:
+    for name in PER_BLOCK:
+        value = getattr(model, name)
+        if isinstance(value, list) and len(value) != max_blocks:
+            one_value = "one base value with filters_growth" if name == "filters" else "one value for every block"
             problems.append(
                 (
-                    ("model", "filters"),
-                    f"lists {len(model.filters)} per-block values but blocks can be {max_blocks}; give exactly {max_blocks} (one per block), or one base value with filters_growth",
+                    ("model", name),
+                    f"lists {len(value)} per-block values but blocks can be {max_blocks}; give exactly {max_blocks} (one per block), or {one_value}",
                 )
             )
+    if isinstance(model.filters, list):
         if is_domain(model.filters_growth) or model.filters_growth != 2.0:
             problems.append((("model", "filters_growth"), "only applies when filters is one base value; with per-block filters, remove filters_growth"))
     for field, users in (("momentum", MOMENTUM_OPTIMIZERS), ("weight_decay", DECAY_OPTIMIZERS)):
@@ -243,7 +264,8 @@ def cross_check(spec: Any) -> list[tuple[tuple[str | int, ...], str]]:
         problems.append((("model", "augment"), "per-operation augment ranges replace the augmentation presets; remove `augmentation` or `augment`, not both"))
     if max_blocks == 0:
         for name in BLOCK_SETTINGS:
-            if is_domain(getattr(model, name)):
+            value = getattr(model, name)
+            if is_domain(value) or (isinstance(value, list) and any(is_domain(v) for v in value)):
                 problems.append(
                     (("model", name), "is tuned but blocks is 0 (a dense-only model), so no convolution uses it; make it a constant or allow blocks > 0")
                 )
@@ -303,8 +325,15 @@ def resolve(spec: Any, values: dict[str, Any]) -> TrialConfig:
 
     model, training = spec.model, spec.training
     blocks = int(get("blocks", model.blocks))
+
+    def per_block(name: str, cast: type) -> tuple[Any, ...]:
+        value = getattr(model, name)
+        if isinstance(value, list):
+            return tuple(cast(get(f"{name}_{i + 1}", value[i])) for i in range(blocks))
+        return (cast(get(name, value)),) * blocks
+
     if isinstance(model.filters, list):
-        filters = tuple(int(get(f"filters_{i + 1}", model.filters[i])) for i in range(blocks))
+        filters = per_block("filters", int)
     else:
         base, growth = int(get("filters", model.filters)), float(get("filters_growth", model.filters_growth))
         filters = tuple(max(1, int(round(base * growth**i))) for i in range(blocks))
@@ -319,13 +348,13 @@ def resolve(spec: Any, values: dict[str, Any]) -> TrialConfig:
         blocks=blocks,
         convs_per_block=int(get("convs_per_block", model.convs_per_block)),
         filters=filters,
-        kernel_size=int(get("kernel_size", model.kernel_size)),
+        kernel_size=per_block("kernel_size", int),
         padding=str(get("padding", model.padding)),
         activation=str(get("activation", model.activation)),
         augmentation=preset if model.augment is None else "custom",
         batch_norm=bool(get("batch_norm", model.batch_norm)),
         pooling=str(get("pooling", model.pooling)),
-        block_dropout=float(get("block_dropout", model.block_dropout)),
+        block_dropout=per_block("block_dropout", float),
         head=str(get("head", model.head)),
         dense_layers=dense_layers,
         dense_units=int(get("dense_units", model.dense_units)) if dense_layers else 0,

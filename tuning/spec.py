@@ -28,6 +28,14 @@ Rate = Annotated[float, Field(ge=0, lt=1)]
 Growth = Annotated[float, Field(ge=1)]
 
 
+def PerBlock(value_type: Any) -> Any:
+    """One value for every block, or a list of one value per block: `kernel_size: 3` or `[5, 3, {choice: [3, 5]}]`."""
+    return Annotated[
+        Union[Annotated[value_type, Tag("<one value>")], Annotated[list[value_type], Tag("<per block>")]],
+        Discriminator(lambda v: "<per block>" if isinstance(v, list) else "<one value>"),
+    ]
+
+
 class DataSpec(Frozen):
     """Where the images come from and how they are split (see README, "data")."""
 
@@ -77,12 +85,9 @@ class ModelSpec(Frozen):
 
     blocks: Tunable(Annotated[int, Field(ge=0, le=8)], ranges="int") = 2  # 0: a dense-only baseline
     convs_per_block: Tunable(Annotated[int, Field(ge=1, le=4)], ranges="int") = 1
-    filters: Annotated[
-        Union[Annotated[Tunable(PosInt, ranges="int"), Tag("<base>")], Annotated[list[Tunable(PosInt, ranges="int")], Tag("<per block>")]],
-        Discriminator(lambda v: "<per block>" if isinstance(v, list) else "<base>"),
-    ] = 32
+    filters: PerBlock(Tunable(PosInt, ranges="int")) = 32  # one base value (times filters_growth per block) or a list
     filters_growth: Tunable(Growth, ranges="float") = 2.0
-    kernel_size: Tunable(Annotated[int, Field(ge=1, le=11)], ranges="int") = 3
+    kernel_size: PerBlock(Tunable(Annotated[int, Field(ge=1, le=11)], ranges="int")) = 3
     # The first convolution of the first block (the stem): a larger kernel and a stride shrink large images early.
     first_kernel_size: Tunable(Annotated[int, Field(ge=1, le=11)], ranges="int") | None = None  # None: kernel_size
     first_strides: Tunable(Annotated[int, Field(ge=1, le=4)], ranges="int") = 1
@@ -92,7 +97,7 @@ class ModelSpec(Frozen):
     augment: AugmentSpec | None = None
     batch_norm: Tunable(bool) = False
     pooling: Tunable(Literal["max", "average", "none"]) = "max"
-    block_dropout: Tunable(Rate, ranges="float") = 0.0
+    block_dropout: PerBlock(Tunable(Rate, ranges="float")) = 0.0
     head: Tunable(Literal["flatten", "global_average"]) = "flatten"
     dense_layers: Tunable(Annotated[int, Field(ge=0, le=4)], ranges="int") = 1
     dense_units: Tunable(PosInt, ranges="int") = 128
