@@ -21,6 +21,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import yaml
 from _sides import FASHION, OwnCommand, add_child_arguments, finish_child, flags, run_sides, write_report
@@ -146,7 +147,11 @@ def tuning_figures(run_dir: Path) -> dict:
 
     run = tuning.open_run(run_dir)
     records = [r for r in run.records() if not r.trial_id.startswith("infeasible")]
-    epoch_seconds, first_epochs, epoch_networks, first_networks, events = [], [], [], [], []
+    epoch_seconds: list[float] = []
+    first_epochs: list[float] = []
+    epoch_networks: list[Any] = []
+    first_networks: list[Any] = []
+    events: list[tuple[float, float]] = []
     for record in records:
         for i, row in enumerate(record.history):
             (first_epochs if i == 0 else epoch_seconds).append(row["seconds"])
@@ -172,7 +177,7 @@ def tuning_figures(run_dir: Path) -> dict:
         "first_networks": first_networks,
         "curve": sorted(events),
         "best_val_accuracy": max(r.score for r in records if r.score is not None),
-        "test_accuracy": float(run.best["test"]["accuracy"]),
+        "test_accuracy": float((run.best or {})["test"]["accuracy"]),
     }
 
 

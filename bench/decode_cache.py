@@ -19,6 +19,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ def main() -> None:
     from tuning.data import load_data
     from tuning.spec import load_spec
 
-    def spec(in_memory: object) -> object:
+    def spec(in_memory: object) -> Any:
         return load_spec({"version": 1, "data": {"directory": str(args.root), "image_size": [args.image_size] * 2, "in_memory": in_memory}})
 
     timings = {}
@@ -110,7 +111,7 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2))
 
 
-def epoch_times(in_memory: object, streamed: object) -> dict[str, float]:
+def epoch_times(in_memory: Any, streamed: Any) -> dict[str, float]:
     """One epoch of the same small CNN on the data in memory and streamed from the cache (second epoch timed)."""
     import keras
 

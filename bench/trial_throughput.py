@@ -20,6 +20,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from _sides import add_child_arguments, finish_child, flags, run_sides, write_report
 
@@ -147,7 +148,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         order = ["bare", "tuning"] if repeat % 2 == 0 else ["tuning", "bare"]
         raw = run_sides(__file__, order, forwarded)
-        pair = {side: summarize(raw[side]) for side in ("bare", "tuning")}
+        pair: dict[str, Any] = {side: summarize(raw[side]) for side in ("bare", "tuning")}
         pair["tuning_over_bare_images_per_s"] = round(pair["tuning"]["images_per_s"] / pair["bare"]["images_per_s"], 3)
         pair["first"] = order[0]
         pairs.append(pair)
