@@ -88,7 +88,7 @@ def test_a_tuned_stem_builds_its_first_convolution_only():
 
 
 def test_kernel_size_and_block_dropout_take_one_value_per_block():
-    """The CIFAR tutorials' rising dropout (0.2, 0.3, 0.4) and a wider first kernel, each block's value tunable."""
+    """A dropout that rises with depth (a common CIFAR-10 recipe) and a wider first kernel, each block's value tunable."""
     from tuning.export import fixed_spec
     from tuning.hypermodel import build_model
 
