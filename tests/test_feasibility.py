@@ -15,7 +15,7 @@ BASE = dict(blocks=2, convs_per_block=1, filters=(8, 16), kernel_size=3, padding
 
 def config(**changes) -> TrialConfig:
     settings = {**BASE, **changes}
-    for name in ("kernel_size", "block_dropout"):  # one value for every block, as the spec allows
+    for name in ("convs_per_block", "kernel_size", "block_dropout"):  # one value for every block, as the spec allows
         if not isinstance(settings[name], tuple):
             settings[name] = (settings[name],) * settings["blocks"]
     return TrialConfig(**settings)
@@ -112,3 +112,11 @@ def test_multiply_adds_count_each_convolution_at_its_output_size():
     # 1x1; flatten (16) -> dense 16 -> 10 classes.
     expected = 9 * 1 * 8 * 4 * 4 + 9 * 8 * 16 * 2 * 2 + 16 * 16 + 16 * 10
     assert multiply_adds(config, (8, 8, 1), 10) == expected
+
+
+def test_multiply_adds_follow_each_blocks_own_convolutions():
+    # 8x8x1: block 1 one 3x3 convolution to 8x8x4, pooled to 4x4; block 2 two 3x3 convolutions, 4x4x4 -> 4x4x8
+    # -> 4x4x8, pooled to 2x2; flatten (32) -> 10 classes.
+    config_ = config(convs_per_block=(1, 2), filters=(4, 8), dense_layers=0)
+    expected = 9 * 1 * 4 * 8 * 8 + 9 * 4 * 8 * 4 * 4 + 9 * 8 * 8 * 4 * 4 + 32 * 10
+    assert multiply_adds(config_, (8, 8, 1), 10) == expected

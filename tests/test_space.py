@@ -90,6 +90,7 @@ def test_a_tuned_stem_builds_its_first_convolution_only():
 def test_kernel_size_and_block_dropout_take_one_value_per_block():
     """A dropout that rises with depth (a common CIFAR-10 recipe) and a wider first kernel, each block's value tunable."""
     from tuning.export import fixed_spec
+    from tuning.feasibility import count_params
     from tuning.hypermodel import build_model
 
     spec = load_spec(
@@ -97,28 +98,39 @@ def test_kernel_size_and_block_dropout_take_one_value_per_block():
             "version": 1,
             "model": {
                 "blocks": {"int": [1, 3]},
+                "convs_per_block": [1, 2, {"int": [2, 3]}],  # VGG's rising depth
                 "kernel_size": [{"choice": [3, 5]}, 3, {"choice": [1, 3]}],
                 "block_dropout": [0.2, {"float": [0.2, 0.4], "step": 0.1}, 0.4],
             },
         }
     )
     params = {p.name: p for p in parameters(spec)}
-    assert [name for name in params if name != "blocks"] == ["kernel_size_1", "kernel_size_3", "block_dropout_2"]
+    assert [name for name in params if name != "blocks"] == ["convs_per_block_3", "kernel_size_1", "kernel_size_3", "block_dropout_2"]
+    assert params["convs_per_block_3"].description == "Convolution layers of block 3."
     assert params["kernel_size_1"].condition is None and params["kernel_size_3"].condition.describe() == "blocks in {3}"
     assert params["block_dropout_2"].condition.describe() == "blocks in {2, 3}"
     assert (params["kernel_size_3"].description, params["block_dropout_2"].description) == ("Kernel side of block 3.", "Dropout rate at the end of block 2.")
-    assert count_configurations(list(params.values())) == 2 + 2 * 3 + 2 * 3 * 2
+    assert count_configurations(list(params.values())) == 2 + 2 * 3 + 2 * 3 * 2 * 2
 
-    values = {"blocks": 3, "kernel_size_1": 5, "kernel_size_3": 1, "block_dropout_2": 0.3}
+    values = {"blocks": 3, "convs_per_block_3": 3, "kernel_size_1": 5, "kernel_size_3": 1, "block_dropout_2": 0.3}
     config = resolve(spec, values)
-    assert (config.kernel_size, config.block_dropout) == ((5, 3, 1), (0.2, 0.3, 0.4))
+    assert (config.convs_per_block, config.kernel_size, config.block_dropout) == ((1, 2, 3), (5, 3, 1), (0.2, 0.3, 0.4))
     model = build_model(config, (16, 16, 1), 10)
-    assert [model.get_layer(f"block{b}_conv1").kernel.shape[:2] for b in (1, 2, 3)] == [(5, 5), (3, 3), (1, 1)]
+    convolutions = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert [(layer.name, layer.kernel.shape[0]) for layer in convolutions] == [
+        ("block1_conv1", 5),
+        ("block2_conv1", 3),
+        ("block2_conv2", 3),
+        ("block3_conv1", 1),
+        ("block3_conv2", 1),
+        ("block3_conv3", 1),
+    ]
     assert [model.get_layer(f"block{b}_dropout").rate for b in (1, 2, 3)] == [0.2, 0.3, 0.4]
+    assert count_params(config, (16, 16, 1), 10) == model.count_params()
 
     two_blocks = fixed_spec(spec, {"blocks": 2, "kernel_size_1": 3, "block_dropout_2": 0.2}, epochs=3)["model"]
-    assert (two_blocks["blocks"], two_blocks["kernel_size"], two_blocks["block_dropout"]) == (2, [3, 3], [0.2, 0.2])
-    assert resolve(load_spec({"version": 1, "model": two_blocks}), {}).kernel_size == (3, 3)
+    assert (two_blocks["blocks"], two_blocks["convs_per_block"], two_blocks["kernel_size"], two_blocks["block_dropout"]) == (2, [1, 2], [3, 3], [0.2, 0.2])
+    assert resolve(load_spec({"version": 1, "model": two_blocks}), {}).convs_per_block == (1, 2)
 
 
 def test_growth_factor_filters():

@@ -25,7 +25,7 @@ def feature_maps(
     h, w = input_hw
     sizes: list[tuple[int, int]] = []
     for block in range(config.blocks):
-        for conv in range(config.convs_per_block):
+        for conv in range(config.convs_per_block[block]):
             kernel, strides = config.convolution(block, conv)
             if config.padding == "valid":
                 if h < kernel or w < kernel:
@@ -50,7 +50,7 @@ def count_params(config: TrialConfig, input_shape: tuple[int, int, int], num_cla
     total = 0
     for block in range(config.blocks):
         filters = config.filters[block]
-        for conv in range(config.convs_per_block):
+        for conv in range(config.convs_per_block[block]):
             kernel, _ = config.convolution(block, conv)
             total += kernel**2 * channels * filters
             total += 4 * filters if config.batch_norm else filters
@@ -69,8 +69,9 @@ def multiply_adds(config: TrialConfig, input_shape: tuple[int, int, int], num_cl
     convolutions: list[tuple[int, int, int]] = []
     sizes, _ = feature_maps(config, input_shape[:2], convolutions)
     channels, total = input_shape[2], 0
-    for index, (kernel, h, w) in enumerate(convolutions):
-        filters = config.filters[index // config.convs_per_block]
+    blocks = [block for block in range(config.blocks) for _ in range(config.convs_per_block[block])]
+    for block, (kernel, h, w) in zip(blocks, convolutions):
+        filters = config.filters[block]
         total += kernel * kernel * channels * filters * h * w
         channels = filters
     h, w = sizes[-1] if sizes else input_shape[:2]

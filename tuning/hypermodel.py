@@ -31,7 +31,7 @@ def build_model(
     for layer in augmentation_layers(config.augment):
         x = layer(x)
     for block in range(config.blocks):
-        for conv in range(config.convs_per_block):
+        for conv in range(config.convs_per_block[block]):
             name = f"block{block + 1}_conv{conv + 1}"
             kernel, strides = config.convolution(block, conv)
             x = layers.Conv2D(config.filters[block], kernel, strides=strides, padding=config.padding, use_bias=not config.batch_norm, name=name)(x)

@@ -83,7 +83,7 @@ class Param:
 
 
 # Settings that take one value per block as a list, drawn as `NAME_1`, `NAME_2`...: what each value is.
-PER_BLOCK = {"filters": "Filters", "kernel_size": "Kernel side", "block_dropout": "Dropout rate at the end"}
+PER_BLOCK = {"convs_per_block": "Convolution layers", "filters": "Filters", "kernel_size": "Kernel side", "block_dropout": "Dropout rate at the end"}
 
 
 def base_name(name: str) -> str:
@@ -122,8 +122,8 @@ class TrialConfig:
     """Every value needed to build and train one model, constants and tuned values alike."""
 
     blocks: int
-    convs_per_block: int
-    filters: tuple[int, ...]  # per block, like kernel_size and block_dropout
+    convs_per_block: tuple[int, ...]  # per block, like filters, kernel_size and block_dropout
+    filters: tuple[int, ...]
     kernel_size: tuple[int, ...]
     padding: str
     activation: str
@@ -178,7 +178,6 @@ def parameters(spec: Any) -> list[Param]:
 
     add("blocks", ("model", "blocks"), model.blocks)
     convolving = _when(model.blocks, "blocks", lambda b: b > 0)  # with 0 blocks (a dense-only baseline) these do nothing
-    add("convs_per_block", ("model", "convs_per_block"), model.convs_per_block, convolving)
 
     def add_per_block(name: str) -> None:
         value = getattr(model, name)
@@ -191,6 +190,7 @@ def parameters(spec: Any) -> list[Param]:
             condition = Condition("blocks", needed) if is_domain(model.blocks) and len(needed) < len(block_values) else None
             add(f"{name}_{index + 1}", ("model", name, index), item, condition)
 
+    add_per_block("convs_per_block")
     add_per_block("filters")
     if not isinstance(model.filters, list):
         add("filters_growth", ("model", "filters_growth"), model.filters_growth, convolving)
@@ -346,7 +346,7 @@ def resolve(spec: Any, values: dict[str, Any]) -> TrialConfig:
         augment = Augmentation(str(ops.pop("flip")), **{op: float(v) for op, v in ops.items()})
     return TrialConfig(
         blocks=blocks,
-        convs_per_block=int(get("convs_per_block", model.convs_per_block)),
+        convs_per_block=per_block("convs_per_block", int),
         filters=filters,
         kernel_size=per_block("kernel_size", int),
         padding=str(get("padding", model.padding)),

@@ -84,7 +84,7 @@ class ModelSpec(Frozen):
     """The CNN family: conv blocks, then a head of optional dense layers and a softmax."""
 
     blocks: Tunable(Annotated[int, Field(ge=0, le=8)], ranges="int") = 2  # 0: a dense-only baseline
-    convs_per_block: Tunable(Annotated[int, Field(ge=1, le=4)], ranges="int") = 1
+    convs_per_block: PerBlock(Tunable(Annotated[int, Field(ge=1, le=4)], ranges="int")) = 1
     filters: PerBlock(Tunable(PosInt, ranges="int")) = 32  # one base value (times filters_growth per block) or a list
     filters_growth: Tunable(Growth, ranges="float") = 2.0
     kernel_size: PerBlock(Tunable(Annotated[int, Field(ge=1, le=11)], ranges="int")) = 3
