@@ -21,6 +21,7 @@ def test_exported_names_are_pinned():
             "open_run",
             "plan",
             "search",
+            "train",
         ]
     )
     for name in tuning.__all__:
@@ -34,5 +35,5 @@ def test_api_functions_survive_importing_every_module():
     for module in pkgutil.iter_modules(tuning.__path__):
         if module.name != "__main__":
             importlib.import_module(f"tuning.{module.name}")
-    assert callable(tuning.plan) and callable(tuning.search) and callable(tuning.open_run) and callable(tuning.estimate)
+    assert callable(tuning.plan) and callable(tuning.search) and callable(tuning.open_run) and callable(tuning.estimate) and callable(tuning.train)
     assert tuning.plan({"version": 1, "training": {"learning_rate": {"float": [1e-4, 1e-2], "log": True}}}).total_trials == 23

@@ -110,7 +110,7 @@ def test_best_config_validates_and_train_rebuilds_the_same_model(exported, tmp_p
     assert main(["validate", str(paths["config"])]) == 0
     assert "Search space: 0 hyperparameters" in capsys.readouterr().out
     assert main(["train", str(paths["config"]), "--out", str(tmp_path), "--quiet"]) == 0
-    retrained = keras.saving.load_model(tmp_path / "best_config" / "best_model.keras", safe_mode=True)
+    retrained = keras.saving.load_model(tmp_path / f"export-trial{paths['keras'].parent.name}" / "best_model.keras", safe_mode=True)
     original = keras.saving.load_model(paths["keras"], safe_mode=True)
     assert [type(layer).__name__ for layer in retrained.layers] == [type(layer).__name__ for layer in original.layers]
     assert retrained.count_params() == original.count_params()
@@ -121,6 +121,32 @@ def test_train_refuses_a_spec_with_tuned_values(tmp_path, capsys):
 
     assert main(["train", str(write_spec(tmp_path, tiny()))]) == 2
     assert "needs every value fixed, but these are tuned: blocks, filters, learning_rate" in capsys.readouterr().err
+
+
+def test_a_run_searched_on_arrays_exports_with_its_own_test_metrics(tmp_path, capsys):
+    """The spec's source (digits, by default) is not what such a run trained on: export must not reload it."""
+    from sklearn.datasets import load_digits
+
+    import tuning
+
+    digits = load_digits()
+    x = np.repeat((digits.images[:400] * 15).astype("uint8")[..., None], 3, axis=-1)  # 8x8x3: digits' own shape is 8x8x1
+    y = digits.target[:400]
+    run = search(tiny(search={"max_epochs": 2, "max_trials": 2}), name="arrays", out=tmp_path, data=(x, y), quiet=True)
+    paths = run.export(formats="keras")
+    card = json.loads(paths["card_json"].read_text())
+    assert (card["data_source"], card["test_metrics"]) == ("arrays", run.best["test"])
+    config = paths["config"].read_text()
+    assert config.startswith("# This run was searched on arrays") and f"name: arrays-trial{run.best['trial_id']}" in config
+
+    assert main(["export", str(run.path), "--retrain", "--format", "keras", "--out", str(tmp_path / "cli")]) == 2
+    assert "was searched on arrays passed to tuning.search(data=...)" in capsys.readouterr().err
+
+    again = run.export(formats=["keras"], out=tmp_path / "again", retrain=True, data=(x, y))
+    card = json.loads(again["card_json"].read_text())
+    assert card["model_source"].startswith("retrained") and 0 <= card["test_metrics"]["accuracy"] <= 1
+    trained = tuning.train(paths["config"], out=tmp_path, data=(x, y), quiet=True)
+    assert trained.path.name == f"arrays-trial{run.best['trial_id']}" and trained.best["test"]["accuracy"] > 0.3
 
 
 def test_retrain_on_train_and_validation(exported, tmp_path):
@@ -204,7 +230,7 @@ def test_a_run_on_a_relative_folder_exports_and_retrains_from_anywhere(tmp_path,
     assert card["preprocessing"].startswith("inside the model: Rescaling(1/255); feed raw images of shape [16, 16, 3]")
     monkeypatch.chdir(config.parent)
     assert main(["train", "best_config.yaml", "--out", str(tmp_path / "trained"), "--quiet"]) == 0
-    assert json.loads((tmp_path / "trained" / "best_config" / "run.json").read_text())["data"]["classes"] == ["cat", "dog", "fox"]
+    assert json.loads(next((tmp_path / "trained").glob("spec-trial*/run.json")).read_text())["data"]["classes"] == ["cat", "dog", "fox"]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import DataError, Problem, RunError, SearchAborted, SpecError, TuningError
-from .runner import search
+from .runner import search, train
 from .spec import SearchSpec, load_spec
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ __all__ = [
     "open_run",
     "plan",
     "search",
+    "train",
 ]
 
 

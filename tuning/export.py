@@ -45,7 +45,7 @@ def fixed_spec(spec: SearchSpec, values: dict[str, Any], epochs: int, base_dir: 
             data["model"][name] = values[: config.blocks] if config.blocks else values[0]
     data["search"] = {**data["search"], "algorithm": "random", "max_trials": 1, "max_epochs": max(1, epochs)}
     data["search"].pop("time_budget", None)
-    data.pop("name", None)
+    data.pop("name", None)  # the caller names the one-trial run
     return data
 
 
@@ -67,6 +67,8 @@ class TrialModel:
         self.data_dir = data_dir(manifest)
         self.data = manifest["data"]
         self.config = resolve(self.spec, self.record.values)
+        # `tuning.search(spec, data=(x, y))` records its data's origin as "arrays": the spec's source is not what it trained on.
+        self.searched_on_arrays = self.data.get("origin") == "arrays"
 
     @property
     def checkpoint(self) -> Path:
@@ -112,16 +114,22 @@ def export(
     run_dir: str | Path,
     *,
     trial: str | None = None,
-    formats: Sequence[str] = FORMATS,
+    formats: str | Sequence[str] = FORMATS,
     out: str | Path | None = None,
     retrain: bool = False,
     quantize: bool = False,
+    data: Sequence[np.ndarray] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Write the chosen trial's model in `formats`, its model card and `best_config.yaml`; return the paths.
+
+    A run searched on arrays (`tuning.search(spec, data=...)`) keeps no copy of them: pass the same `data`
+    (and `class_names`) to test or retrain the model; without them the card keeps the search's test metrics.
 
     Example:
         >>> paths = export("reports/digits", formats=["keras", "tflite"])
     """
+    formats = [formats] if isinstance(formats, str) else list(formats)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise RunError(f"unknown export format {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
@@ -130,8 +138,22 @@ def export(
     quiet_logs()
     chosen = TrialModel(Run(run_dir), trial)
     out_dir = Path(out) if out else chosen.run.path / "export" / chosen.record.trial_id
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"--out {out_dir} is a file; give a folder (it is created if missing) for the exported model and its card")
     out_dir.mkdir(parents=True, exist_ok=True)
-    dataset = _load_data(chosen) if retrain else _try_load(chosen)
+    if chosen.searched_on_arrays and data is None and retrain:
+        raise RunError(
+            f"{chosen.run.path} was searched on arrays passed to tuning.search(data=...), which a run does not keep, so --retrain has "
+            "nothing to train on; from Python, pass the same arrays: tuning.export(run, retrain=True, data=(x_train, y_train, ...))"
+        )
+    if data is not None:
+        from .data import load_data
+
+        dataset = load_data(chosen.spec.data, chosen.data_dir, seed=chosen.spec.search.seed, arrays=data, class_names=class_names)
+    elif chosen.searched_on_arrays:
+        dataset = None  # the card keeps the search's own test metrics
+    else:
+        dataset = _load_data(chosen) if retrain else _try_load(chosen)
     if retrain:
         model = chosen.retrain(dataset)
         source = f"retrained on train + validation for {chosen.record.best_epoch} epochs (seed {chosen.spec.search.seed})"
@@ -146,10 +168,15 @@ def export(
     card = _model_card(chosen, source, test, sorted(paths))
     write_json(out_dir / "model_card.json", card)
     write_atomic(out_dir / "model_card.md", _card_markdown(card))
-    write_atomic(
-        out_dir / "best_config.yaml",
-        yaml.safe_dump(fixed_spec(chosen.spec, chosen.record.values, int(chosen.record.best_epoch or 1), chosen.data_dir), sort_keys=False),
-    )
+    config = fixed_spec(chosen.spec, chosen.record.values, int(chosen.record.best_epoch or 1), chosen.data_dir)
+    config = {"version": config.pop("version"), "name": f"{chosen.run.manifest['name']}-trial{chosen.record.trial_id}", **config}
+    note = ""
+    if chosen.searched_on_arrays:
+        note = (
+            "# This run was searched on arrays passed to tuning.search(data=...): the data section below is the spec's, not\n"
+            "# those arrays. Train this configuration on them from Python: tuning.train(this_file, data=(x_train, y_train, ...))\n"
+        )
+    write_atomic(out_dir / "best_config.yaml", note + yaml.safe_dump(config, sort_keys=False))
     paths.update(card=out_dir / "model_card.md", card_json=out_dir / "model_card.json", config=out_dir / "best_config.yaml")
     return paths
 

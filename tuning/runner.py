@@ -324,9 +324,22 @@ def _graceful_stop(stop: Any, quiet: bool) -> Iterator[None]:
 
 
 def train(
-    spec: str | Path | Mapping[str, Any] | SearchSpec, *, name: str | None = None, out: str | Path | None = None, overwrite: bool = False, quiet: bool = False
+    spec: str | Path | Mapping[str, Any] | SearchSpec,
+    *,
+    name: str | None = None,
+    out: str | Path | None = None,
+    data: Sequence[np.ndarray] | None = None,
+    class_names: Sequence[str] | None = None,
+    overwrite: bool = False,
+    quiet: bool = False,
 ) -> Any:
-    """Train one fixed configuration (such as an exported `best_config.yaml`): a one-trial run, same outputs."""
+    """Train one fixed configuration (such as an exported `best_config.yaml`): a one-trial run, same outputs.
+
+    `data` and `class_names` replace the spec's data, as for `search`.
+
+    Example:
+        >>> run = tuning.train("reports/digits/export/3/best_config.yaml")
+    """
     spec = load_spec(spec)
     tunable = [p.name for p in the_params(spec)]
     if tunable:
@@ -339,13 +352,13 @@ def train(
                 )
             ]
         )
-    data = spec.to_dict()
-    data["search"] = {**data["search"], "algorithm": "random", "max_trials": 1}
-    fixed = load_spec(data)
+    one_trial = spec.to_dict()
+    one_trial["search"] = {**one_trial["search"], "algorithm": "random", "max_trials": 1}
+    fixed = load_spec(one_trial)
     fixed._file, fixed._text = spec.file, spec.text
     if name is None and spec.name is None and spec.file:
         name = Path(spec.file).stem
-    return search(fixed, name=name, out=out, overwrite=overwrite, quiet=quiet)
+    return search(fixed, name=name, out=out, data=data, class_names=class_names, overwrite=overwrite, quiet=quiet)
 
 
 class Events:
