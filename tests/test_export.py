@@ -141,6 +141,9 @@ def test_a_run_searched_on_arrays_exports_with_its_own_test_metrics(tmp_path, ca
 
     assert main(["export", str(run.path), "--retrain", "--format", "keras", "--out", str(tmp_path / "cli")]) == 2
     assert "was searched on arrays passed to tuning.search(data=...)" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert main(["export", str(run.path), "--format", "keras", "--out", str(tmp_path / "a_file")]) == 2
+    assert "a_file is a file; give a folder" in capsys.readouterr().err
 
     again = run.export(formats=["keras"], out=tmp_path / "again", retrain=True, data=(x, y))
     card = json.loads(again["card_json"].read_text())

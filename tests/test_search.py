@@ -401,6 +401,41 @@ def test_interrupted_search_resumes_where_it_stopped(tmp_path):
         assert len(acc.Tensors(metadata.SESSION_START_INFO_TAG)) == 1 and len(acc.Tensors(metadata.SESSION_END_INFO_TAG)) == 1
 
 
+def test_ctrl_c_while_the_results_are_written(tmp_path, monkeypatch, capsys):
+    """A first Ctrl-C after the last trial lets the tables, best model and reports be written; a second stops
+    at once, and then run.json must not claim a finished search: the same command writes the results."""
+    import tuning.report
+
+    build_report = tuning.report.build_report
+
+    def interrupted_once(run_dir, **options):
+        os.kill(os.getpid(), signal.SIGINT)  # the handler defers it: the writing goes on
+        return build_report(run_dir, **options)
+
+    monkeypatch.setattr(tuning.report, "build_report", interrupted_once)
+    run = search(tiny(search={"max_epochs": 2, "max_trials": 2}), name="first", out=tmp_path, quiet=False)
+    assert "writing the results first (Ctrl-C again to stop now" in capsys.readouterr().err
+    assert run.status == "finished" and "test" in run.best and (run.path / "report.html").exists() and (run.path / "trials.csv").exists()
+
+    def interrupted_twice(run_dir, **options):
+        raise KeyboardInterrupt  # as the second Ctrl-C does
+
+    monkeypatch.setattr(tuning.report, "build_report", interrupted_twice)
+    spec = tiny(search={"max_epochs": 2, "max_trials": 2})
+    with pytest.raises(KeyboardInterrupt):
+        search(spec, name="second", out=tmp_path, quiet=True)
+    stopped = open_run(tmp_path / "second")
+    assert (stopped.status, stopped.manifest["stop_reason"]) == (
+        "interrupted",
+        "interrupted while writing the results: run the same command again to write them",
+    )
+    assert not (stopped.path / "report.html").exists()
+
+    monkeypatch.setattr(tuning.report, "build_report", build_report)
+    again = search(spec, name="second", out=tmp_path, quiet=True)
+    assert again.status == "finished" and (again.path / "report.html").exists() and "test" in again.best
+
+
 def test_the_command_exits_with_mains_code_and_without_final_collections(monkeypatch, capsys):
     """The `tuning` executable freezes what exists before exiting (Python's final collections over
     TensorFlow's objects took 1.4 s of every command) and exits with `main`'s code; output comes first."""

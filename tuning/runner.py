@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -250,7 +251,13 @@ def _search_locked(
         events.close()
         elapsed = elapsed_before + time.time() - started
         store.update_manifest(status=status, stop_reason=stop_reason, elapsed_s=round(elapsed, 3))
-        _finish(store, spec, tuner, dataset)
+        writing = types.SimpleNamespace(requested=False)
+        try:
+            with _graceful_stop(writing, quiet, "writing the results first (Ctrl-C again to stop now; the same command writes them later)"):
+                _finish(store, spec, tuner, dataset)
+        except KeyboardInterrupt:
+            store.update_manifest(status="interrupted", stop_reason="interrupted while writing the results: run the same command again to write them")
+            raise
     if error is not None:
         raise error
     return Run(run_dir)
@@ -299,8 +306,9 @@ def _serve_workers(tuner: Any, store: RunStore, view: Any, parallel: dict[str, A
 
 
 @contextlib.contextmanager
-def _graceful_stop(stop: Any, quiet: bool) -> Iterator[None]:
-    """First Ctrl-C or SIGTERM: finish the current epoch, then stop; a second Ctrl-C stops at once.
+def _graceful_stop(stop: Any, quiet: bool, notice: str = "stopping after the current epoch (Ctrl-C again to stop now)") -> Iterator[None]:
+    """First Ctrl-C or SIGTERM: finish the current epoch (or the results being written), then stop; a second
+    Ctrl-C stops at once.
 
     Either way every finished trial is already on disk; the interrupted one runs again on resume.
     """
@@ -313,7 +321,7 @@ def _graceful_stop(stop: Any, quiet: bool) -> Iterator[None]:
             raise KeyboardInterrupt
         stop.requested = True
         if not quiet:
-            print("\nstopping after the current epoch (Ctrl-C again to stop now)", file=sys.stderr, flush=True)
+            print(f"\n{notice}", file=sys.stderr, flush=True)
 
     previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
