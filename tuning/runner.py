@@ -114,8 +114,12 @@ def search(
         raise RunError(f"--workers takes a number of worker processes (0 runs trials in this process), not {workers}")
     if workers and data is not None:
         raise RunError("worker processes load the data from the spec; arrays passed as `data=` need workers=0")
-    if extend and (overwrite or not store.exists()):
-        raise RunError(f"--extend adds iterations to an existing search, and {store.dir} has none{' (or --overwrite deletes it)' if overwrite else ''}")
+    if extend and overwrite:
+        raise RunError(f"--extend adds iterations to the search in {store.dir}, which --overwrite would delete first; use one of them")
+    if extend and not store.exists():
+        raise RunError(f"--extend adds iterations to an existing search, and {store.dir} has none; run the search first")
+    if data is not None and not isinstance(data, (tuple, list)):
+        raise DataError(f"data: expected a tuple of numpy arrays, (x_train, y_train) or (x_train, y_train, x_test, y_test); received a {type(data).__name__}")
     iterations = spec.search.iterations
     if store.exists() and not overwrite:
         iterations = max(iterations, int(store.read_manifest().get("iterations", iterations))) + extend
