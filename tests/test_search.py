@@ -308,6 +308,27 @@ def test_nan_loss_is_diverged_and_does_not_stop_the_search(tmp_path, capfd):
     assert "Traceback" not in printed.err and "Invalid loss" not in printed.out
 
 
+def test_a_short_hyperband_search_says_what_would_fill_it():
+    """`--retry-failed` is advised only for failed trials it would run again; diverged ones need a narrower space."""
+    from types import SimpleNamespace
+
+    from tuning.planner import plan
+    from tuning.runner import _stop_reason
+
+    spec = load_spec(tiny())
+    the_plan = plan(spec)
+
+    def reason(*statuses: str) -> str:
+        trials = [SimpleNamespace(trial_id=f"{i:04d}", status=status) for i, status in enumerate(statuses)]
+        return _stop_reason(spec, the_plan, SimpleNamespace(read_trials=lambda: trials))
+
+    diverged = reason("completed", "diverged", "completed")
+    assert "and 1 diverged, so later rounds had too few" in diverged and "--retry-failed" not in diverged
+    assert "narrower learning_rate range" in diverged
+    both = reason("failed", "diverged", "completed")
+    assert "1 failed and 1 diverged" in both and "`--retry-failed` runs the failed ones again; a diverged trial's loss" in both
+
+
 def pd_isna(value) -> bool:
     import pandas as pd
 

@@ -506,11 +506,17 @@ def _stop_reason(spec: SearchSpec, the_plan: Plan, store: RunStore) -> str:
     if spec.search.max_trials and len(trials) >= spec.search.max_trials:
         return f"max_trials = {spec.search.max_trials} reached"
     if len(trials) < the_plan.total_trials:
-        unpromotable = [r for r in trials if r.status in ("failed", "diverged", "out_of_memory")]
-        if unpromotable and spec.search.algorithm == "hyperband":
+        failed = sum(r.status in ("failed", "out_of_memory") for r in trials)
+        diverged = sum(r.status == "diverged" for r in trials)
+        if (failed or diverged) and spec.search.algorithm == "hyperband":
+            what = " and ".join(f"{n} {word}" for n, word in ((failed, "failed"), (diverged, "diverged")) if n)
+            advice = [
+                "`--retry-failed` runs the failed ones again" if failed else "",
+                "a diverged trial's loss became NaN or infinite: a narrower learning_rate range keeps them from it" if diverged else "",
+            ]
             return (
                 f"{len(trials)} of {the_plan.total_trials} planned trials: Hyperband promotes only completed trials, and "
-                f"{len(unpromotable)} failed or diverged, so later rounds had too few to choose from (`--retry-failed` runs the failed ones again)"
+                f"{what}, so later rounds had too few to choose from ({'; '.join(a for a in advice if a)})"
             )
         return f"the space ran out of new configurations after {len(trials)} of {the_plan.total_trials} planned trials"
     return "plan complete"
