@@ -166,6 +166,17 @@ def test_changed_spec_is_refused(finished, capsys):
     assert "--overwrite" in err and "Traceback" not in err
 
 
+def test_an_edited_description_still_resumes(finished, tmp_path, capsys):
+    spec, run_dir = finished
+    shutil.copytree(run_dir, tmp_path / run_dir.name)
+    edited = tmp_path / spec.name
+    edited.write_text(spec.read_text() + "description: the same search, described better\n")
+    before = {p.name: p.read_text() for p in (tmp_path / run_dir.name / "trials").glob("*.json")}
+    assert main(["search", str(edited), "--out", str(tmp_path), "--quiet"]) == 0
+    assert {p.name: p.read_text() for p in (tmp_path / run_dir.name / "trials").glob("*.json")} == before
+    assert json.loads((tmp_path / run_dir.name / "run.json").read_text())["spec"]["description"] == "the same search, described better"
+
+
 def test_a_run_begun_before_a_setting_existed_resumes_with_its_default(finished, tmp_path, capsys):
     """A run written by an earlier version lacks settings added since; at their defaults they are no change."""
     spec, run_dir = finished

@@ -407,7 +407,7 @@ def _prepare_directory(store: RunStore, spec: SearchSpec, overwrite: bool) -> bo
         stored = {"hash": manifest.get("spec_hash"), "spec": manifest.get("spec", {})}
         if stored["hash"] != spec.spec_hash():
             stored = _revalidated(stored["spec"]) or stored
-        if stored["hash"] != spec.spec_hash():
+        if stored["hash"] != spec.spec_hash() and _without_free_text(stored["spec"]) != _without_free_text(spec.to_dict()):
             changes = _spec_changes(stored["spec"], spec.to_dict())
             raise RunError(
                 f"{store.dir} was started with a different spec ({'; '.join(changes[:6]) or 'content differs'}). "
@@ -417,6 +417,11 @@ def _prepare_directory(store: RunStore, spec: SearchSpec, overwrite: bool) -> bo
     if store.dir.exists() and any(p.name != ".lock" for p in store.dir.iterdir()):
         raise RunError(f"{store.dir} exists and is not a tuning run (no run.json). Pick another --name or --out")
     return False
+
+
+def _without_free_text(spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec less its `description`: editing that text changes no trial, so a run still resumes."""
+    return {key: value for key, value in spec.items() if key != "description"}
 
 
 def _revalidated(stored: Any) -> dict[str, Any]:
