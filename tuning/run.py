@@ -104,6 +104,9 @@ class Run:
         `best_model.keras` once the search has evaluated it; before (a search killed mid-way), the leader's
         checkpoint.
         """
+        from .runtime import quiet_logs
+
+        quiet_logs()  # no TensorFlow start-up chatter in a notebook
         import keras
 
         best = self.best
