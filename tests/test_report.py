@@ -186,6 +186,35 @@ def test_the_test_samples_are_the_best_models_predictions(finished):
     np.testing.assert_array_equal(np.asarray(model.predict(images, verbose=0)).argmax(axis=1), predicted)
 
 
+def test_the_best_models_layer_summary_is_whole_in_both_reports(finished):
+    import keras
+
+    model = keras.saving.load_model(finished.path / "best_model.keras", safe_mode=True)
+    summary = json.loads((finished.path / "best" / "analysis.json").read_text())["summary"]
+    assert summary[1].split() == ["Layer", "(type)", "Output", "Shape", "Param", "#"]
+    rows = {line.split()[0]: line for line in summary[3:-4]}
+    assert list(rows) == [layer.name for layer in model.layers]
+    for layer in model.layers:  # every row ends in the layer's parameter count, nothing cropped
+        assert rows[layer.name].endswith(f" {layer.count_params():,}")
+    assert f"Total params: {model.count_params():,}" in summary
+    assert all(line.isascii() for line in summary)  # no box drawing: plain text in Markdown and HTML alike
+    assert "\n".join(summary) in (finished.path / "report.md").read_text()
+    page = (finished.path / "report.html").read_text()
+    assert "probabilities (Dense)" in page and f"Total params: {model.count_params():,}" in page
+
+
+def test_trials_csv_writes_whole_number_hyperparameters_as_integers(tmp_path, capsys):
+    """A conditional integer (dense_units only with a dense layer) is blank where inactive, never `32.0`."""
+    spec = tiny(
+        model={"blocks": 1, "filters": 8, "dense_layers": {"int": [0, 1]}, "dense_units": {"choice": [16, 32]}},
+        training={"learning_rate": 0.01, "batch_size": 64},
+        search={"algorithm": "grid", "max_epochs": 1, "seed": 0},
+    )
+    assert main(["search", str(write_spec(tmp_path, spec, "grid.yaml")), "--out", str(tmp_path), "--quiet"]) == 0
+    rows = read_csv(tmp_path / "grid" / "trials.csv")
+    assert sorted((r["dense_layers"], r["dense_units"]) for r in rows) == [("0", ""), ("1", "16"), ("1", "32")]
+
+
 def test_a_search_with_augmentation_shows_what_its_layers_do(tmp_path):
     run = search(tiny(model={"blocks": 1, "filters": {"choice": [8, 16]}, "augment": {"rotation": 0.2, "contrast": 0.5}}), name="aug", out=tmp_path, quiet=True)
     with np.load(run.path / "best" / "analysis.npz") as arrays:

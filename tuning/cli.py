@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 from .errors import TuningError
 
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what the shell reports for `cat`, `grep` or `git` when the reader stops early
 
 
 def entry_point() -> NoReturn:
@@ -30,7 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the exit's own flush where it could not be caught
+        return code
     except TuningError as exc:
         if args.debug:
             raise
@@ -39,6 +42,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """The reader of our output went away (`tuning evaluate ... | head -3`): what it read is all it wanted, so
+    exit quietly, with the shell's code for a writer stopped by a closed pipe (141), as coreutils and git do.
+    The rest of stdout goes to the null device, or Python's final flush would raise again at exit."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # a stdout without a file descriptor (replaced in-process): nothing to redirect
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def _parser() -> argparse.ArgumentParser:

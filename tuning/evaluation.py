@@ -24,6 +24,31 @@ AUGMENTED_DRAWS = 8
 MAX_PCA_POINTS = 2000
 
 
+def layer_summary(model: Any) -> list[str]:
+    """The model's layers as plain-text lines (name and type, output shape, parameters, then the totals) for the
+    reports. Keras' own `model.summary` draws a box table as wide as the terminal and crops what does not fit
+    (with no terminal, at 80 columns: the parameter column was lost); these lines fit any width and read the
+    same in Markdown and HTML."""
+    rows = [["Layer (type)", "Output Shape", "Param #"]]
+    rows += [[f"{layer.name} ({type(layer).__name__})", _output_shape(layer), f"{layer.count_params():,}"] for layer in model.layers]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    rule = "  ".join("-" * width for width in widths)
+    table = [f"{name:<{widths[0]}}  {shape:<{widths[1]}}  {params:>{widths[2]}}" for name, shape, params in rows]
+    total = int(model.count_params())
+    trainable = sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+    totals = [f"Total params: {total:,}", f"Trainable params: {trainable:,}", f"Non-trainable params: {total - trainable:,}"]
+    return [f'Model: "{model.name}"', table[0], rule, *table[1:], rule, *totals]
+
+
+def _output_shape(layer: Any) -> str:
+    try:
+        output = layer.output
+    except (AttributeError, ValueError):  # a layer never called in a graph has no symbolic output
+        return "?"
+    outputs = output if isinstance(output, (list, tuple)) else [output]
+    return ", ".join(str(tuple(o.shape)) for o in outputs)
+
+
 def per_class_metrics(confusion: np.ndarray) -> dict[str, list[float]]:
     """Precision, recall and F1 per class from a confusion matrix (rows: true, columns: predicted)."""
     tp = np.diag(confusion).astype(float)
@@ -102,8 +127,7 @@ def analyze_best(model: keras.Model, x_test: np.ndarray, y_test: np.ndarray, cla
         print(f"warning: no augmentation preview ({type(exc).__name__}: {exc})", file=sys.stderr)
         augmented = None
 
-    lines: list[str] = []
-    model.summary(print_fn=lambda line, *args, **kwargs: lines.append(line), line_length=100)
+    lines = layer_summary(model)
     arrays: dict[str, Any] = {
         "misclassified_images": np.asarray(x_test[wrong]),
         "misclassified_true": y_test[wrong],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ def load_predictor(path: str | Path) -> Predictor:
     card_path = (path if path.is_dir() else path.parent) / "model_card.json"
     if not card_path.exists() and path.is_dir():
         card_path = path.parent / "model_card.json"
-    card = json.loads(card_path.read_text()) if card_path.exists() else None
+    card = _read_card(card_path) if card_path.exists() else None
     if card is None and path.suffix == ".keras" and (path.parent / "run.json").exists():
         card = _card_from_run(path.parent / "run.json")  # a run's own best_model.keras: its classes are in run.json
     if path.suffix == ".keras":
@@ -71,10 +72,48 @@ def load_predictor(path: str | Path) -> Predictor:
         fn = functools.partial(export_tf.savedmodel_predict if path.is_dir() else export_tf.tflite_predict, path)
     else:
         raise RunError(f"{path}: unknown model format; expected model.keras, a SavedModel folder (with saved_model.pb) or a .tflite file")
+    if card is None:
+        # Without a card a model that trained on 0-16 digits gets 0-255 pixels and saturates: say what is assumed.
+        print(
+            f"warning: no model_card.json beside {path}: assuming images of 0-255 (uint8) and classes named by their index "
+            f"(0-{classes - 1}); keep the model_card.json that `tuning export` writes beside the model to use its value range and class names",
+            file=sys.stderr,
+        )
+    elif len(card["class_names"]) != classes:
+        raise RunError(f"{card_path}: class_names has {len(card['class_names'])} names, but {path} outputs {classes} classes; is it this model's card?")
     names = card["class_names"] if card else [str(i) for i in range(classes)]
     dtype = card["input"]["dtype"] if card else "uint8"
     value_max = float(card["input"].get("value_max", 255.0)) if card else 255.0
     return Predictor(fn, shape, dtype, value_max, names, model if path.suffix == ".keras" else None)  # type: ignore[arg-type]
+
+
+def _read_card(path: Path) -> dict[str, Any]:
+    """The model card `tuning export` wrote, checked for what predicting needs (a damaged one would mislabel silently)."""
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RunError(
+            f"{path}: not a readable model card ({type(exc).__name__}: {exc}); it should be the JSON `tuning export` writes beside the model "
+            "(class_names, input shape, dtype and value range): export the model again, or remove the file to predict with class indices on 0-255 images"
+        ) from None
+    entry = card.get("input") if isinstance(card, dict) else None
+    problems = []
+    if not isinstance(card, dict) or not isinstance(card.get("class_names"), list) or not all(isinstance(n, str) for n in card["class_names"]):
+        problems.append("class_names: expected a list of class names")
+    if not isinstance(entry, dict):
+        problems.append("input: expected {shape, dtype, value_max}")
+    else:
+        shape = entry.get("shape")
+        if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+            problems.append(f"input.shape: expected [height, width, channels]. Received: {shape!r}")
+        if not isinstance(entry.get("dtype"), str):
+            problems.append(f"input.dtype: expected a dtype name such as 'uint8'. Received: {entry.get('dtype')!r}")
+        value_max = entry.get("value_max", 255.0)
+        if isinstance(value_max, bool) or not isinstance(value_max, (int, float)) or not value_max > 0:
+            problems.append(f"input.value_max: expected a positive number. Received: {value_max!r}")
+    if problems:
+        raise RunError(f"{path}: not a usable model card ({'; '.join(problems)}); export the model again with `tuning export`")
+    return card
 
 
 def _card_from_run(manifest: Path) -> dict[str, Any] | None:

@@ -65,13 +65,23 @@ INTEGER_COLUMNS = ("rank", "bracket", "round", "epochs", "initial_epoch", "best_
 
 
 def trials_frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> Any:
-    """The rows as a typed pandas DataFrame (integer columns stay integers despite missing values)."""
+    """The rows as a typed pandas DataFrame (integer columns stay integers despite missing values).
+
+    A hyperparameter with whole-number values is an integer column too: a conditional one (`dense_units` only
+    when `dense_layers >= 1`) is missing in some rows, and pandas would otherwise write `32.0` in trials.csv.
+    """
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=list(columns))
-    for column in INTEGER_COLUMNS:
+    for column in [*INTEGER_COLUMNS, *(c for c in columns if c not in INTEGER_COLUMNS and _whole_numbers([row.get(c) for row in rows]))]:
         frame[column] = frame[column].astype("Int64")
     return frame
+
+
+def _whole_numbers(values: list[Any]) -> bool:
+    """True when every value given is a Python int (not a bool) that fits pandas' Int64."""
+    given = [v for v in values if v is not None]
+    return bool(given) and all(isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**63 for v in given)
 
 
 def write_trials_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:

@@ -1,0 +1,126 @@
+"""What the CLI says when a model file has no card or a damaged one, or when its reader goes away: one line
+of warning or error naming the file, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tuning.cli import main
+
+from .conftest import ROOT
+
+CLASSES = ["zero", "one", "two"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """An untrained 8x8 grayscale classifier of three classes, saved as `tuning export` saves one (no card yet)."""
+    import keras
+
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = keras.layers.Rescaling(1 / 16, name="rescale")(inputs)
+    x = keras.layers.Flatten(name="flatten")(x)
+    outputs = keras.layers.Dense(len(CLASSES), activation="softmax", name="probabilities")(x)
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    keras.Model(inputs, outputs, name="tuning_cnn").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    """A folder of class sub-folders named by index, as a model without a card names its classes."""
+    folder = tmp_path_factory.mktemp("labelled")
+    rng = np.random.default_rng(0)
+    for label in ("0", "1"):
+        (folder / label).mkdir()
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / label / f"{i}.png")
+    return folder
+
+
+def card(value_max: float = 16.0) -> dict:
+    return {"class_names": CLASSES, "input": {"shape": [8, 8, 1], "dtype": "uint8", "value_max": value_max}}
+
+
+def beside(model, folder, files: dict[str, str] | None = None):
+    """A copy of the model in `folder`, with the given files (name: text) beside it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(model, folder / "model.keras")
+    for name, text in (files or {}).items():
+        (folder / name).write_text(text)
+    return folder / "model.keras"
+
+
+def test_a_model_without_its_card_predicts_with_a_warning_of_what_it_assumes(model, labelled, tmp_path, capsys):
+    lone = beside(model, tmp_path / "copied")
+
+    assert main(["predict", str(lone), str(labelled / "0" / "0.png")]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith(f"{labelled / '0' / '0.png'}: ")
+    warning = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1
+    assert f"no model_card.json beside {lone}" in warning[0]
+    assert "assuming images of 0-255 (uint8) and classes named by their index (0-2)" in warning[0]
+    assert "keep the model_card.json that `tuning export` writes beside the model" in warning[0]
+
+    assert main(["evaluate", str(lone), str(labelled)]) == 0
+    assert "warning: no model_card.json beside" in capsys.readouterr().err
+
+
+def test_a_model_with_its_card_or_a_runs_best_model_predicts_without_a_warning(model, labelled, tmp_path, capsys):
+    exported = beside(model, tmp_path / "export", {"model_card.json": json.dumps(card())})
+    run_data = {"data": {"classes": CLASSES, "image_shape": [8, 8, 1], "dtype": "uint8", "value_max": 16.0}}
+    best = beside(model, tmp_path / "run", {"run.json": json.dumps(run_data)}).rename(tmp_path / "run" / "best_model.keras")
+
+    for path in (exported, best):
+        assert main(["predict", str(path), str(labelled / "1" / "0.png")]) == 0
+        out, err = capsys.readouterr()
+        assert "warning" not in err
+        assert out.split(": ", 1)[1].split()[0] in CLASSES
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"class_names": [', "not a readable model card (JSONDecodeError: Expecting value: line 1 column 18"),
+        ('["zero", "one"]', "not a usable model card (class_names: expected a list of class names; input: expected {shape, dtype, value_max})"),
+        (json.dumps({**card(), "input": {"shape": [8, 8], "dtype": "uint8"}}), "input.shape: expected [height, width, channels]. Received: [8, 8]"),
+        (json.dumps({**card(), "class_names": ["cat", "dog"]}), "class_names has 2 names, but"),
+    ],
+    ids=["not JSON", "not an object", "a wrong shape", "another model's classes"],
+)
+def test_a_damaged_model_card_is_named_in_a_one_line_error(model, labelled, tmp_path, capsys, text, message):
+    damaged = beside(model, tmp_path / "export", {"model_card.json": text})
+
+    assert main(["predict", str(damaged), str(labelled)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"error: {tmp_path / 'export' / 'model_card.json'}: ")
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    """`tuning ... | head -3`: the pipe is closed before the command writes, as when `head` has read enough."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tuning", "validate", str(ROOT / "search_spaces" / "digits.yaml")],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 141
