@@ -373,9 +373,14 @@ def test_search_on_numpy_arrays(tmp_path):
     assert run.best_model().output_shape == (None, 3)
 
 
-def test_bad_run_names_cannot_escape_the_output_root(tmp_path):
+def test_bad_run_names_cannot_escape_the_output_root(tmp_path, capsys):
     with pytest.raises(RunError, match="is not allowed"):
         search(tiny(), name="../outside", out=tmp_path)
+    unnamed = {key: value for key, value in tiny().items() if key != "name"}
+    spec = write_spec(tmp_path, unnamed, "my spec.yaml")
+    assert main(["search", str(spec), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "(from the file name 'my spec.yaml') is not allowed" in err and "pass --name my_spec or set name: in the spec" in err
 
 
 def test_an_unwritable_output_and_a_damaged_manifest_are_named(tmp_path, capsys):

@@ -47,9 +47,16 @@ DEFAULT_OUT = "reports"
 
 def run_directory(spec: SearchSpec, name: str | None, out: str | Path | None) -> Path:
     """`out/name`, refusing names that could write outside `out` (no separators, no `..`)."""
+    from_file = not name and not spec.name and spec.file
     name = name or spec.name or (Path(spec.file).stem if spec.file else "search")
     if not NAME.match(name) or name in (".", ".."):
-        raise RunError(f"run name {name!r} is not allowed: use letters, digits, '_', '.' or '-' (no '/' or '..'), at most 64 characters")
+        rule = "use letters, digits, '_', '.' or '-' (no '/' or '..'), at most 64 characters"
+        if from_file:
+            suggestion = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-")[:64] or "search"
+            raise RunError(
+                f"run name {name!r} (from the file name {Path(str(spec.file)).name!r}) is not allowed: {rule}; pass --name {suggestion} or set name: in the spec"
+            )
+        raise RunError(f"run name {name!r} is not allowed: {rule}")
     return Path(out or DEFAULT_OUT) / name
 
 
