@@ -146,3 +146,18 @@ def test_an_npz_with_other_names_lists_what_it_holds(tmp_path):
     np.savez(tmp_path / "wrong.npz", images=np.zeros((4, 8, 8)), labels=np.arange(4) % 2)
     with pytest.raises(DataError, match="missing x_train, y_train; found images, labels"):
         describe(data_spec(source="npz", path="wrong.npz"), tmp_path)
+
+
+def test_class_names_given_twice_are_refused(tmp_path):
+    """`class_names=["a"] * 10` would train ten classes that no one can tell apart in the report or the predictions."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    with pytest.raises(DataError, match=r"arrays: class_names lists 'a' twice; each class needs its own name \(the names are in label order"):
+        load_data(data_spec(), tmp_path, seed=0, arrays=(digits.images, digits.target), class_names=["a"] * 10)
+    with pytest.raises(DataError, match=r"lists 'odd', 'even' twice"):
+        load_data(data_spec(), tmp_path, seed=0, arrays=(digits.images, digits.target), class_names=["odd", "even"] * 5)
+    np.savez(tmp_path / "twice.npz", x_train=np.zeros((6, 8, 8)), y_train=np.arange(6) % 3, class_names=np.array(["cat", "dog", "cat"]))
+    for read in (describe, lambda spec, base: load_data(spec, base, seed=0)):
+        with pytest.raises(DataError, match=r"twice.npz: class_names lists 'cat' twice; each class needs its own name"):
+            read(data_spec(source="npz", path="twice.npz"), tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -219,8 +220,40 @@ def test_spec_shorthands_and_checks():
 
     with pytest.raises(SpecError, match="image files need \\[height, width\\]"):
         load_spec({"version": 1, "data": {"directory": "PetImages"}})
-    with pytest.raises(SpecError, match="either label_column .* or label_columns"):
+    with pytest.raises(
+        SpecError,
+        match=r"data.label_column: a manifest needs label_column \(one column of class names\) or label_columns \(one-hot columns\); neither is given",
+    ):
         load_spec({"version": 1, "data": {"manifest": "train.xlsx", "image_size": [8, 8]}})
+    with pytest.raises(SpecError, match=r"a manifest needs either label_column .* or label_columns \(one-hot columns\), not both"):
+        load_spec({"version": 1, "data": {"manifest": "train.xlsx", "image_size": [8, 8], "label_column": "label", "label_columns": ["cat", "dog"]}})
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (
+            {"directory": "f1", "manifest": "m.csv"},
+            "data.manifest: `manifest: m.csv` is short for {source: manifest, path: m.csv}, so it conflicts with "
+            "`directory: f1` (short for {source: folder, path: f1}); keep one of them",
+        ),
+        (
+            {"directory": "f1", "source": "digits"},
+            "data.directory: `directory: f1` is short for {source: folder, path: f1}, so it conflicts with `source: digits`; keep one of them",
+        ),
+        (
+            {"manifest": "m.csv", "path": "n.csv"},
+            "data.manifest: `manifest: m.csv` is short for {source: manifest, path: m.csv}, so it conflicts with `path: n.csv`",
+        ),
+        ({"directroy": "f1"}, "data.directroy: unknown key 'directroy'. Allowed: source, path, "),
+    ],
+)
+def test_a_shorthand_beside_the_keys_it_stands_for_is_explained(data, problem):
+    with pytest.raises(SpecError) as info:
+        load_spec({"version": 1, "data": {**data, "label_column": "label", "image_size": [8, 8]}})
+    (message,) = map(str, info.value.problems)
+    assert message.startswith(problem), message
+    assert "unknown key 'directroy'" not in message or message.endswith("in_memory, directory, manifest. Did you mean 'directory'?")
 
 
 def test_augmentation_acts_in_training_only():
@@ -363,3 +396,165 @@ def test_resuming_on_changed_images_warns(tmp_path, capsys):
         Image.fromarray(shape_image(2, seed=70 + i)).save(tmp_path / "pets" / "owl" / f"{i}.png")
     assert main(command) == 2
     assert "the data are not those this run started with (classes ['cat', 'dog', 'fox'] -> ['cat', 'dog', 'fox', 'owl']" in capsys.readouterr().err
+
+
+def write_sheet(path: Path, rows: list[dict]) -> Path:
+    """Rows as a CSV or Excel manifest, by the file's suffix."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    frame.to_csv(path, index=False) if path.suffix == ".csv" else frame.to_excel(path, index=False)
+    return path
+
+
+def pets_rows(root: Path) -> list[dict]:
+    """One row per readable image of `make_tree(root, per_class=6)`, relative to `root`'s parent, one-hot labelled."""
+    files = sorted(p for p in root.rglob("*.*") if p.stem.isdigit())
+    return [{"file": str(p.relative_to(root.parent)), **{name: int(p.parent.name == name) for name in ("cat", "dog", "fox")}} for p in files]
+
+
+def test_one_hot_cells_other_than_0_or_1_are_named_by_row_and_column(tmp_path):
+    make_tree(tmp_path / "pets", per_class=6)
+    rows = pets_rows(tmp_path / "pets")
+
+    def load(sheet: Path):
+        return load_data(folder_spec(sheet, source="manifest", path_column="file", label_columns=["cat", "dog", "fox"]), tmp_path, seed=0)
+
+    stray = [dict(r) for r in rows]
+    stray[2]["dog"] = "yes"
+    with pytest.raises(
+        DataError,
+        match=r"one_hot.xlsx: row 4, column 'dog' holds 'yes' \(counting the header as row 1\); one-hot columns 'cat', 'dog', 'fox' hold 0 or 1, one 1 per row",
+    ):
+        load(write_sheet(tmp_path / "one_hot.xlsx", stray))
+    other_numbers = [dict(r) for r in rows]
+    other_numbers[0].update(cat=2, dog=-1, fox=0)  # sums to 1: once accepted as a cat
+    with pytest.raises(DataError, match=r"row 2, column 'cat' holds 2; row 2, column 'dog' holds -1 \(counting"):
+        load(write_sheet(tmp_path / "numbers.xlsx", other_numbers))
+    blank = [dict(r) for r in rows]
+    blank[2]["dog"] = None
+    with pytest.raises(DataError, match=r"blank.csv: row 4, column 'dog' is blank \(counting the header as row 1\)"):
+        load(write_sheet(tmp_path / "blank.csv", blank))
+    two = [dict(r) for r in rows]
+    two[5].update(cat=1, dog=1, fox=0)
+    with pytest.raises(
+        DataError, match=r"two.csv: row 7 marks 2 classes among 'cat', 'dog', 'fox' \(counting the header as row 1\); one-hot columns need exactly one 1"
+    ):
+        load(write_sheet(tmp_path / "two.csv", two))
+
+
+def test_one_hot_cells_may_be_written_as_ints_floats_booleans_or_text(tmp_path):
+    make_tree(tmp_path / "pets", per_class=6)
+    rows = pets_rows(tmp_path / "pets")
+    as_ints = load_data(
+        folder_spec(write_sheet(tmp_path / "ints.xlsx", rows), source="manifest", path_column="file", label_columns=["cat", "dog", "fox"]), tmp_path, seed=0
+    )
+    written = [
+        {"file": r["file"], "cat": float(r["cat"]), "dog": bool(r["dog"]), "fox": str(r["fox"])}  # 1.0, True, "1"
+        for r in rows
+    ]
+    for sheet in (tmp_path / "mixed.xlsx", tmp_path / "mixed.csv"):
+        data = load_data(folder_spec(write_sheet(sheet, written), source="manifest", path_column="file", label_columns=["cat", "dog", "fox"]), tmp_path, seed=0)
+        assert data.class_names == ("cat", "dog", "fox")
+        np.testing.assert_array_equal(data.y_train, as_ints.y_train)
+        np.testing.assert_array_equal(data.y_test, as_ints.y_test)
+
+
+def test_whole_number_labels_are_named_alike_from_csv_and_excel(tmp_path):
+    """A CSV column holding `2.0` is read as floats; its labels are still named '0', '1', '2', as Excel's are."""
+    make_tree(tmp_path / "pets", per_class=6)
+    rows = [{"file": r["file"], "label": [0, 1, 2.0][[r["cat"], r["dog"], r["fox"]].index(1)]} for r in pets_rows(tmp_path / "pets")]
+    for sheet in (tmp_path / "labels.csv", tmp_path / "labels.xlsx"):
+        data = load_data(folder_spec(write_sheet(sheet, rows), source="manifest", path_column="file", label_column="label"), tmp_path, seed=0)
+        assert data.class_names == ("0", "1", "2")
+
+
+def test_a_manifest_whose_images_are_missing_names_them_and_where_it_looked(tmp_path):
+    make_tree(tmp_path / "pets", per_class=6)
+    (tmp_path / "sub").mkdir()
+    sheet = write_sheet(tmp_path / "sub" / "moved.csv", pets_rows(tmp_path / "pets"))  # paths relative to tmp_path, not to sub/
+    with pytest.raises(DataError) as info:
+        load_data(folder_spec(sheet, source="manifest", path_column="file", label_columns=["cat", "dog", "fox"]), tmp_path, seed=0)
+    message = str(info.value)
+    assert message.startswith(f"{sheet}: 18 of 18 files could not be read as images (no such file: {tmp_path / 'sub' / 'pets' / 'cat' / '0.jpg'}, ")
+    assert f"and 15 more; paths are relative to the manifest's folder, {tmp_path / 'sub'}); check the paths" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("folders", "named"),
+    [
+        (["train", "test", "val"], r"holds train/ and test/ beside val/ \(rename it validation/\?\)"),
+        (["train", "valid"], r"holds train/ beside valid/ \(rename it validation/\?\)"),
+        (["train", "cat"], r"holds train/ beside cat/; only train/, validation/ and test/ are read beside each other"),
+    ],
+)
+def test_split_folders_beside_other_folders_are_refused(tmp_path, folders, named):
+    """A `val/` beside `train/` and `test/` was once left out without a word; a hidden folder still is."""
+    for folder in folders:
+        make_tree(tmp_path / "data" / folder, per_class=2)
+    with pytest.raises(DataError, match=named):
+        load_data(folder_spec(tmp_path / "data"), tmp_path, seed=0)
+    for folder in folders[1:]:
+        shutil.rmtree(tmp_path / "data" / folder)
+    (tmp_path / "data" / ".ipynb_checkpoints").mkdir()
+    make_tree(tmp_path / "data" / "test", per_class=2)
+    assert load_data(folder_spec(tmp_path / "data"), tmp_path, seed=0).class_names == ("cat", "dog", "fox")
+
+
+def test_a_16_bit_image_decodes_like_its_8_bit_original(tmp_path):
+    """Pillow opens a 16-bit grayscale PNG as mode I;16 and its own conversion clips it to 0 or 255."""
+    from sklearn.datasets import load_digits
+
+    from tuning.images import decode
+
+    digit = (load_digits().images[0] * 15).astype(np.uint8)
+    Image.fromarray(digit).save(tmp_path / "8bit.png")
+    Image.fromarray(digit.astype(np.uint16) * 257).save(tmp_path / "16bit.png")
+    assert Image.open(tmp_path / "16bit.png").mode == "I;16"
+    Image.fromarray(digit.astype(np.int32) * 257).save(tmp_path / "32bit.tif")  # mode I, as older Pillow opens 16-bit PNGs
+    for mode in ("grayscale", "rgb", "rgba"):
+        original = decode(tmp_path / "8bit.png", (8, 8), mode)
+        assert original[..., 0].max() == digit.max() > 200 and len(np.unique(original)) > 5
+        np.testing.assert_array_equal(decode(tmp_path / "16bit.png", (8, 8), mode), original)
+        np.testing.assert_array_equal(decode(tmp_path / "32bit.tif", (8, 8), mode), original)
+    from tuning.predict import read_image  # what `tuning predict` and `evaluate` read
+
+    np.testing.assert_array_equal(read_image(tmp_path / "16bit.png", (8, 8, 1)), read_image(tmp_path / "8bit.png", (8, 8, 1)))
+
+
+def test_a_failed_decode_leaves_no_staging_folder_in_the_cache(tmp_path, monkeypatch):
+    import tuning.images as images
+
+    make_tree(tmp_path / "pets", per_class=2)
+
+    def interrupted(self, count):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(images._DecodeProgress, "advance", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        load_data(folder_spec(tmp_path / "pets"), tmp_path, seed=0)
+    assert list((tmp_path / "cache" / "images").iterdir()) == []
+
+
+def test_a_cache_variable_naming_a_file_is_refused_by_name(tmp_path, monkeypatch):
+    make_tree(tmp_path / "pets", per_class=2)
+    (tmp_path / "not_a_folder").write_text("")
+    monkeypatch.setenv("TUNING_CACHE", str(tmp_path / "not_a_folder"))
+    with pytest.raises(DataError, match=r"TUNING_CACHE=.*not_a_folder is a file, not a folder; point it at a folder"):
+        load_data(folder_spec(tmp_path / "pets"), tmp_path, seed=0)
+
+
+def test_a_decode_larger_than_the_free_disk_is_refused_before_writing(tmp_path, monkeypatch):
+    import collections
+
+    import tuning.images as images
+
+    make_tree(tmp_path / "pets", per_class=2)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(images.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 4000, 4000))
+    with pytest.raises(
+        DataError,
+        match=r"data.image_size: 14 images decoded at 16x16x3 take 10,752 bytes in the image cache .*, which has 4,000 bytes free; choose a smaller image_size",
+    ):
+        load_data(folder_spec(tmp_path / "pets"), tmp_path, seed=0)
+    assert list((tmp_path / "cache" / "images").iterdir()) == []

@@ -190,3 +190,16 @@ def test_block_settings_tuned_for_a_dense_only_model_are_refused():
         ("model.first_kernel_size", "is tuned but blocks is 0 (a dense-only model), so no convolution uses it"),
         ("model.padding", "is tuned but blocks is 0 (a dense-only model), so no convolution uses it"),
     ]
+
+
+@pytest.mark.parametrize("name", ["filters", "convs_per_block", "kernel_size", "block_dropout"])
+def test_a_per_block_list_for_a_dense_only_model_says_there_are_no_blocks(name):
+    from tuning import SpecError
+
+    values = {"filters": [16, 32], "convs_per_block": [1, 2], "kernel_size": [3, {"choice": [3, 5]}], "block_dropout": [0.1, 0.2]}[name]
+    with pytest.raises(SpecError) as caught:
+        load_spec({"version": 1, "model": {"blocks": 0, name: values}, "training": {"learning_rate": {"float": [1e-3, 1e-2]}}})
+    assert [str(p) for p in caught.value.problems] == [
+        f"model.{name}: lists 2 per-block values but with blocks 0 (a dense-only model) there are no blocks; give one value, or remove it"
+    ]
+    assert load_spec({"version": 1, "model": {"blocks": {"int": [0, 2]}, name: values}}).model.blocks.values() == [0, 1, 2]

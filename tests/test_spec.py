@@ -96,6 +96,13 @@ search:
         ("version: 1\nmodel:\n  blocks: {int: [1, 2, 3]}\n", ":3: model.blocks: expected [low, high]. Received: [1, 2, 3]"),
         ("version: 1\nmodel:\n  block_dropout: {float: [0, 0.5], log: true}\n", "log sampling needs low > 0"),
         ("version: 1\nmodel:\n  kernel_size: {choice: [3, 3]}\n", "choice lists 3 twice"),
+        ("version: 1\ndata:\n  source: digits\n  classes: [3, 8, 3]\n", ":4: data.classes: lists '3' twice; name each class once"),
+        (
+            "version: 1\ndata:\n  manifest: m.csv\n  image_size: [8, 8]\n  label_columns: [Cats, Dogs, Cats]\n",
+            ":5: data.label_columns: lists 'Cats' twice; name each class once",
+        ),
+        ("version: 1\ndata:\n  source: digits\n  image_size: [100000, 100000]\n", ":4: data.image_size: at most 4096 pixels a side: every image is decoded"),
+        ("version: 1\ndata:\n  source: digits\n  image_size: [4097, 8]\n", "(224-600 pixels a side for ImageNet models). Received: [4097, 8]"),
         ("version: 1\nsearch:\n  time_budget: soon\n", "expected a duration such as 90s, 30m, 2h or 1d"),
         ("version: 1\nname: ../evil\n", "name: expected letters, digits"),
         ("version: 1\nmodel:\n  blocks: {int: [1, 3]}\n  filters: [16, 32]\n", "model.filters: lists 2 per-block values but blocks can be 3"),
@@ -148,6 +155,10 @@ def test_hash_ignores_formatting_but_not_content(spec_file):
     b = load_spec(spec_file(text="version: 1\nsearch:\n  seed: 1\n", name="b.yaml"))
     c = load_spec(spec_file(text="version: 1\nsearch:\n  seed: 2\n", name="c.yaml"))
     assert a.spec_hash() == b.spec_hash() != c.spec_hash()
+
+
+def test_the_largest_image_size_is_accepted():
+    assert load_spec({"version": 1, "data": {"source": "digits", "image_size": [4096, 4096]}}).data.image_size == [4096, 4096]
 
 
 def test_tiny_fixture_is_valid():

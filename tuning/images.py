@@ -26,7 +26,7 @@ from .errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 MODES = {"rgb": ("RGB", 3), "grayscale": ("L", 1), "rgba": ("RGBA", 4)}
-CACHE_VERSION = 2  # 2: JPEGs decoded with libjpeg's scaling (draft mode)
+CACHE_VERSION = 3  # 2: JPEGs decoded with libjpeg's scaling (draft mode); 3: 16-bit images scaled, not clipped
 CHUNK = 512
 
 
@@ -39,10 +39,18 @@ class Listing:
     splits: list[str | None]
     class_names: list[str]
     origin: str
+    manifests: tuple[Path, ...] = ()  # the CSV/Excel files the paths came from (relative paths start at their folder)
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("TUNING_CACHE", Path.home() / ".cache" / "tuning")) / "images"
+    """Where decoded images are cached: `$TUNING_CACHE/images`, else `~/.cache/tuning/images`."""
+    chosen = os.environ.get("TUNING_CACHE")
+    if chosen and Path(chosen).exists() and not Path(chosen).is_dir():
+        raise DataError(
+            f"TUNING_CACHE={chosen} is a file, not a folder; point it at a folder for the decoded-image cache (created if missing), "
+            "or unset it to use ~/.cache/tuning"
+        )
+    return Path(chosen or Path.home() / ".cache" / "tuning") / "images"
 
 
 def decode(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
@@ -55,7 +63,7 @@ def decode(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
             side = max(size)
             image.draft(image.mode if image.mode in ("L", "RGB") else None, (side, side))
         image.load()  # truncated files fail here, not later
-        image = ImageOps.exif_transpose(image)
+        image = eight_bit(ImageOps.exif_transpose(image))
         if image.mode in ("P", "PA", "LA", "CMYK", "I", "I;16", "F", "1") and MODES[mode][0] == "RGB":
             image = image.convert("RGBA").convert("RGB") if image.mode in ("P", "PA", "LA") else image.convert("RGB")
         image = image.convert(MODES[mode][0]).resize((size[1], size[0]), Image.Resampling.BILINEAR)
@@ -63,12 +71,40 @@ def decode(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array
 
 
+def eight_bit(image: Any) -> Any:
+    """A 16-bit grayscale image (PIL modes `I;16*`, and `I` as 16-bit PNGs and TIFFs open in older Pillow) scaled
+    to 8 bits, so that it decodes as its 8-bit original does: Pillow's own conversion clips every value above 255.
+    Other images are returned as they are."""
+    if not (image.mode.startswith("I;16") or image.mode == "I"):
+        return image
+    from PIL import Image
+
+    wide = np.asarray(image).astype(np.float64)
+    return Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), "L")  # 65535 / 257 = 255
+
+
+SPLITS = ("train", "validation", "test")
+# Folder names people give their splits, and the one `tuning` reads instead.
+SPLIT_ALIASES = {"val": "validation", "valid": "validation", "validate": "validation", "dev": "validation", "training": "train", "testing": "test"}
+
+
 def list_folder(root: Path) -> Listing:
-    """`root/<class>/*` or `root/{train,validation,test}/<class>/*`; class names sorted, as Keras does."""
+    """`root/<class>/*` or `root/{train,validation,test}/<class>/*`; class names sorted, as Keras does.
+
+    Split folders beside other folders are refused: a `val/` next to `train/` would otherwise be silently left out,
+    and class folders next to `train/` would never be read."""
     if not root.is_dir():
         raise DataError(f"data.path: {root} is not a folder of class sub-folders")
-    split_dirs = [d for d in ("train", "validation", "test") if (root / d).is_dir()]
-    parts = [(root / d, d) for d in split_dirs] if "train" in split_dirs else [(root, None)]
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    split_dirs = [d for d in SPLITS if d in folders]
+    others = [name for name in folders if name not in SPLITS]
+    if split_dirs and others:
+        hints = [f"{name}/ (rename it {SPLIT_ALIASES[name.lower()]}/?)" if name.lower() in SPLIT_ALIASES else f"{name}/" for name in others]
+        raise DataError(
+            f"data.path: {root} holds {' and '.join(d + '/' for d in split_dirs)} beside {', '.join(hints)}; only train/, validation/ and test/ "
+            "are read beside each other, each holding class sub-folders: move or rename the other folders (a class folder goes inside train/)"
+        )
+    parts = [(root / d, d) for d in split_dirs] if split_dirs else [(root, None)]
     files, labels, splits = [], [], []
     names: set[str] = set()
     for folder, split in parts:
@@ -91,7 +127,12 @@ def read_manifests(path: Path, test_path: Path | None, data_spec: Any) -> Listin
     test = read_manifest(test_path, data_spec)
     names = listing.class_names if data_spec.label_columns else sorted(set(listing.class_names) | set(test.class_names))
     return Listing(
-        listing.files + test.files, listing.labels + test.labels, listing.splits + ["test"] * len(test.files), names, f"{listing.origin} + {test.origin}"
+        listing.files + test.files,
+        listing.labels + test.labels,
+        listing.splits + ["test"] * len(test.files),
+        names,
+        f"{listing.origin} + {test.origin}",
+        listing.manifests + test.manifests,
     )
 
 
@@ -145,12 +186,7 @@ def read_manifest(path: Path, data_spec: Any, advice: str = SPEC_COLUMNS_ADVICE,
     if missing:
         raise DataError(f"{path}: no column {', '.join(map(repr, missing))}; the manifest has {', '.join(map(repr, columns))} ({advice})")
     if data_spec.label_columns:
-        onehot = frame[data_spec.label_columns].to_numpy(dtype=float)
-        bad = np.flatnonzero(onehot.sum(axis=1) != 1)
-        if len(bad):
-            raise DataError(
-                f"{path}: row {int(bad[0]) + 2} has {onehot[bad[0]].sum():g} labels set among {data_spec.label_columns}; one-hot columns need exactly one 1 per row"
-            )
+        onehot = one_hot_rows(path, frame, list(data_spec.label_columns))
         labels = [data_spec.label_columns[i] for i in onehot.argmax(axis=1)]
         names = list(data_spec.label_columns)
     else:
@@ -162,14 +198,62 @@ def read_manifest(path: Path, data_spec: Any, advice: str = SPEC_COLUMNS_ADVICE,
                 f"{path}: column {data_spec.label_column!r} is blank in {len(blank)} row{'s' if len(blank) > 1 else ''} ({rows}, counting the header as row 1); "
                 "every image needs a label: fill them in or remove those rows"
             )
-        labels = [str(v) for v in column]
+        labels = [label_name(v) for v in column]
         names = sorted(set(labels))
     files = manifest_paths(path, frame, data_spec.path_column)
     splits: list[str | None] = [str(s).strip().lower() for s in frame[data_spec.split_column]] if data_spec.split_column else [None] * len(files)
     unknown = sorted({s for s in splits if s not in (None, "train", "validation", "test")})
     if unknown:
         raise DataError(f"{path}: column {data_spec.split_column!r} has {unknown}; expected train, validation or test")
-    return Listing(files, labels, splits, names, str(path))
+    return Listing(files, labels, splits, names, str(path), (path,))
+
+
+def label_name(value: Any) -> str:
+    """A label cell as a class name. Whole numbers are named as integers: a CSV column holding `2.0` is read as
+    floats, so without this its labels 0, 1 would be '0.0', '1.0', while the same cells from Excel give '0', '1'."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def one_hot_rows(path: Path, frame: Any, columns: list[str]) -> np.ndarray:
+    """The one-hot columns as a 0/1 matrix, one 1 per row. A cell may be 0 or 1 written as a number (1, 1.0),
+    a boolean or text ("1", as a CSV column with one stray word holds); anything else is refused by row and column."""
+    import pandas as pd
+
+    bad: list[tuple[int, int, str]] = []
+    matrix = np.zeros((len(frame), len(columns)), dtype=np.int64)
+    for j, column in enumerate(columns):
+        for i, cell in enumerate(frame[column].tolist()):
+            value = _zero_or_one(cell)
+            if value is not None:
+                matrix[i, j] = value
+                continue
+            blank = (not isinstance(cell, str) and bool(pd.isna(cell))) or (isinstance(cell, str) and not cell.strip())
+            bad.append((i, j, f"row {i + 2}, column {column!r} {'is blank' if blank else f'holds {cell!r}'}"))
+    if bad:
+        named = "; ".join(text for _, _, text in sorted(bad)[:3]) + (f"; and {len(bad) - 3} more cell{'s' if len(bad) > 4 else ''}" if len(bad) > 3 else "")
+        raise DataError(f"{path}: {named} (counting the header as row 1); one-hot columns {', '.join(map(repr, columns))} hold 0 or 1, one 1 per row")
+    counts = matrix.sum(axis=1)
+    wrong = np.flatnonzero(counts != 1)
+    if len(wrong):
+        rows = ", ".join(f"row {int(i) + 2} marks {f'{int(counts[i])} classes' if counts[i] else 'no class'}" for i in wrong[:5])
+        more = f" and {len(wrong) - 5} more rows" if len(wrong) > 5 else ""
+        raise DataError(
+            f"{path}: {rows}{more} among {', '.join(map(repr, columns))} (counting the header as row 1); one-hot columns need exactly one 1 per row"
+        )
+    return matrix
+
+
+def _zero_or_one(cell: Any) -> int | None:
+    """0 or 1 from a one-hot cell as pandas read it, or None for anything else (blank, 2, "yes")."""
+    if isinstance(cell, (bool, np.bool_)):
+        return int(cell)
+    if isinstance(cell, (int, float, np.integer, np.floating)):
+        return int(cell) if cell == 0 or cell == 1 else None
+    if isinstance(cell, str) and cell.strip() in ("0", "1", "0.0", "1.0"):
+        return int(float(cell))
+    return None
 
 
 def decode_all(listing: Listing, size: tuple[int, int], mode: str) -> tuple[np.ndarray, list[int], list[dict[str, str]]]:
@@ -187,9 +271,43 @@ def decode_all(listing: Listing, size: tuple[int, int], mode: str) -> tuple[np.n
         meta = json.loads((folder / "meta.json").read_text())
         return np.load(folder / "x.npy", mmap_mode="r"), meta["kept"], meta["skipped"]
     staging = folder.with_name(folder.name + f".tmp{os.getpid()}")
+    shape = (len(listing.files), size[0], size[1], MODES[mode][1])
+    _check_room(folder.parent, shape)
     staging.mkdir(parents=True, exist_ok=True)
-    channels = MODES[mode][1]
-    images = np.lib.format.open_memmap(staging / "x.npy", mode="w+", dtype=np.uint8, shape=(len(listing.files), size[0], size[1], channels))
+    try:
+        kept, skipped = _decode_into(staging, listing, shape, mode)
+    except BaseException:  # a failed or interrupted decode leaves no half-written (possibly huge, sparse) array behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+    os.replace(staging, folder)
+    return np.load(folder / "x.npy", mmap_mode="r"), kept, skipped
+
+
+def _check_room(cache: Path, shape: tuple[int, int, int, int]) -> None:
+    """Refuse a decode whose array would not fit on the cache's disk, before writing any of it."""
+    needed = int(np.prod(shape, dtype=np.float64))
+    cache.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(cache).free
+    if needed > free:
+        raise DataError(
+            f"data.image_size: {shape[0]} images decoded at {shape[1]}x{shape[2]}x{shape[3]} take {_bytes(needed)} in the image cache "
+            f"({cache}), which has {_bytes(free)} free; choose a smaller image_size, or point TUNING_CACHE at a larger disk"
+        )
+
+
+def _bytes(count: int) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if count >= size:
+            return f"{count / size:,.1f} {unit}"
+    return f"{count:,} bytes"
+
+
+def _decode_into(staging: Path, listing: Listing, shape: tuple[int, int, int, int], mode: str) -> tuple[list[int], list[dict[str, str]]]:
+    """Decode every file into `staging/x.npy` (only the images kept, in order); the indices kept and the files skipped."""
+    size = (shape[1], shape[2])
+    images = np.lib.format.open_memmap(staging / "x.npy", mode="w+", dtype=np.uint8, shape=shape)
     kept: list[int] = []
     skipped: list[dict[str, str]] = []
 
@@ -217,10 +335,7 @@ def decode_all(listing: Listing, size: tuple[int, int], mode: str) -> tuple[np.n
         del full
         os.replace(staging / "x_kept.npy", staging / "x.npy")
     (staging / "meta.json").write_text(json.dumps({"kept": kept, "skipped": skipped, "origin": listing.origin}))
-    if folder.exists():
-        shutil.rmtree(folder, ignore_errors=True)
-    os.replace(staging, folder)
-    return np.load(folder / "x.npy", mmap_mode="r"), kept, skipped
+    return kept, skipped
 
 
 class _DecodeProgress:
@@ -255,6 +370,25 @@ class _DecodeProgress:
             print(f"decoded {self.total} images in {time.perf_counter() - self.start:.1f} s", file=sys.stderr, flush=True)
 
 
+def unreadable_examples(skipped: Sequence[dict[str, str]], manifests: Sequence[Path] = (), count: int = 3) -> str:
+    """A few of the files that could not be read, for an error. Missing files are named together, with the folder
+    the `manifests`' relative paths are read from: a manifest moved away from its images is the usual cause.
+
+    Example: `no such file: sub/a.png, sub/b.png, sub/c.png and 57 more; paths are relative to the manifest's folder, sub`.
+    """
+    missing = [s["file"] for s in skipped if not Path(s["file"]).exists()]
+    others = [s for s in skipped if Path(s["file"]).exists()]
+    parts = []
+    if missing:
+        more = f" and {len(missing) - count} more" if len(missing) > count else ""
+        folders = sorted({str(m.parent) for m in manifests if any(Path(f).is_relative_to(m.parent) for f in missing)})  # relative paths only
+        where = f"; paths are relative to the manifest's folder, {' or '.join(folders)}" if folders else ""
+        parts.append(f"no such file: {', '.join(missing[:count])}{more}{where}")
+    if others:
+        parts.append("; ".join(f"{s['file']}: {s['reason']}" for s in others[:count]))
+    return "; ".join(parts)
+
+
 def load_images(listing: Listing, data_spec: Any) -> dict[str, Any]:
     """Decode (or reuse) the listing; refuse data where most files are unreadable or a class is empty."""
     if not data_spec.image_size:
@@ -265,8 +399,9 @@ def load_images(listing: Listing, data_spec: Any) -> dict[str, Any]:
     if total == 0:
         raise DataError(f"{listing.origin}: no image files found")
     if len(kept) < total / 2:
-        examples = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:3])
-        raise DataError(f"{listing.origin}: {total - len(kept)} of {total} files could not be read as images (e.g. {examples}); check the path and the files")
+        raise DataError(
+            f"{listing.origin}: {total - len(kept)} of {total} files could not be read as images ({unreadable_examples(skipped, listing.manifests)}); check the paths and the files"
+        )
     labels = [listing.labels[i] for i in kept]
     empty = [name for name in listing.class_names if name not in set(labels)]
     if empty:

@@ -241,7 +241,14 @@ def cross_check(spec: Any) -> list[tuple[tuple[str | int, ...], str]]:
     max_blocks = max(_values(model.blocks))
     for name in PER_BLOCK:
         value = getattr(model, name)
-        if isinstance(value, list) and len(value) != max_blocks:
+        if isinstance(value, list) and value and max_blocks == 0:
+            problems.append(
+                (
+                    ("model", name),
+                    f"lists {len(value)} per-block values but with blocks 0 (a dense-only model) there are no blocks; give one value, or remove it",
+                )
+            )
+        elif isinstance(value, list) and len(value) != max_blocks:
             one_value = "one base value with filters_growth" if name == "filters" else "one value for every block"
             problems.append(
                 (
@@ -265,7 +272,7 @@ def cross_check(spec: Any) -> list[tuple[tuple[str | int, ...], str]]:
     if max_blocks == 0:
         for name in BLOCK_SETTINGS:
             value = getattr(model, name)
-            if is_domain(value) or (isinstance(value, list) and any(is_domain(v) for v in value)):
+            if is_domain(value):  # a per-block list got its own message above
                 problems.append(
                     (("model", name), "is tuned but blocks is 0 (a dense-only model), so no convolution uses it; make it a constant or allow blocks > 0")
                 )
@@ -281,7 +288,11 @@ def cross_check(spec: Any) -> list[tuple[tuple[str | int, ...], str]]:
             )
         if not data.image_size:
             problems.append((("data", "image_size"), "image files need [height, width]: every image is decoded and resized to it once"))
-    if data.source == "manifest" and bool(data.label_column) == bool(data.label_columns):
+    if data.source == "manifest" and not data.label_column and not data.label_columns:
+        problems.append(
+            (("data", "label_column"), "a manifest needs label_column (one column of class names) or label_columns (one-hot columns); neither is given")
+        )
+    if data.source == "manifest" and data.label_column and data.label_columns:
         problems.append(
             (("data", "label_column"), "a manifest needs either label_column (one column of class names) or label_columns (one-hot columns), not both")
         )

@@ -36,6 +36,13 @@ def PerBlock(value_type: Any) -> Any:
     ]
 
 
+# The largest image side `data.image_size` takes (see `DataSpec._not_huge` for why); larger ones once got the process
+# killed for memory while it wrote a multi-terabyte cache file.
+MAX_IMAGE_SIDE = 4096
+# Data keys that stand for a source and its path.
+SHORTHANDS = {"directory": "folder", "manifest": "manifest"}
+
+
 class DataSpec(Frozen):
     """Where the images come from and how they are split (see README, "data")."""
 
@@ -44,7 +51,7 @@ class DataSpec(Frozen):
     test_path: str | None = None
     validation_split: Annotated[float, Field(gt=0, lt=1)] = 0.2
     test_split: Annotated[float, Field(gt=0, lt=1)] = 0.2
-    image_size: Annotated[list[PosInt], Field(min_length=2, max_length=2)] | None = None
+    image_size: Annotated[list[PosInt], Field(min_length=2, max_length=2)] | None = None  # at most MAX_IMAGE_SIDE a side
     color_mode: Literal["rgb", "grayscale", "rgba"] = "rgb"
     path_column: str = "path"
     label_column: str | None = None
@@ -60,13 +67,35 @@ class DataSpec(Frozen):
     @classmethod
     def _shorthands(cls, value: Any) -> Any:
         # `directory: PATH` is short for {source: folder, path: PATH}; `manifest: FILE` for {source: manifest, path: FILE}.
+        # One that conflicts with the keys it stands for stays, as an unknown key that `_shorthand_conflict` explains.
         if isinstance(value, dict):
-            for key, source in (("directory", "folder"), ("manifest", "manifest")):
+            for key, source in SHORTHANDS.items():
                 if key in value and "path" not in value and value.get("source", source) == source:
                     value = {**{k: v for k, v in value.items() if k != key}, "source": source, "path": value[key]}
             # `classes: [3, 8]` names digits' (and MNIST's) classes "3" and "8": class names are text.
             if isinstance(value.get("classes"), list):
                 value = {**value, "classes": [str(c) if isinstance(c, int) and not isinstance(c, bool) else c for c in value["classes"]]}
+        return value
+
+    @field_validator("classes", "label_columns")
+    @classmethod
+    def _once_each(cls, value: list[str] | None) -> list[str] | None:
+        # A class named twice would get two label indices and no images for one of them.
+        names = value or []
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"lists {name!r} twice; name each class once")
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _not_huge(cls, value: list[int] | None) -> list[int] | None:
+        if value and max(value) > MAX_IMAGE_SIDE:
+            raise ValueError(
+                f"at most {MAX_IMAGE_SIDE} pixels a side: every image is decoded to this size and kept in the image cache (one "
+                f"{MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE} RGB image is 48 MiB there, and a first convolution of 32 filters at that size makes 2 GiB "
+                f"of activations per image), while CNNs train on far smaller inputs (224-600 pixels a side for ImageNet models). Received: {value}"
+            )
         return value
 
 
@@ -287,7 +316,7 @@ def _validate(data: dict[str, Any], lines: dict[Any, int], filename: str | None,
         spec = SearchSpec.model_validate(data)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
-            problems.append(_problem_from(error, lines, filename))
+            problems.append(_problem_from(error, lines, filename, data))
     if spec is not None:
         from .space import cross_check
 
@@ -311,13 +340,16 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
     return out
 
 
-def _problem_from(error: Any, lines: dict[Any, int], filename: str | None) -> Problem:
+def _problem_from(error: Any, lines: dict[Any, int], filename: str | None, spec: Mapping[str, Any] | None = None) -> Problem:
     raw_loc = tuple(error["loc"])
     loc = tuple(part for part in raw_loc if not (isinstance(part, str) and part.startswith("<")))
     kind, received = error["type"], error.get("input")
     message = error["msg"]
-    if kind == "extra_forbidden":
-        allowed = _allowed_keys(raw_loc[:-1])
+    section = (spec or {}).get("data")
+    if kind == "extra_forbidden" and raw_loc[:-1] == ("data",) and raw_loc[-1] in SHORTHANDS and isinstance(section, Mapping):
+        message = _shorthand_conflict(str(raw_loc[-1]), section)
+    elif kind == "extra_forbidden":
+        allowed = _allowed_keys(raw_loc[:-1]) + (list(SHORTHANDS) if raw_loc[:-1] == ("data",) else [])
         key = str(raw_loc[-1])
         message = f"unknown key {key!r}. Allowed: {', '.join(allowed)}." + _did_you_mean(key, allowed)
     elif kind == "missing":
@@ -341,6 +373,20 @@ def _problem_from(error: Any, lines: dict[Any, int], filename: str | None) -> Pr
         if kind.endswith("_type") and not isinstance(received, (dict, list)):
             message += f" ({type(received).__name__})"
     return Problem(_format_path(loc), message, filename, _yaml.line_of(lines, loc))
+
+
+def _shorthand_conflict(key: str, section: Mapping[str, Any]) -> str:
+    """Why a `directory:` or `manifest:` shorthand was not taken: it names a source and a path that other keys name too."""
+    source = SHORTHANDS[key]
+    value = section[key]
+    clashes = [
+        f"`{other}: {section[other]}` (short for {{source: {SHORTHANDS[other]}, path: {section[other]}}})"
+        for other in SHORTHANDS
+        if other != key and other in section
+    ]
+    clashes += [f"`source: {section['source']}`"] if section.get("source", source) != source else []
+    clashes += [f"`path: {section['path']}`"] if "path" in section else []
+    return f"`{key}: {value}` is short for {{source: {source}, path: {value}}}, so it conflicts with {' and '.join(clashes) or 'the other data keys'}; keep one of them"
 
 
 def _plain(message: str) -> str:
