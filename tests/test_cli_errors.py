@@ -124,3 +124,20 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
         os.close(write_end)
     assert done.stderr == ""
     assert done.returncode == 141
+
+
+def test_a_manifest_moved_away_from_its_images_names_them_and_where_they_were_looked_for(model, labelled, tmp_path, capsys):
+    exported = beside(model, tmp_path / "export", {"model_card.json": json.dumps(card())})
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "images.csv").write_text("path,label\n" + "".join(f"{label}/{i}.png,{CLASSES[int(label)]}\n" for label in "01" for i in range(2)))
+    assert main(["evaluate", str(exported), str(moved / "images.csv")]) == 2
+    assert "a manifest needs --label-column (one column of class names) or --label-columns (one-hot columns); neither is given" in capsys.readouterr().err
+    for command in (
+        ["evaluate", str(exported), str(moved / "images.csv"), "--label-column", "label"],
+        ["features", str(exported), str(moved / "images.csv"), "--out", str(tmp_path / "f")],
+    ):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "none of the 4 files could be read as images (no such file: " in err and "0/0.png" in err, err
+        assert f"paths are relative to the manifest's folder, {moved}" in err

@@ -31,6 +31,7 @@ class _Images:
     origin: str
     named: frozenset[Path] = frozenset()  # files named on the command line: they must be images
     group_column: str = "split"  # what `splits` holds: train/validation/test, or the folder each file came from
+    manifests: tuple[Path, ...] = ()  # the manifest the paths came from (relative paths start at its folder)
 
 
 def _keras_model(predictor: Predictor, path: Path) -> Any:
@@ -101,8 +102,9 @@ def _run_in_chunks(probe: Any, images: _Images, predictor: Predictor, chunk: int
     if not images.files:
         raise DataError(f"{images.origin}: no images listed (an empty manifest or folder)")
     if not kept:
-        first = skipped[0]
-        raise DataError(f"{images.origin}: none of the {len(skipped)} files could be read as images (the first, {first['file']}: {first['reason']})")
+        from .images import unreadable_examples
+
+        raise DataError(f"{images.origin}: none of the {len(skipped)} files could be read as images ({unreadable_examples(skipped, images.manifests)})")
     return kept, np.concatenate(vectors), np.concatenate(probs), skipped
 
 
@@ -128,7 +130,7 @@ def _manifest(path: Path, path_column: str, label_column: str | None, label_colu
                 f"{path}: no column {path_column!r}; the manifest has {', '.join(map(repr, frame.columns))} (name the image paths with --path-column)"
             )
         files = manifest_paths(path, frame, path_column)
-    return _Images(files, labels, None, frame, str(path))
+    return _Images(files, labels, None, frame, str(path), manifests=(path,))
 
 
 def extract_features(

@@ -134,12 +134,14 @@ def read_image(path: Path, shape: tuple[int, int, int], dtype: str = "uint8", va
     """Decode any common image, apply EXIF rotation, convert to the model's channels and resize to its input."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from .images import eight_bit
+
     height, width, channels = shape
     if not path.is_file():
         raise DataError(f"{path}: no such file" if not path.exists() else f"{path}: a folder, not an image file")
     try:
         with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
+            image = eight_bit(ImageOps.exif_transpose(image))  # 16-bit grayscale scaled, not clipped to 0 or 255
             image = image.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
             image = image.resize((width, height), Image.Resampling.BILINEAR)
             array = np.asarray(image, dtype=np.uint8)
@@ -233,7 +235,8 @@ def evaluate(
             listing = dataclasses.replace(listing, files=files, labels=labels, splits=["test"] * len(chosen), origin=f"{data / 'test'}")
     else:
         if bool(label_column) == bool(label_columns):
-            raise DataError(f"{data}: a manifest needs --label-column (one column of class names) or --label-columns (one-hot columns), not both")
+            which = "not both" if label_column else "neither is given"
+            raise DataError(f"{data}: a manifest needs --label-column (one column of class names) or --label-columns (one-hot columns); {which}")
         listing = read_labelled_manifest(data, path_column, label_column, label_columns)
     if not listing.files:
         raise DataError(f"{listing.origin}: no image files found")
@@ -257,7 +260,9 @@ def evaluate(
         except DataError as exc:
             skipped.append({"file": str(file), "reason": str(exc).removeprefix(f"{file}: ")})
     if not kept:
-        raise DataError(f"{listing.origin}: none of the {len(skipped)} files could be read as images")
+        from .images import unreadable_examples
+
+        raise DataError(f"{listing.origin}: none of the {len(skipped)} files could be read as images ({unreadable_examples(skipped, listing.manifests)})")
     probs = np.concatenate([predictor.predict(np.stack(pixels[i : i + 256])) for i in range(0, len(pixels), 256)])
     y = np.array([label for _, label in kept])
     predicted = probs.argmax(axis=1)
