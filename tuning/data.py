@@ -196,7 +196,8 @@ def describe(data_spec: Any, base_dir: Path) -> tuple[tuple[int, int, int], int]
     if data_spec.source in BUILTIN_SHAPES:
         shape, classes = BUILTIN_SHAPES[data_spec.source]
     elif data_spec.source in ("folder", "manifest"):
-        from .images import MODES, list_folder, read_manifests
+        from .images import MODES, list_folder
+        from .manifests import read_manifests
 
         path = _resolve(data_spec.path, base_dir, "data.path")
         listing = list_folder(path) if data_spec.source == "folder" else read_manifests(path, _test_manifest(data_spec, base_dir), data_spec)
@@ -523,7 +524,8 @@ def _folder(data_spec: Any, base_dir: Path) -> RawData:
 
 @register("manifest")
 def _manifest(data_spec: Any, base_dir: Path) -> RawData:
-    from .images import load_images, read_manifests
+    from .images import load_images
+    from .manifests import read_manifests
 
     path = _resolve(data_spec.path, base_dir, "data.path")
     return _from_images(load_images(read_manifests(path, _test_manifest(data_spec, base_dir), data_spec), data_spec), data_spec)

@@ -115,7 +115,7 @@ def _class_folders(folder: Path) -> bool:
 
 
 def _manifest(path: Path, path_column: str, label_column: str | None, label_columns: Sequence[str] | None) -> _Images:
-    from .images import manifest_paths, read_labelled_manifest, read_table
+    from .manifests import manifest_paths, read_labelled_manifest, read_table
 
     if label_column and label_columns:
         raise DataError(f"{path}: give --label-column (one column of class names) or --label-columns (one-hot columns), not both")

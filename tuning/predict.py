@@ -222,7 +222,8 @@ def evaluate(
     Example:
         >>> evaluate("reports/pets/export/0007/model.keras", "new_photos/")["accuracy"]
     """
-    from .images import list_folder, read_labelled_manifest
+    from .images import list_folder
+    from .manifests import read_labelled_manifest
 
     data = Path(data)
     if not data.exists():
