@@ -558,3 +558,16 @@ def test_a_decode_larger_than_the_free_disk_is_refused_before_writing(tmp_path, 
     ):
         load_data(folder_spec(tmp_path / "pets"), tmp_path, seed=0)
     assert list((tmp_path / "cache" / "images").iterdir()) == []
+
+
+def test_hidden_folders_are_neither_classes_nor_images(tmp_path):
+    """Jupyter leaves .ipynb_checkpoints beside the class folders and inside them; Keras would call it a class."""
+    from tuning.images import list_folder
+
+    make_tree(tmp_path / "pets", per_class=2)
+    before = list_folder(tmp_path / "pets")
+    for hidden in (tmp_path / "pets" / ".ipynb_checkpoints", tmp_path / "pets" / "cat" / ".ipynb_checkpoints"):
+        hidden.mkdir()
+        Image.fromarray(shape_image(0, seed=5)).save(hidden / "copy.png")
+    after = list_folder(tmp_path / "pets")
+    assert after.class_names == before.class_names == ["cat", "dog", "fox"] and after.files == before.files

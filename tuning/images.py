@@ -108,9 +108,11 @@ def list_folder(root: Path) -> Listing:
     files, labels, splits = [], [], []
     names: set[str] = set()
     for folder, split in parts:
-        for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        # Hidden folders and files (Jupyter's .ipynb_checkpoints, macOS' ._ files) are neither classes nor images.
+        for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
             names.add(class_dir.name)
-            for file in sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            inside = (p for p in class_dir.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(class_dir).parts))
+            for file in sorted(inside):
                 files.append(file)
                 labels.append(class_dir.name)
                 splits.append(split)
