@@ -141,3 +141,13 @@ def test_a_manifest_moved_away_from_its_images_names_them_and_where_they_were_lo
         err = capsys.readouterr().err
         assert "none of the 4 files could be read as images (no such file: " in err and "0/0.png" in err, err
         assert f"paths are relative to the manifest's folder, {moved}" in err
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [(["--extend", "0"], "expected a whole number of at least 1, not '0'"), (["--gpus", "x,y"], "expected GPU indices separated by commas, such as 0,1")],
+)
+def test_search_options_are_checked_as_they_are_read(option, message, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["search", "spec.yaml", *option])
+    assert exited.value.code == 2 and message in capsys.readouterr().err

@@ -79,9 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="run (or resume) a search")
     _run_options(search, "YAML search space")
     search.add_argument("--retry-failed", action="store_true", help="when resuming, run the failed and out-of-memory trials again")
-    search.add_argument("--extend", type=int, default=0, metavar="N", help="add N Hyperband iterations to an existing (finished) search")
+    search.add_argument("--extend", type=_positive, default=0, metavar="N", help="add N Hyperband iterations to an existing (finished) search")
     search.add_argument("--workers", type=int, default=0, metavar="N", help="run trials in N worker processes (default 0: in this process)")
-    search.add_argument("--gpus", help="GPU indices for the workers, e.g. 0,1 (round-robin; default: all GPUs, else the CPU)")
+    search.add_argument("--gpus", type=_gpu_list, help="GPU indices for the workers, e.g. 0,1 (round-robin; default: all GPUs, else the CPU)")
     search.add_argument("--host", default="127.0.0.1", help="address the oracle listens on for workers (default 127.0.0.1; unauthenticated)")
     search.add_argument("--port", type=_port, default=None, help="port for workers (default: a free one)")
     search.add_argument(
@@ -258,7 +258,6 @@ def describe_plan(spec: Any, the_plan: Any) -> str:
 def _search(args: argparse.Namespace) -> int:
     from .runner import search
 
-    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     run = search(
         args.spec,
         name=args.name,
@@ -267,7 +266,7 @@ def _search(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         extend=args.extend,
         workers=args.workers,
-        gpus=gpus,
+        gpus=args.gpus,
         host=args.host,
         port=args.port,
         trials_per_process=args.trials_per_process,
@@ -303,6 +302,14 @@ def _positive(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
     return int(text)
+
+
+def _gpu_list(text: str) -> list[str]:
+    """argparse type: GPU indices as nvidia-smi numbers them, e.g. `0,1` (a name such as `x` reached the workers)."""
+    gpus = [g.strip() for g in text.split(",") if g.strip()]
+    if not gpus or not all(g.isdigit() for g in gpus):
+        raise argparse.ArgumentTypeError(f"expected GPU indices separated by commas, such as 0,1, not {text!r}")
+    return gpus
 
 
 def _port(text: str) -> int:
