@@ -96,6 +96,8 @@ search:
         ("version: 1\nmodel:\n  blocks: {int: [1, 2, 3]}\n", ":3: model.blocks: expected [low, high]. Received: [1, 2, 3]"),
         ("version: 1\nmodel:\n  block_dropout: {float: [0, 0.5], log: true}\n", "log sampling needs low > 0"),
         ("version: 1\nmodel:\n  kernel_size: {choice: [3, 3]}\n", "choice lists 3 twice"),
+        ("version: 1\ntraining:\n  learning_rate: {float: [1e-4, 1e-2], step: 0.5}\n", "step 0.5 goes past the range [0.0001, 0.01] in one step"),
+        ("version: 1\ntraining:\n  learning_rate: {float: [1e-4, 1e-2], step: 1000, log: true}\n", "use a smaller step factor"),
         ("version: 1\ndata:\n  source: digits\n  classes: [3, 8, 3]\n", ":4: data.classes: lists '3' twice; name each class once"),
         (
             "version: 1\ndata:\n  manifest: m.csv\n  image_size: [8, 8]\n  label_columns: [Cats, Dogs, Cats]\n",

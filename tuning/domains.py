@@ -78,6 +78,12 @@ class _Range(Frozen, Generic[T]):
                 raise ValueError(f"step must be > 0. Received: step={_fmt(self.step)}")
             if self.log and step <= 1:
                 raise ValueError(f"with log: true the step is a factor and must be > 1. Received: step={_fmt(self.step)}")
+            reach = low * step if self.log else low + step
+            if low < high and reach > high * (1 + 1e-9) + (0 if self.log else 1e-12):
+                raise ValueError(
+                    f"step {_fmt(self.step)} goes past the range [{_fmt(low)}, {_fmt(high)}] in one step, so only {_fmt(low)} would ever be drawn; "
+                    f"use a smaller step{' factor' if self.log else ''}, or a constant"
+                )
         return self
 
     def values(self) -> list[Any] | None:
