@@ -571,3 +571,13 @@ def test_hidden_folders_are_neither_classes_nor_images(tmp_path):
         Image.fromarray(shape_image(0, seed=5)).save(hidden / "copy.png")
     after = list_folder(tmp_path / "pets")
     assert after.class_names == before.class_names == ["cat", "dog", "fox"] and after.files == before.files
+
+
+def test_a_workbook_whose_manifest_is_not_its_first_sheet_says_which_sheet_was_read(tmp_path):
+    import pandas as pd
+
+    with pd.ExcelWriter(tmp_path / "book.xlsx") as book:
+        pd.DataFrame({"notes": ["read me"]}).to_excel(book, sheet_name="About", index=False)
+        pd.DataFrame({"path": ["cat/0.png"], "label": ["cat"]}).to_excel(book, sheet_name="Images", index=False)
+    with pytest.raises(DataError, match=r"the manifest has 'notes' in its first sheet, 'About', the one read \(the workbook has 2: 'About', 'Images'"):
+        load_data(folder_spec(tmp_path / "book.xlsx", source="manifest", label_column="label"), tmp_path, seed=0)

@@ -42,6 +42,21 @@ def read_table(path: Path) -> Any:
         raise DataError(f"{path}: cannot read the manifest ({type(exc).__name__}: {exc}); expected a CSV or .xlsx file") from None
 
 
+def _first_sheet_note(path: Path) -> str:
+    """For a workbook of several sheets: that only the first is read (the columns sought may be on another)."""
+    if path.suffix.lower() not in (".xlsx", ".xls"):
+        return ""
+    import pandas as pd
+
+    try:
+        sheets = pd.ExcelFile(path).sheet_names
+    except Exception:  # noqa: BLE001 - a note for an error already being raised
+        return ""
+    if len(sheets) < 2:
+        return ""
+    return f" in its first sheet, {sheets[0]!r}, the one read (the workbook has {len(sheets)}: {', '.join(map(repr, sheets))}; put the manifest first)"
+
+
 def read_labelled_manifest(path: Path, path_column: str, label_column: str | None, label_columns: Sequence[str] | None, frame: Any = None) -> Listing:
     """A manifest named on the command line (`evaluate`, `features`), its columns given by flags."""
     from types import SimpleNamespace
@@ -80,7 +95,9 @@ def read_manifest(path: Path, data_spec: Any, advice: str = SPEC_COLUMNS_ADVICE,
     ]
     missing = [c for c in wanted if c not in columns]
     if missing:
-        raise DataError(f"{path}: no column {', '.join(map(repr, missing))}; the manifest has {', '.join(map(repr, columns))} ({advice})")
+        raise DataError(
+            f"{path}: no column {', '.join(map(repr, missing))}; the manifest has {', '.join(map(repr, columns))}{_first_sheet_note(path)} ({advice})"
+        )
     if data_spec.label_columns:
         onehot = one_hot_rows(path, frame, list(data_spec.label_columns))
         labels = [data_spec.label_columns[i] for i in onehot.argmax(axis=1)]
