@@ -429,7 +429,7 @@ def test_features_and_maps_refuse_what_they_cannot_do_before_writing(exported, l
     assert "apply to a CSV/Excel manifest" in capsys.readouterr().err
     (tmp_path / "gone.csv").write_text("path\nnope.png\n")
     assert main(["features", model, str(tmp_path / "gone.csv")]) == 2
-    assert "none of the 1 files could be read as images (the first, " in (err := capsys.readouterr().err) and "nope.png: no such file)" in err
+    assert "none of the 1 files could be read as images (no such file: " in (err := capsys.readouterr().err) and "nope.png; paths are relative to" in err
     assert main(["maps", model, str(tmp_path / "missing.png")]) == 2
     assert "missing.png does not exist" in capsys.readouterr().err
     assert main(["maps", model, two[0], "--out", str(tmp_path / "maps.jpg")]) == 2
