@@ -427,6 +427,8 @@ def test_features_and_maps_refuse_what_they_cannot_do_before_writing(exported, l
     assert "blank.csv: not a readable image" in capsys.readouterr().err
     assert main(["features", model, str(labelled), "--label-column", "digit"]) == 2
     assert "apply to a CSV/Excel manifest" in capsys.readouterr().err
+    assert main(["features", model, str(labelled), two[0]]) == 2  # its labels would be dropped among unlabelled images
+    assert "holds class sub-folders (labelled images) while" in capsys.readouterr().err
     (tmp_path / "gone.csv").write_text("path\nnope.png\n")
     assert main(["features", model, str(tmp_path / "gone.csv")]) == 2
     assert "none of the 1 files could be read as images (no such file: " in (err := capsys.readouterr().err) and "nope.png; paths are relative to" in err

@@ -67,6 +67,14 @@ def _images(data: Sequence[str | Path], path_column: str, label_column: str | No
         labels = [label for listing in listings for label in listing.labels]
         folders: list[str | None] = [str(path) for path, listing in zip(paths, listings) for _ in listing.files]
         return _Images(files, labels, folders, None, ", ".join(map(str, paths)), group_column="folder")
+    labelled = [path for path in paths if path.is_dir() and _class_folders(path)]
+    if labelled:  # their labels would be lost among unlabelled images: one kind per command
+        loose = [path for path in paths if path not in labelled]
+        raise DataError(
+            f"{', '.join(map(str, labelled))} {'holds' if len(labelled) == 1 else 'hold'} class sub-folders (labelled images) while "
+            f"{', '.join(map(str, loose))} {'is' if len(loose) == 1 else 'are'} loose images or files without labels; run `tuning features` "
+            "once for each kind (or put the loose images in a class folder)"
+        )
     found = collect_images(paths)
     named = frozenset(file for file, is_named in found if is_named)
     return _Images([file for file, _ in found], None, None, None, ", ".join(map(str, paths)), named)
