@@ -151,3 +151,22 @@ def test_search_options_are_checked_as_they_are_read(option, message, capsys):
     with pytest.raises(SystemExit) as exited:
         main(["search", "spec.yaml", *option])
     assert exited.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_class_with_a_slash_in_its_name_is_found_in_a_folder_named_without_it(model, tmp_path):
+    """Fashion-MNIST's `T-shirt/top` cannot be a folder name; `T-shirt_top` stands for it in evaluate and features."""
+    from tuning.features import extract_features
+    from tuning.predict import evaluate
+
+    names = ["T-shirt/top", "Trouser", "Pullover"]
+    exported = beside(model, tmp_path / "export", {"model_card.json": json.dumps({**card(), "class_names": names})})
+    rng = np.random.default_rng(1)
+    for folder in ("T-shirt_top", "Trouser"):
+        (tmp_path / "photos" / folder).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(tmp_path / "photos" / folder / f"{i}.png")
+    result = evaluate(exported, tmp_path / "photos")
+    assert (result["images"], result["ignored"]) == (4, {}) and sum(result["confusion_matrix"][0]) == 2
+    features = extract_features(exported, tmp_path / "photos", out=tmp_path / "features")
+    table = (tmp_path / "features" / "features.csv").read_text()
+    assert features["images"] == 4 and table.count("T-shirt/top,") >= 2 and "T-shirt_top," not in table
