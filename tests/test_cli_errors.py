@@ -170,3 +170,14 @@ def test_a_class_with_a_slash_in_its_name_is_found_in_a_folder_named_without_it(
     features = extract_features(exported, tmp_path / "photos", out=tmp_path / "features")
     table = (tmp_path / "features" / "features.csv").read_text()
     assert features["images"] == 4 and table.count("T-shirt/top,") >= 2 and "T-shirt_top," not in table
+
+
+def test_labels_written_as_whole_numbers_match_a_model_trained_before_they_were_named_as_integers(model, labelled, tmp_path):
+    """A CSV column holding 2.0 once named its classes '0.0', '1.0': an old model's card says so, new manifests say '0'."""
+    from tuning.predict import evaluate, model_labels
+
+    old = beside(model, tmp_path / "old", {"model_card.json": json.dumps({**card(), "class_names": ["0.0", "1.0", "2.0"]})})
+    (tmp_path / "sheet.csv").write_text("path,label\n" + "".join(f"{labelled}/{d}/{i}.png,{d}\n" for d in "01" for i in range(2)))
+    result = evaluate(old, tmp_path / "sheet.csv", label_column="label")
+    assert (result["images"], result["ignored"]) == (4, {}) and [sum(row) for row in result["confusion_matrix"]] == [2, 2, 0]
+    assert model_labels(["2.0", "x", "T-shirt_top", "3"], ["2", "x", "T-shirt/top", "1.0"]) == ["2", "x", "T-shirt/top", "3"]

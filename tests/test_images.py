@@ -581,3 +581,19 @@ def test_a_workbook_whose_manifest_is_not_its_first_sheet_says_which_sheet_was_r
         pd.DataFrame({"path": ["cat/0.png"], "label": ["cat"]}).to_excel(book, sheet_name="Images", index=False)
     with pytest.raises(DataError, match=r"the manifest has 'notes' in its first sheet, 'About', the one read \(the workbook has 2: 'About', 'Images'"):
         load_data(folder_spec(tmp_path / "book.xlsx", source="manifest", label_column="label"), tmp_path, seed=0)
+
+
+def test_a_new_cache_version_replaces_the_entry_an_earlier_one_made(tmp_path, monkeypatch):
+    """Each version bump re-decodes once; the superseded entry of the same files must not stay on the disk."""
+    import tuning.images as images
+
+    make_tree(tmp_path / "pets", per_class=2)
+    spec = folder_spec(tmp_path / "pets")
+    monkeypatch.setattr(images, "CACHE_VERSION", images.CACHE_VERSION - 1)
+    load_data(spec, tmp_path, seed=0)
+    old = sorted((tmp_path / "cache" / "images").iterdir())
+    monkeypatch.undo()
+    monkeypatch.setenv("TUNING_CACHE", str(tmp_path / "cache"))
+    load_data(spec, tmp_path, seed=0)
+    new = sorted((tmp_path / "cache" / "images").iterdir())
+    assert len(old) == len(new) == 1 and old != new

@@ -988,3 +988,16 @@ def test_extending_a_space_with_nothing_left_says_so(tmp_path, capsys):
     assert "--extend" not in capsys.readouterr().err
     assert main([*command, "--extend", "1"]) == 0
     assert "warning: --extend 1 adds no trials: the space has no configuration left to draw" in capsys.readouterr().err
+
+
+def test_a_run_begun_with_whole_number_labels_named_as_floats_keeps_those_names():
+    """Before whole-number labels were named as integers a CSV's `2.0` made class '2.0': resuming keeps it."""
+    from tuning.data import load_data
+    from tuning.runner import _with_earlier_class_names
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), np.arange(60) % 3
+    dataset = load_data(load_spec({"version": 1}).data, ROOT, seed=0, arrays=(x, y))
+    assert dataset.class_names == ("0", "1", "2")
+    assert _with_earlier_class_names(dataset, ["0.0", "1.0", "2.0"]).class_names == ("0.0", "1.0", "2.0")
+    assert _with_earlier_class_names(dataset, ["a", "b", "c"]) is dataset  # other classes: refused as before, by the caller

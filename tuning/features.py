@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DataError, RunError
-from .predict import IMAGE_SUFFIXES, Predictor, collect_images, folder_labels, load_predictor, read_image
+from .predict import IMAGE_SUFFIXES, Predictor, collect_images, load_predictor, model_labels, read_image
 
 MAX_FILTERS = 64  # channels drawn per layer unless asked for more: 8 rows of 8, as the tutorials plot them
 MANIFEST_SUFFIXES = {".csv", ".xlsx", ".xls"}
@@ -184,8 +184,8 @@ def extract_features(
     kept, vectors, probs, skipped = _run_in_chunks(probe, images, predictor)
     coords, share = pca_2d(vectors.astype(np.float64))
     names = predictor.class_names
-    if images.labels is not None and images.rows is None:  # labels from folder names
-        images = dataclasses.replace(images, labels=folder_labels(images.labels, names))
+    if images.labels is not None:
+        images = dataclasses.replace(images, labels=model_labels(images.labels, names))
     predicted = probs.argmax(axis=1)
 
     table = images.rows.iloc[kept].reset_index(drop=True) if images.rows is not None else pd.DataFrame({"image": [str(images.files[i]) for i in kept]})

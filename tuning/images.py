@@ -130,8 +130,11 @@ def decode_all(listing: Listing, size: tuple[int, int], mode: str) -> tuple[np.n
             stamp.append([str(file.resolve()), stat.st_size, stat.st_mtime_ns])
         except OSError:
             stamp.append([str(file), -1, -1])
-    key = hashlib.sha256(json.dumps([CACHE_VERSION, list(size), mode, stamp]).encode()).hexdigest()[:24]
-    folder = cache_root() / key
+
+    def key(version: int) -> str:
+        return hashlib.sha256(json.dumps([version, list(size), mode, stamp]).encode()).hexdigest()[:24]
+
+    folder = cache_root() / key(CACHE_VERSION)
     if (folder / "meta.json").exists():
         meta = json.loads((folder / "meta.json").read_text())
         return np.load(folder / "x.npy", mmap_mode="r"), meta["kept"], meta["skipped"]
@@ -147,6 +150,8 @@ def decode_all(listing: Listing, size: tuple[int, int], mode: str) -> tuple[np.n
     if folder.exists():
         shutil.rmtree(folder, ignore_errors=True)
     os.replace(staging, folder)
+    for version in range(1, CACHE_VERSION):  # the entry an earlier version of `tuning` made of these files is stale now
+        shutil.rmtree(cache_root() / key(version), ignore_errors=True)
     return np.load(folder / "x.npy", mmap_mode="r"), kept, skipped
 
 

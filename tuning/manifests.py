@@ -129,6 +129,15 @@ def label_name(value: Any) -> str:
     return str(value)
 
 
+def whole_number_name(name: str) -> str:
+    """A class name as `label_name` gives it now: `2.0` -> `2` (runs and models from before kept `2.0`)."""
+    try:
+        value = float(name)
+    except ValueError:
+        return name
+    return str(int(value)) if value.is_integer() and abs(value) < 2**53 else name
+
+
 def one_hot_rows(path: Path, frame: Any, columns: list[str]) -> np.ndarray:
     """The one-hot columns as a 0/1 matrix, one 1 per row. A cell may be 0 or 1 written as a number (1, 1.0),
     a boolean or text ("1", as a CSV column with one stray word holds); anything else is refused by row and column."""

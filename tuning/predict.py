@@ -87,11 +87,17 @@ def load_predictor(path: str | Path) -> Predictor:
     return Predictor(fn, shape, dtype, value_max, names, model if path.suffix == ".keras" else None)  # type: ignore[arg-type]
 
 
-def folder_labels(labels: Sequence[str], class_names: Sequence[str]) -> list[str]:
-    """Folder names as the model's class names: a class with a '/' in its name (Fashion-MNIST's `T-shirt/top`)
-    cannot be a folder, so `T-shirt_top`, `T-shirt-top` or `T-shirt top` stands for it."""
+def model_labels(labels: Sequence[str], class_names: Sequence[str]) -> list[str]:
+    """Labels (folder names, manifest cells) as the model's class names where they are written otherwise:
+    a class with a '/' in its name (Fashion-MNIST's `T-shirt/top`) cannot be a folder, so `T-shirt_top`,
+    `T-shirt-top` or `T-shirt top` stands for it; and a whole number is one class however it is written
+    (`2` and `2.0`: a model trained before whole-number labels were named as integers has class `2.0`)."""
+    from .manifests import whole_number_name
+
     aliases = {name.replace("/", sep): name for name in class_names if "/" in name for sep in ("_", "-", " ")}
-    return [label if label in class_names else aliases.get(label, label) for label in labels]
+    numbers = {whole_number_name(name): name for name in class_names}
+    known = set(class_names)
+    return [label if label in known else aliases.get(label, numbers.get(whole_number_name(label), label)) for label in labels]
 
 
 def _read_card(path: Path) -> dict[str, Any]:
@@ -249,8 +255,7 @@ def evaluate(
     if not listing.files:
         raise DataError(f"{listing.origin}: no image files found")
     predictor = load_predictor(model)
-    if data.is_dir():
-        listing = dataclasses.replace(listing, labels=folder_labels(listing.labels, predictor.class_names))
+    listing = dataclasses.replace(listing, labels=model_labels(listing.labels, predictor.class_names))
     index = {name: i for i, name in enumerate(predictor.class_names)}
     ignored = {label: listing.labels.count(label) for label in sorted(set(listing.labels) - set(index))}
     if len(ignored) == len(set(listing.labels)):

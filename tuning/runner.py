@@ -7,6 +7,7 @@ refused unless the caller asks to overwrite or picks a new name.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import shutil
 import signal
@@ -154,6 +155,16 @@ def _data_changes(before: dict[str, Any], now: dict[str, Any]) -> dict[str, str]
     return {key: f"{key} {before[key]} -> {now.get(key)}" for key in keys if key in before and before[key] != now.get(key)}
 
 
+def _with_earlier_class_names(dataset: Any, earlier: list[str] | None) -> Any:
+    """A run begun before whole-number labels were named as integers keeps its class names (`2.0`), which its
+    trials' models and the reports use; they name the same classes."""
+    from .manifests import whole_number_name
+
+    if not earlier or list(dataset.class_names) == earlier or [whole_number_name(name) for name in earlier] != list(dataset.class_names):
+        return dataset
+    return dataclasses.replace(dataset, class_names=tuple(earlier))
+
+
 def with_iterations(spec: SearchSpec, iterations: int) -> SearchSpec:
     """The spec with another Hyperband iteration count (for `--extend`); its file and text are kept."""
     if iterations == spec.search.iterations:
@@ -185,6 +196,7 @@ def _search_locked(
     from .engine import SpecHyperModel, SpecTuner, make_oracle
 
     previous = store.read_manifest() if resumed else {}
+    dataset = _with_earlier_class_names(dataset, (previous.get("data") or {}).get("classes"))
     changed = _data_changes(previous.get("data") or {}, dataset.summary())
     if changed.keys() & {"classes", "image_shape"}:
         raise DataError(
