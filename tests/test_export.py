@@ -132,24 +132,33 @@ def test_a_run_searched_on_arrays_exports_with_its_own_test_metrics(tmp_path, ca
     digits = load_digits()
     x = np.repeat((digits.images[:400] * 15).astype("uint8")[..., None], 3, axis=-1)  # 8x8x3: digits' own shape is 8x8x1
     y = digits.target[:400]
-    run = search(tiny(search={"max_epochs": 2, "max_trials": 2}), name="arrays", out=tmp_path, data=(x, y), quiet=True)
+    name = "arrays_" + "x" * 57  # 64 characters, the longest run name: best_config.yaml's name must still fit
+    run = search(tiny(search={"max_epochs": 2, "max_trials": 2}), name=name, out=tmp_path, data=(x, y), quiet=True)
     paths = run.export(formats="keras")
     card = json.loads(paths["card_json"].read_text())
     assert (card["data_source"], card["test_metrics"]) == ("arrays", run.best["test"])
     config = paths["config"].read_text()
-    assert config.startswith("# This run was searched on arrays") and f"name: arrays-trial{run.best['trial_id']}" in config
+    trained_name = f"{name[: 64 - len('-trial' + run.best['trial_id'])]}-trial{run.best['trial_id']}"
+    assert config.startswith("# This run was searched on arrays") and f"name: {trained_name}\n" in config
 
     assert main(["export", str(run.path), "--retrain", "--format", "keras", "--out", str(tmp_path / "cli")]) == 2
-    assert "was searched on arrays passed to tuning.search(data=...)" in capsys.readouterr().err
+    assert f"tuning.open_run({str(run.path)!r}).export(retrain=True, data=" in capsys.readouterr().err
     (tmp_path / "a_file").write_text("")
     assert main(["export", str(run.path), "--format", "keras", "--out", str(tmp_path / "a_file")]) == 2
     assert "a_file is a file; give a folder" in capsys.readouterr().err
 
+    other = run.trials[(run.trials["status"] == "completed") & (run.trials["trial_id"] != run.best["trial_id"])]["trial_id"].iloc[0]
+    untested = json.loads(run.export(trial=other, formats="keras", out=tmp_path / "other")["card_json"].read_text())
+    assert untested["test_metrics"] is None and "searched on arrays it does not keep; export(data=...) tests it" in untested["test_note"]
+    with pytest.raises(DataError, match=r"the arrays' classes \['0', '1', '2'\] are not the run's \['0', '1', '2', '3'"):
+        run.export(formats="keras", out=tmp_path / "wrong", data=(x, y % 3))
+    assert not (tmp_path / "wrong").exists()  # refused before anything was written
     again = run.export(formats=["keras"], out=tmp_path / "again", retrain=True, data=(x, y))
     card = json.loads(again["card_json"].read_text())
     assert card["model_source"].startswith("retrained") and 0 <= card["test_metrics"]["accuracy"] <= 1
+    assert card["data_source"] == "arrays passed to export(data=...)"
     trained = tuning.train(paths["config"], out=tmp_path, data=(x, y), quiet=True)
-    assert trained.path.name == f"arrays-trial{run.best['trial_id']}" and trained.best["test"]["accuracy"] > 0.3
+    assert trained.path.name == trained_name and trained.best["test"]["accuracy"] > 0.3
 
 
 def test_retrain_on_train_and_validation(exported, tmp_path):

@@ -16,7 +16,7 @@ from .errors import RunError
 from .records import data_dir, write_atomic, write_json
 from .run import Run
 from .space import PER_BLOCK, parameters, resolve
-from .spec import SearchSpec, load_stored_spec
+from .spec import MAX_NAME, SearchSpec, load_stored_spec
 
 FORMATS = ("keras", "savedmodel", "tflite")
 
@@ -140,20 +140,22 @@ def export(
     out_dir = Path(out) if out else chosen.run.path / "export" / chosen.record.trial_id
     if out_dir.exists() and not out_dir.is_dir():
         raise RunError(f"--out {out_dir} is a file; give a folder (it is created if missing) for the exported model and its card")
-    out_dir.mkdir(parents=True, exist_ok=True)
     if chosen.searched_on_arrays and data is None and retrain:
         raise RunError(
             f"{chosen.run.path} was searched on arrays passed to tuning.search(data=...), which a run does not keep, so --retrain has "
-            "nothing to train on; from Python, pass the same arrays: tuning.export(run, retrain=True, data=(x_train, y_train, ...))"
+            f"nothing to train on; from Python, pass the same arrays: tuning.open_run({str(chosen.run.path)!r}).export(retrain=True, data=(x_train, y_train, ...))"
         )
+    untested = None  # why the card has no test metrics of its own
     if data is not None:
-        from .data import load_data
-
-        dataset = load_data(chosen.spec.data, chosen.data_dir, seed=chosen.spec.search.seed, arrays=data, class_names=class_names)
+        dataset = _given_arrays(chosen, data, class_names)
     elif chosen.searched_on_arrays:
-        dataset = None  # the card keeps the search's own test metrics
+        dataset = None
+        untested = "the run was searched on arrays it does not keep; export(data=...) tests it on them"
+    elif retrain:
+        dataset = _load_data(chosen)
     else:
-        dataset = _load_data(chosen) if retrain else _try_load(chosen)
+        dataset, untested = _try_load(chosen)
+    out_dir.mkdir(parents=True, exist_ok=True)
     if retrain:
         model = chosen.retrain(dataset)
         source = f"retrained on train + validation for {chosen.record.best_epoch} epochs (seed {chosen.spec.search.seed})"
@@ -166,10 +168,14 @@ def export(
         paths.update(EXPORTERS[name](model, out_dir, shape, dtype, quantize))
     test = _test_metrics(model, dataset, chosen, retrain)
     card = _model_card(chosen, source, test, sorted(paths))
+    if data is not None:
+        card["data_source"] = "arrays passed to export(data=...)"
+    card["test_note"] = None if test else untested or "the search did not test this trial; --retrain or the best trial has test metrics"
     write_json(out_dir / "model_card.json", card)
     write_atomic(out_dir / "model_card.md", _card_markdown(card))
     config = fixed_spec(chosen.spec, chosen.record.values, int(chosen.record.best_epoch or 1), chosen.data_dir)
-    config = {"version": config.pop("version"), "name": f"{chosen.run.manifest['name']}-trial{chosen.record.trial_id}", **config}
+    suffix = f"-trial{chosen.record.trial_id}"
+    config = {"version": config.pop("version"), "name": chosen.run.manifest["name"][: MAX_NAME - len(suffix)] + suffix, **config}
     note = ""
     if chosen.searched_on_arrays:
         note = (
@@ -229,14 +235,30 @@ def _load_data(chosen: TrialModel) -> Any:
     return load_data(chosen.spec.data, chosen.data_dir, seed=chosen.spec.search.seed)
 
 
-def _try_load(chosen: TrialModel) -> Any:
-    """The run's data for the test metrics, or None where it cannot be read here (the export goes on without)."""
+def _try_load(chosen: TrialModel) -> tuple[Any, str | None]:
+    """The run's data for the test metrics, or None and why where it cannot be read here (the export goes on without)."""
     from .errors import DataError
 
     try:
-        return _load_data(chosen)
-    except DataError:
-        return None
+        return _load_data(chosen), None
+    except DataError as exc:
+        return None, f"the run's data could not be loaded here: {exc}"
+
+
+def _given_arrays(chosen: TrialModel, data: Sequence[np.ndarray], class_names: Sequence[str] | None) -> Any:
+    """`data=` arrays, split as the search split its own, refused unless they are of the run's classes and image shape."""
+    from .data import load_data
+    from .errors import DataError
+
+    dataset = load_data(chosen.spec.data, chosen.data_dir, seed=chosen.spec.search.seed, arrays=data, class_names=class_names)
+    summary = dataset.summary()
+    for key in ("classes", "image_shape"):
+        if list(summary[key]) != list(chosen.data[key]):
+            raise DataError(
+                f"data: the arrays' {key.replace('_', ' ')} {summary[key]} are not the run's {chosen.data[key]}; pass the arrays "
+                f"{chosen.run.path} was searched on{' (and its class_names)' if key == 'classes' else ''}"
+            )
+    return dataset
 
 
 def _test_metrics(model: Any, dataset: Any, chosen: TrialModel, retrain: bool) -> dict[str, float] | None:
@@ -291,7 +313,7 @@ def _card_markdown(card: dict[str, Any]) -> str:
         f"- **Score**: {card['objective']['metric']} = {card['score']:.4f} (best epoch {card['best_epoch']})",
         f"- **Test**: accuracy {test.get('accuracy', float('nan')):.4f}, loss {test.get('loss', float('nan')):.4f}"
         if test
-        else "- **Test**: not evaluated (the data could not be loaded here)",
+        else f"- **Test**: not evaluated ({card.get('test_note') or 'the data could not be loaded here'})",
         f"- **Input**: {card['input']['dtype']} images of shape {card['input']['shape']}; {card['preprocessing']}",
         f"- **Output**: {card['output']}",
         f"- **Classes**: {', '.join(card['class_names'])}",

@@ -40,9 +40,8 @@ from .runtime import (
 )
 from .space import parameters as the_params
 from .space import resolve
-from .spec import SearchSpec, load_spec
+from .spec import MAX_NAME, RUN_NAME, SearchSpec, load_spec
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DEFAULT_OUT = "reports"
 
 
@@ -50,10 +49,10 @@ def run_directory(spec: SearchSpec, name: str | None, out: str | Path | None) ->
     """`out/name`, refusing names that could write outside `out` (no separators, no `..`)."""
     from_file = not name and not spec.name and spec.file
     name = name or spec.name or (Path(spec.file).stem if spec.file else "search")
-    if not NAME.match(name) or name in (".", ".."):
+    if not RUN_NAME.match(name) or name in (".", ".."):
         rule = "use letters, digits, '_', '.' or '-' (no '/' or '..'), at most 64 characters"
         if from_file:
-            suggestion = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-")[:64] or "search"
+            suggestion = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-")[:MAX_NAME] or "search"
             raise RunError(
                 f"run name {name!r} (from the file name {Path(str(spec.file)).name!r}) is not allowed: {rule}; pass --name {suggestion} or set name: in the spec"
             )

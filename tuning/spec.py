@@ -36,6 +36,9 @@ def PerBlock(value_type: Any) -> Any:
     ]
 
 
+MAX_NAME = 64
+# A run's name is a folder name under the output root: no separators, no `..`.
+RUN_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_NAME - 1}}}$")
 # The largest image side `data.image_size` takes (see `DataSpec._not_huge` for why); larger ones once got the process
 # killed for memory while it wrote a multi-terabyte cache file.
 MAX_IMAGE_SIDE = 4096
@@ -207,7 +210,7 @@ class SearchSpec(Frozen):
     """A whole search: data, model space, training and search settings (`version: 1`)."""
 
     version: Literal[1]
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")] | None = None
+    name: Annotated[str, Field(pattern=RUN_NAME.pattern)] | None = None
     description: str | None = None
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
