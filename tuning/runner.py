@@ -273,12 +273,17 @@ def _search_locked(
         events.close()
         elapsed = elapsed_before + time.time() - started
         store.update_manifest(status=status, stop_reason=stop_reason, elapsed_s=round(elapsed, 3))
-        writing = types.SimpleNamespace(requested=False)
+        # A Ctrl-C already pressed (to stop after the epoch, or twice) made the next one "stop now": it stays so.
+        writing = types.SimpleNamespace(requested=status == "interrupted" or bool(tuner.stop.requested))
         try:
             with _graceful_stop(writing, quiet, "writing the results first (Ctrl-C again to stop now; the same command writes them later)"):
                 _finish(store, spec, tuner, dataset)
         except KeyboardInterrupt:
-            store.update_manifest(status="interrupted", stop_reason="interrupted while writing the results: run the same command again to write them")
+            unwritten = "interrupted while writing the results: run the same command again to write them"
+            if status == "finished":  # a finished search without its results would say the opposite of what is on disk
+                store.update_manifest(status="interrupted", stop_reason=unwritten)
+            else:
+                store.update_manifest(stop_reason=f"{stop_reason}; then {unwritten}")
             raise
     if error is not None:
         raise error
