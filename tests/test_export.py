@@ -498,3 +498,9 @@ def test_a_stored_spec_this_version_refuses_is_mended_where_no_trial_changes():
     assert (mended.model.blocks, mended.model.kernel_size, mended.model.block_dropout) == (0, 3, 0.1)
     with pytest.raises(SpecError, match="model.padding: expected 'same' or 'valid'"):  # what is not this refusal stays an error
         load_stored_spec({**stored, "model": {**stored["model"], "padding": "nope"}})
+    # A step past the high end (refused since the fifteenth session) drew only the low value: fixed to it.
+    wide = {"version": 1, "model": {"filters": {"int": [16, 24], "step": 16}}, "training": {"learning_rate": {"float": [1e-4, 1e-3], "step": 100, "log": True}}}
+    with pytest.raises(SpecError, match="goes past the range"):
+        load_spec(wide)
+    mended = load_stored_spec(wide)
+    assert (mended.model.filters, mended.training.learning_rate) == (16, 1e-4)

@@ -296,20 +296,35 @@ def load_spec(source: str | Path | Mapping[str, Any] | SearchSpec) -> SearchSpec
 def load_stored_spec(stored: Mapping[str, Any]) -> SearchSpec:
     """A run's spec as `run.json` keeps it, validated by this version. A spec that an earlier version accepted
     and this one refuses is mended where the refusal changes no trial (so the run's models stay exportable):
-    with `blocks: 0`, a tuned block setting (used by no layer) is fixed to its first value."""
+    with `blocks: 0`, a tuned block setting (used by no layer) is fixed to its first value, and a range whose
+    step goes past its high end (only its low value was ever drawn) is fixed to that value."""
     try:
         return load_spec(stored)
     except SpecError:
         from .space import BLOCK_SETTINGS
 
-        model = dict(stored.get("model") or {})
-        if model.get("blocks") != 0:
-            raise
-        for name in BLOCK_SETTINGS:
-            domain = model.get(name)
-            if isinstance(domain, Mapping):  # {choice: [...]}, {int: [low, high]} or {float: [low, high]}
-                model[name] = next(domain[kind][0] for kind in ("choice", "int", "float") if kind in domain)
-        return load_spec({**stored, "model": model})
+        mended = _single_step_ranges_fixed(stored)
+        model = dict(mended.get("model") or {})
+        if model.get("blocks") == 0:
+            for name in BLOCK_SETTINGS:
+                domain = model.get(name)
+                if isinstance(domain, Mapping):  # {choice: [...]}, {int: [low, high]} or {float: [low, high]}
+                    model[name] = next(domain[kind][0] for kind in ("choice", "int", "float") if kind in domain)
+        return load_spec({**mended, "model": model})
+
+
+def _single_step_ranges_fixed(value: Any) -> Any:
+    """A range whose step goes past its high end, now refused, drew only its low value: that value, fixed."""
+    if isinstance(value, Mapping):
+        kind = next((k for k in ("int", "float") if k in value), None)
+        if kind and value.get("step") and isinstance(value[kind], list) and len(value[kind]) == 2:
+            low, high, step = value[kind][0], value[kind][1], value["step"]
+            if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low < high and (low * step if value.get("log") else low + step) > high:
+                return low
+        return {key: _single_step_ranges_fixed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_single_step_ranges_fixed(item) for item in value]
+    return value
 
 
 def _validate(data: dict[str, Any], lines: dict[Any, int], filename: str | None, text: str | None) -> SearchSpec:
