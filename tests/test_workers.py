@@ -126,6 +126,16 @@ def test_a_killed_worker_does_not_stop_the_search(tmp_path):
     assert "worker0-restart1" in (run_dir / "workers" / "worker0.log").read_text() or "worker1-restart1" in (run_dir / "workers" / "worker1.log").read_text()
 
 
+def test_a_conditional_space_crosses_to_workers_without_kerastuners_debug_print(capsys):
+    """KerasTuner 1.4 prints a condition's first value whenever it is serialized for a worker."""
+    from keras_tuner.src.engine.conditions import Parent
+
+    import tuning.engine  # noqa: F401 - silences it
+
+    proto = Parent("blocks", [3, 4]).to_proto()
+    assert [v.int_value for v in proto.parent.values] == [3, 4] and capsys.readouterr().out == ""
+
+
 def test_trials_of_workers_launched_elsewhere_are_told_apart_from_our_own():
     from tuning.workers import LOCAL_ID
 

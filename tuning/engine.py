@@ -32,6 +32,7 @@ from typing import Any
 import keras
 import keras_tuner as kt
 import numpy as np
+from keras_tuner.src.engine import conditions as kerastuner_conditions
 
 from . import batches, feasibility
 from .domains import Choice, FloatRange, IntRange
@@ -43,6 +44,10 @@ from .runtime import clear_session, seed_trial
 from .space import Param, enumerate_values, listable, parameters, resolve
 
 UNLIMITED = 10**9
+
+# KerasTuner 1.4's `Parent.to_proto` prints its first value (a debug line left in): each trial of a conditional
+# space sent between the chief and its workers wrote a stray "3" to stdout. That module's `print` goes nowhere.
+kerastuner_conditions.print = lambda *args, **kwargs: None  # type: ignore[attr-defined]
 
 
 def declare(hp: kt.HyperParameters, params: list[Param]) -> kt.HyperParameters:
