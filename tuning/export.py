@@ -5,6 +5,7 @@ train + validation for the trial's best epoch count, as KerasTuner's documentati
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -164,8 +165,14 @@ def export(
         source = f"checkpoint of trial {chosen.record.trial_id} at its best epoch {chosen.record.best_epoch}"
     paths: dict[str, Path] = {}
     shape, dtype = tuple(chosen.data["image_shape"]), str(chosen.data.get("dtype", "uint8"))
+    import keras
+
+    in_tensorflow = [name for name in formats if name != "keras"] if keras.backend.backend() != "tensorflow" else []
     for name in formats:
-        paths.update(EXPORTERS[name](model, out_dir, shape, dtype, quantize))
+        if name not in in_tensorflow:
+            paths.update(EXPORTERS[name](model, out_dir, shape, dtype, quantize))
+    if in_tensorflow:
+        paths.update(_converted_by_tensorflow(model, paths.get("keras"), out_dir, shape, dtype, in_tensorflow, quantize))
     test = _test_metrics(model, dataset, chosen, retrain)
     card = _model_card(chosen, source, test, sorted(paths))
     if data is not None:
@@ -223,6 +230,34 @@ def _tflite(model: Any, out: Path, shape: tuple[int, ...], dtype: str, quantize:
         if probs.shape != (1, model.output_shape[-1]) or not np.isclose(probs.sum(), 1.0, atol=1e-3):
             raise RunError(f"{path}: the TFLite interpreter returned {probs.shape} probabilities summing to {probs.sum():.3f}; the conversion is broken")
     return paths
+
+
+def _converted_by_tensorflow(
+    model: Any, keras_file: Path | None, out: Path, shape: tuple[int, ...], dtype: str, formats: list[str], quantize: bool
+) -> dict[str, Path]:
+    """SavedModel and TFLite from another backend: a TensorFlow process converts the model's `.keras` file."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tuning-export-") as scratch:
+        if keras_file is None:
+            keras_file = _keras(model, Path(scratch), shape, dtype, quantize)["keras"]
+        job = {"keras_file": str(keras_file), "out": str(out), "shape": list(shape), "dtype": dtype, "formats": formats, "quantize": quantize}
+        done = subprocess.run(
+            [sys.executable, "-m", "tuning.export_tf", json.dumps(job)],
+            env={**os.environ, "KERAS_BACKEND": "tensorflow"},
+            capture_output=True,
+            text=True,
+        )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise RunError(
+            f"{', '.join(formats)} from the {os.environ.get('KERAS_BACKEND', 'tensorflow')} backend: the TensorFlow process that converts "
+            f"the model failed ({last}); `--format keras` exports without TensorFlow"
+        )
+    return {name: Path(path) for name, path in json.loads(done.stdout.strip().splitlines()[-1]).items()}
 
 
 EXPORTERS: dict[str, Callable[[Any, Path, tuple[int, ...], str, bool], dict[str, Path]]] = {"keras": _keras, "savedmodel": _savedmodel, "tflite": _tflite}

@@ -1,8 +1,15 @@
-"""TensorFlow-only export: a SavedModel for serving and TFLite files, each checked once after writing."""
+"""TensorFlow-only export: a SavedModel for serving and TFLite files, each checked once after writing.
+
+On another Keras backend they are written by a TensorFlow child process from the model's `.keras` file
+(`python -m tuning.export_tf`): JAX's SavedModel route cannot convert its random layers' seed state to
+TFLite, and PyTorch's has no SavedModel at all.
+"""
 
 from __future__ import annotations
 
 import functools
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +79,23 @@ def _savedmodel(path: str, mtime_ns: int) -> Any:
     import tensorflow as tf
 
     return tf.saved_model.load(path)
+
+
+def convert(keras_file: str, out: str, shape: list[int], dtype: str, formats: list[str], quantize: bool) -> dict[str, str]:
+    """The TensorFlow formats of a saved `.keras` model, written by the same exporters as in a TensorFlow process."""
+    import keras
+
+    from .export import EXPORTERS
+
+    model = keras.saving.load_model(keras_file, safe_mode=True)
+    paths: dict[str, Path] = {}
+    for name in formats:
+        paths.update(EXPORTERS[name](model, Path(out), tuple(shape), dtype, quantize))
+    return {name: str(path) for name, path in paths.items()}
+
+
+if __name__ == "__main__":  # run by `export` with KERAS_BACKEND=tensorflow: one JSON line in, one out
+    from .runtime import quiet_logs
+
+    quiet_logs()
+    print(json.dumps(convert(**json.loads(sys.argv[1]))))
