@@ -106,6 +106,22 @@ def test_infeasible_draws_are_recorded_never_trained(finished):
         assert "shrink below 1 pixel" in row["reason"]
     trained = [r for r in rows if r["status"] == "completed"]
     assert not [r for r in trained if r["padding"] == "valid" and int(r["blocks"]) >= 2]
+    names = json.loads((run_dir / "run.json").read_text())["parameters"]
+    drawn = [tuple(row[name] for name in names) for row in infeasible]
+    assert len(drawn) == len(set(drawn)), "a configuration drawn again is recorded once"
+
+
+def test_an_unbuildable_configuration_drawn_again_is_recorded_once(tmp_path):
+    from tuning.records import RunStore
+    from tuning.runner import _record_infeasible
+
+    store, logged = RunStore(tmp_path / "run"), []
+    board = type("Board", (), {"infeasible": lambda self, record: logged.append(record.trial_id)})()
+    recorded: set[str] = set()
+    for values in ({"blocks": 3, "padding": "valid"}, {"padding": "valid", "blocks": 3}, {"blocks": 2, "padding": "valid"}):
+        _record_infeasible(store, board, values, "feature maps shrink below 1 pixel", recorded)
+    assert [r.values for r in store.read_trials()] == [{"blocks": 3, "padding": "valid"}, {"blocks": 2, "padding": "valid"}]
+    assert logged == ["infeasible-001", "infeasible-002"]
 
 
 def test_conditional_values_never_recorded(finished):

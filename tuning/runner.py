@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import re
 import shutil
 import signal
@@ -243,7 +244,8 @@ def _search_locked(
         again = [r.trial_id for r in store.read_trials() if r.status in ("failed", "out_of_memory") and r.trial_id in oracle.trials]
         oracle._retry_queue.extend(t for t in again if t not in oracle._retry_queue)  # KerasTuner runs these first
     oracle.is_feasible = lambda values: feasibility.check(resolve(spec, values), model_shape, dataset.num_classes, spec.search.max_params)
-    oracle.on_infeasible = lambda values, reason: _record_infeasible(store, board_log, values, reason)
+    recorded = {_values_key(r.values) for r in store.read_trials() if r.status in ("infeasible", "oversized")}
+    oracle.on_infeasible = lambda values, reason: _record_infeasible(store, board_log, values, reason, recorded)
     budget = spec.search.time_budget_seconds
     started = time.time()
     if budget is not None:
@@ -290,10 +292,20 @@ def _search_locked(
     return Run(run_dir)
 
 
-def _record_infeasible(store: RunStore, board_log: Any, values: dict[str, Any], reason: str) -> None:
+def _record_infeasible(store: RunStore, board_log: Any, values: dict[str, Any], reason: str, recorded: set[str]) -> None:
+    """One record per configuration that cannot be built, however often it is drawn again (a space of mostly
+    unbuildable configurations redraws them hundreds of times once its buildable ones are used up)."""
+    key = _values_key(values)
+    if key in recorded:
+        return
+    recorded.add(key)
     record = store.infeasible_record(values, reason)
     board_log.infeasible(record)  # its TensorBoard session first, as for trials: no record without one after a kill
     store.write_trial(record)
+
+
+def _values_key(values: dict[str, Any]) -> str:
+    return json.dumps(values, sort_keys=True, default=str)
 
 
 def brackets_of(spec: SearchSpec) -> int | None:
