@@ -281,3 +281,20 @@ def test_an_image_grid_is_drawn_in_little_memory():
     finally:
         tracemalloc.stop()
     assert peak < 20 * 2**20  # drawn as one figure-sized image, matplotlib resampled ~85 MB of floats
+
+
+def test_parallel_coordinates_draw_every_trial_to_its_score_even_without_a_conditional_value():
+    from tuning.plots import NOT_APPLICABLE, parallel_positions
+
+    rows = [
+        {"blocks": 1, "filters_2": None, "optimizer": "adam", "score": 0.18},
+        {"blocks": 2, "filters_2": 32, "optimizer": "sgd", "score": 0.91},
+        {"blocks": 2, "filters_2": 64, "optimizer": "adam", "score": 0.55},
+    ]
+    positions, labels = parallel_positions(rows, ["blocks", "filters_2", "optimizer", "val_accuracy"], "val_accuracy")
+    assert not np.isnan(positions).any()
+    assert positions[:, 1].tolist() == [NOT_APPLICABLE, 0.0, 1.0]  # no filters_2 in a 1-block trial: below the range
+    assert positions[:, 3].tolist() == pytest.approx([0.0, 1.0, (0.55 - 0.18) / (0.91 - 0.18)])  # every score drawn
+    assert labels == ["blocks\n1..2", "filters_2\n32..64", "optimizer\nadam..sgd", "val_accuracy\n0.18..0.91"]
+    alone = parallel_positions([{"augment_flip": None, "score": 0.5}], ["augment_flip", "val_accuracy"], "val_accuracy")
+    assert alone[0].tolist() == [[NOT_APPLICABLE, 0.5]] and alone[1][0] == "augment_flip\nn/a"

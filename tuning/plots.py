@@ -59,24 +59,40 @@ def score_vs_params(rows: list[dict[str, Any]], params: Sequence[str], metric: s
     return _png(fig)
 
 
+NOT_APPLICABLE = -0.2  # where a parallel-coordinates line crosses the axis of a value its trial does not have
+
+
+def parallel_positions(rows: list[dict[str, Any]], axes_names: Sequence[str], metric: str) -> tuple[np.ndarray, list[str]]:
+    """Each trial's height on each axis (0-1, its range), and the axes' labels. A value the trial does not have
+    (`filters_3` of a 2-block model) sits at `NOT_APPLICABLE`, below the range, so that every line still
+    reaches the score axis (a gap there hid the score of every trial without some conditional value)."""
+    matrix, tick_labels = [], []
+    for name in axes_names:
+        values, labels = _numeric([r.get(name) if name != metric else r["score"] for r in rows])
+        given = values[~np.isnan(values)]
+        low, high = (given.min(), given.max()) if len(given) else (0.0, 0.0)
+        scaled = (values - low) / (high - low) if high > low else np.full_like(values, 0.5)
+        matrix.append(np.where(np.isnan(values), NOT_APPLICABLE, scaled))
+        span = f"{labels[0]}..{labels[-1]}" if labels else f"{low:.3g}..{high:.3g}" if len(given) else "n/a"
+        tick_labels.append(f"{name}\n{span}")
+    return np.array(matrix).T, tick_labels
+
+
 def parallel_coordinates(rows: list[dict[str, Any]], params: Sequence[str], metric: str) -> bytes:
     plt = _plt()
     axes_names = [*params, metric]
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(axes_names)), 4))
-    matrix, tick_labels = [], []
-    for name in axes_names:
-        values, labels = _numeric([r[name] if name != metric else r["score"] for r in rows])
-        low, high = np.nanmin(values), np.nanmax(values)
-        matrix.append((values - low) / (high - low) if high > low else np.full_like(values, 0.5))
-        tick_labels.append(f"{name}\n{labels[0]}..{labels[-1]}" if labels else f"{name}\n{low:.3g}..{high:.3g}")
-    data = np.array(matrix).T
+    data, tick_labels = parallel_positions(rows, axes_names, metric)
     scores = np.array([r["score"] for r in rows], dtype=float)
     colours = plt.cm.viridis((scores - scores.min()) / (np.ptp(scores) or 1))
     for line, colour in sorted(zip(data, colours), key=lambda item: item[1][0]):
         ax.plot(range(len(axes_names)), line, color=colour, alpha=0.7)
+    if (data == NOT_APPLICABLE).any():
+        ax.axhline(NOT_APPLICABLE, color="grey", linewidth=0.5, linestyle=":")
+        ax.text(-0.3, NOT_APPLICABLE, "n/a", fontsize=7, color="grey", va="center", ha="right")
     ax.set_xticks(range(len(axes_names)), tick_labels, fontsize=8)
     ax.set_yticks([])
-    ax.set_title(f"Completed trials (colour: {metric}; each axis scaled to its range)")
+    ax.set_title(f"Completed trials (colour: {metric}; each axis scaled to its range; n/a: not in that trial)")
     return _png(fig)
 
 
