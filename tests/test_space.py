@@ -203,3 +203,15 @@ def test_a_per_block_list_for_a_dense_only_model_says_there_are_no_blocks(name):
         f"model.{name}: lists 2 per-block values but with blocks 0 (a dense-only model) there are no blocks; give one value, or remove it"
     ]
     assert load_spec({"version": 1, "model": {"blocks": {"int": [0, 2]}, name: values}}).model.blocks.values() == [0, 1, 2]
+
+
+def test_a_stepped_float_is_recorded_as_written_not_as_its_binary_sum():
+    """KerasTuner draws {float: [0.1, 0.5], step: 0.1} as 0.1 + 2 * 0.1 = 0.30000000000000004."""
+    import keras_tuner as kt
+
+    from tuning.engine import active_values, declare
+
+    spec = load_spec({"version": 1, "model": {"block_dropout": {"float": [0.1, 0.5], "step": 0.1}}})
+    hp = declare(kt.HyperParameters(), parameters(spec))
+    hp.values["block_dropout"] = 0.1 + 2 * 0.1
+    assert hp.values["block_dropout"] != 0.3 and active_values(hp) == {"block_dropout": 0.3}

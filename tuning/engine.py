@@ -76,8 +76,9 @@ def _declare_one(hp: kt.HyperParameters, param: Param) -> None:
 
 
 def active_values(hp: kt.HyperParameters) -> dict[str, Any]:
-    """The trial's own hyperparameter values, without KerasTuner's `tuner/*` bookkeeping."""
-    return {k: v for k, v in hp.values.items() if not k.startswith("tuner/")}
+    """The trial's own hyperparameter values, without KerasTuner's `tuner/*` bookkeeping. Floats are kept to 12
+    significant digits: KerasTuner draws a stepped range's values as low + k * step (0.30000000000000004)."""
+    return {k: float(f"{v:.12g}") if isinstance(v, float) else v for k, v in hp.values.items() if not k.startswith("tuner/")}
 
 
 class SpecHyperModel(kt.HyperModel):
