@@ -288,3 +288,17 @@ def test_a_trials_session_has_ended_before_its_record_reaches_disk(tmp_path, mon
     finished = search(spec, name="order", out=tmp_path, quiet=True)
     assert set(ended_when_written) == set(finished.trials["trial_id"]) and len(ended_when_written) >= 3
     assert all(ended_when_written.values()), ended_when_written
+
+
+def test_a_runs_board_from_python_opens_on_hparams_and_closes_leaving_no_log(run):
+    url = run.board()
+    try:
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/#hparams")
+        assert json.loads(urllib.request.urlopen(url.removesuffix("#hparams") + "data/runs", timeout=30).read())
+        log = run._board.log
+        assert log.exists()
+    finally:
+        run.close_board()
+    assert not log.exists()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url.removesuffix("#hparams") + "data/runs", timeout=5)

@@ -21,13 +21,16 @@ class Board:
     def __init__(self, process: subprocess.Popen[bytes], url: str, log: Path):
         self.process, self.url, self.log = process, url, log
 
-    def stop(self) -> None:
+    def stop(self, keep_log: bool = False) -> None:
+        """End TensorBoard; its log goes too unless kept for an error that names it (one per start piled up in /tmp)."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+        if not keep_log:
+            self.log.unlink(missing_ok=True)
 
     def wait(self) -> int:
         return self.process.wait()
@@ -68,13 +71,15 @@ def start_board(runs: Sequence[str | Path], *, host: str = "127.0.0.1", port: in
     deadline = time.time() + timeout
     while time.time() < deadline:
         if process.poll() is not None:
-            raise RunError(f"TensorBoard exited at start ({log.read_text(errors='replace').strip().splitlines()[-1:] or 'no output'}); is port {port} free?")
+            last = log.read_text(errors="replace").strip().splitlines()[-1:] or "no output"
+            board.stop()
+            raise RunError(f"TensorBoard exited at start ({last}); is port {port} free?")
         try:
             with urllib.request.urlopen(url + "data/environment", timeout=2):
                 return board
         except OSError:
             time.sleep(0.5)
-    board.stop()
+    board.stop(keep_log=True)
     raise RunError(f"TensorBoard did not answer on {url} within {timeout:.0f}s; its output is in {log}")
 
 

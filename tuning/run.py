@@ -20,6 +20,7 @@ class Run:
 
     def __init__(self, path: str | Path):
         self.store = RunStore(path)
+        self._board: Any = None  # the TensorBoard `board()` started
         if not self.store.exists():
             raise RunError(f"{path} is not a tuning run (no run.json); pass the folder `tuning search` wrote, e.g. reports/<name>")
 
@@ -132,11 +133,19 @@ class Run:
         return export(self.path, **options)
 
     def board(self, *, port: int | None = None, host: str = "127.0.0.1") -> str:
-        """Start TensorBoard on this run (HParams tab included) and return its URL; it stops with Python."""
+        """Start TensorBoard on this run and return the URL of its HParams dashboard; it stops with Python, or
+        with `close_board()`."""
         from .board import start_board
 
+        self.close_board()
         self._board = start_board([self.path], host=host, port=port)
-        return self._board.url
+        return self._board.url + "#hparams"
+
+    def close_board(self) -> None:
+        """Stop the TensorBoard that `board()` started, if any."""
+        if self._board is not None:
+            self._board.stop()
+            self._board = None
 
     def _repr_html_(self) -> str:
         """Notebook view: status, plan and the top 5 trials."""
