@@ -356,6 +356,18 @@ def test_a_short_hyperband_search_says_what_would_fill_it():
     assert "1 failed and 1 diverged" in both and "`--retry-failed` runs the failed ones again; a diverged trial's loss" in both
 
 
+def test_a_search_without_a_completed_trial_does_not_suggest_an_export(tmp_path, capsys):
+    spec = tiny(
+        training={"optimizer": "sgd", "learning_rate": 1e38, "momentum": 0.9},
+        model={"blocks": 1, "filters": {"choice": [4, 8]}},
+        search={"algorithm": "grid", "max_epochs": 1},
+    )
+    assert main(["search", str(write_spec(tmp_path, spec, "diverging.yaml")), "--out", str(tmp_path), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "next:        tuning board" in printed and "tuning export" not in printed
+    assert set(open_run(tmp_path / "diverging").trials["status"]) == {"diverged"}
+
+
 def pd_isna(value) -> bool:
     import pandas as pd
 

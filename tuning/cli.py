@@ -447,7 +447,8 @@ def _summarize(run: Any) -> int:
 
     where = shlex.quote(str(run.path))
     print(f"{'next:':13}tuning board {where}    (TensorBoard: curves and the HParams dashboard)")
-    print(f"{'':13}tuning export {where}   (the best model as Keras, SavedModel and TFLite, with its card)")
+    if best:  # no completed trial (all failed, diverged or unbuildable): nothing to export
+        print(f"{'':13}tuning export {where}   (the best model as Keras, SavedModel and TFLite, with its card)")
     return 0
 
 
