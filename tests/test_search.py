@@ -409,6 +409,9 @@ def test_bad_run_names_cannot_escape_the_output_root(tmp_path, capsys):
     assert main(["search", str(spec), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "(from the file name 'my spec.yaml') is not allowed" in err and "pass --name my_spec or set name: in the spec" in err
+    fixed = write_spec(tmp_path, {**unnamed, "model": {"blocks": 1}, "training": {"learning_rate": 1e-3}}, "my config.yaml")
+    assert main(["train", str(fixed), "--out", str(tmp_path)]) == 2
+    assert "pass --name my_config or set name: in the spec" in capsys.readouterr().err
 
 
 def test_an_unwritable_output_and_a_damaged_manifest_are_named(tmp_path, capsys):

@@ -402,9 +402,7 @@ def train(
     one_trial = spec.to_dict()
     one_trial["search"] = {**one_trial["search"], "algorithm": "random", "max_trials": 1}
     fixed = load_spec(one_trial)
-    fixed._file, fixed._text = spec.file, spec.text
-    if name is None and spec.name is None and spec.file:
-        name = Path(spec.file).stem
+    fixed._file, fixed._text = spec.file, spec.text  # unnamed, the run is named after the file, as a search is
     return search(fixed, name=name, out=out, data=data, class_names=class_names, overwrite=overwrite, quiet=quiet)
 
 
