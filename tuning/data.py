@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .domains import repeated
 from .errors import DataError
 
 DIGIT_NAMES = tuple(str(i) for i in range(10))
@@ -399,7 +400,7 @@ def from_arrays(arrays: Sequence[np.ndarray], class_names: Sequence[str] | None 
         if not numeric:
             raise DataError(f"{origin}: y_train has dtype {flat[0].dtype}; expected integer class indices (or give class_names)")
         class_names = [str(i) for i in range(_class_count(numeric, origin))]
-    twice = _repeated(class_names)
+    twice = repeated([str(name) for name in class_names])
     if twice:
         raise DataError(
             f"{origin}: class_names lists {', '.join(map(repr, twice))} twice; each class needs its own name (the names are in label order: "
@@ -411,17 +412,6 @@ def from_arrays(arrays: Sequence[np.ndarray], class_names: Sequence[str] | None 
         )
     x_test, y_test = (arrays[2], arrays[3]) if len(arrays) == 4 else (None, None)
     return RawData(np.asarray(arrays[0]), np.asarray(arrays[1]), x_test, y_test, tuple(class_names), origin)
-
-
-def _repeated(names: Sequence[Any]) -> list[str]:
-    """The names given more than once, in order of first repetition."""
-    seen: set[str] = set()
-    twice: list[str] = []
-    for name in map(str, names):
-        if name in seen and name not in twice:
-            twice.append(name)
-        seen.add(name)
-    return twice
 
 
 def _class_count(labels: Sequence[np.ndarray], origin: str) -> int:
@@ -506,7 +496,7 @@ def _npz_header(path: Path) -> tuple[tuple[int, int, int], int]:
         raise DataError(f"{path}: cannot read x_train and y_train ({exc})") from None
     if names is None and (not y.size or not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y))):
         raise DataError(f"{path}: y_train has {y.size} labels of dtype {y.dtype}; expected integer class indices, one per image")
-    twice = _repeated(np.asarray(names).reshape(-1).tolist()) if names is not None else []
+    twice = repeated([str(name) for name in np.asarray(names).reshape(-1).tolist()]) if names is not None else []
     if twice:
         raise DataError(f"{path}: class_names lists {', '.join(map(repr, twice))} twice; each class needs its own name")
     classes = len(names) if names is not None else (y.shape[1] if y.ndim == 2 and y.shape[1] > 1 else _class_count([y], str(path)))

@@ -7,6 +7,7 @@ becomes a KerasTuner hyperparameter lives in `engine.py`, so this module stays l
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Annotated, Any, Generic, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -23,6 +24,17 @@ class Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=False, allow_inf_nan=False)
 
 
+def repeated(values: Iterable[Any]) -> list[Any]:
+    """The values given more than once, in the order they repeat; 1, 1.0 and True count as different values."""
+    seen: list[Any] = []
+    twice: list[Any] = []
+    for value in values:
+        if any(value == s and type(value) is type(s) for s in seen) and not any(value == t and type(value) is type(t) for t in twice):
+            twice.append(value)
+        seen.append(value)
+    return twice
+
+
 class Choice(Frozen, Generic[T]):
     """One of a list of values, e.g. `{choice: [32, 64, 128]}`."""
 
@@ -30,11 +42,9 @@ class Choice(Frozen, Generic[T]):
 
     @model_validator(mode="after")
     def _distinct(self) -> Choice[T]:
-        seen: list[Any] = []
-        for value in self.choice:
-            if any(value == s and type(value) is type(s) for s in seen):
-                raise ValueError(f"choice lists {value!r} twice; list each value once")
-            seen.append(value)
+        twice = repeated(self.choice)
+        if twice:
+            raise ValueError(f"choice lists {twice[0]!r} twice; list each value once")
         return self
 
     @property

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 from pydantic import BaseModel, Discriminator, Field, PrivateAttr, Tag, ValidationError, field_validator, model_validator
 
 from . import _yaml
-from .domains import DOMAIN_TAGS, Frozen, Tunable, is_domain
+from .domains import DOMAIN_TAGS, Frozen, Tunable, is_domain, repeated
 from .errors import Problem, SpecError
 
 PosInt = Annotated[int, Field(ge=1)]
@@ -84,10 +84,9 @@ class DataSpec(Frozen):
     @classmethod
     def _once_each(cls, value: list[str] | None) -> list[str] | None:
         # A class named twice would get two label indices and no images for one of them.
-        names = value or []
-        for i, name in enumerate(names):
-            if name in names[:i]:
-                raise ValueError(f"lists {name!r} twice; name each class once")
+        twice = repeated(value or [])
+        if twice:
+            raise ValueError(f"lists {twice[0]!r} twice; name each class once")
         return value
 
     @field_validator("image_size")
