@@ -172,3 +172,24 @@ def test_up_to_takes_the_rounds_in_the_order_they_run():
     assert the_plan.up_to(None) == (the_plan.total_trials, the_plan.total_epochs, the_plan.distinct_configurations) == (23, 75, 17)
     assert the_plan.up_to(5) == (5, 5, 5)  # the first bracket's first round: 1 epoch each
     assert the_plan.up_to(12) == (12, 15, 9)  # and its second round: 3 trials of 2 more epochs
+
+
+def test_buildable_configurations_are_counted_one_by_one_in_a_small_space():
+    """Only 1-block models fit 8x8 digits with 'valid' padding: 2 kernels x 2 learning rates = 4. The share of
+    buildable shapes (2 of 8) times the space (32, most of it block 3's conditional settings) said 8."""
+    spec = {
+        "version": 1,
+        "model": {
+            "blocks": {"int": [1, 3]},
+            "padding": "valid",
+            "convs_per_block": [1, 2, {"choice": [2, 3]}],
+            "kernel_size": [{"choice": [3, 5]}, 3, 3],
+            "block_dropout": [0.1, 0.2, {"float": [0.2, 0.4], "step": 0.1}],
+        },
+        "training": {"learning_rate": {"choice": [0.01, 0.001]}},
+        "search": {"max_epochs": 3},
+    }
+    result = plan(spec)
+    assert result.space_size == 2 * (2 + 2 + 2 * 3 * 2)
+    assert any("the space has 4 trainable configurations" in warning for warning in result.warnings)
+    assert result.total_trials == 5

@@ -13,8 +13,8 @@ from typing import Any
 
 from . import data as data_module
 from .errors import Problem, SpecError
-from .feasibility import FeasibilityReport, scan
-from .space import Param, count_configurations, listable, parameters
+from .feasibility import FeasibilityReport, check, scan
+from .space import Param, count_configurations, enumerate_values, listable, parameters, resolve
 
 
 @dataclass(frozen=True)
@@ -148,8 +148,7 @@ def plan(spec: Any) -> Plan:
     input_shape, num_classes = data_module.describe(spec.data, spec.base_dir)
     warnings: list[str] = []
     feasibility = scan(spec, input_shape, num_classes, seed=search.seed)
-    # Configurations the oracle can draw: infeasible ones are never trained (exact when the scan saw them all).
-    trainable = None if space_size is None else round(space_size * feasibility.fraction_feasible) if feasibility.exhaustive else space_size
+    trainable = _trainable(spec, params, space_size, feasibility, input_shape, num_classes)
     if search.algorithm == "hyperband":
         rounds = hyperband_rounds(search.max_epochs, search.factor, search.iterations, trainable)
         full = sum(r.trials for r in hyperband_rounds(search.max_epochs, search.factor, search.iterations) if r.round == 0)
@@ -177,6 +176,23 @@ def plan(spec: Any) -> Plan:
     if search.max_trials and search.max_trials < result.total_trials:
         warnings.append(f"max_trials = {search.max_trials} stops the search before the {result.total_trials} planned trials")
     return Plan(search.algorithm, tuple(rounds), tuple(params), space_size, input_shape, num_classes, feasibility, tuple(warnings))
+
+
+EXACT_COUNT = 2_000  # spaces up to this size have their buildable configurations counted one by one (< 0.5 s)
+
+
+def _trainable(spec: Any, params: list[Param], space_size: int | None, feasibility: FeasibilityReport, shape: Any, num_classes: int) -> int | None:
+    """Configurations the oracle can draw: infeasible ones are never trained. A small space is counted one
+    configuration at a time; a larger one is estimated from the scan's share of buildable shapes (exact when
+    the scan saw them all and no conditional setting multiplies some shapes' configurations more than others)."""
+    if space_size is None:
+        return None
+    if not feasibility.infeasible:
+        return space_size
+    if space_size <= EXACT_COUNT:
+        configurations = enumerate_values(params, EXACT_COUNT) or []
+        return sum(check(resolve(spec, values), shape, num_classes, spec.search.max_params) is None for values in configurations)
+    return round(space_size * feasibility.fraction_feasible) if feasibility.exhaustive else space_size
 
 
 def require_feasible(spec: Any, the_plan: Plan) -> None:
