@@ -131,6 +131,10 @@ def test_kernel_size_and_block_dropout_take_one_value_per_block():
     two_blocks = fixed_spec(spec, {"blocks": 2, "kernel_size_1": 3, "block_dropout_2": 0.2}, epochs=3)["model"]
     assert (two_blocks["blocks"], two_blocks["convs_per_block"], two_blocks["kernel_size"], two_blocks["block_dropout"]) == (2, [1, 2], [3, 3], [0.2, 0.2])
     assert resolve(load_spec({"version": 1, "model": two_blocks}), {}).convs_per_block == (1, 2)
+    baseline = load_spec({"version": 1, "model": {"blocks": {"int": [0, 2]}, "kernel_size": [{"choice": [3, 5]}, 3], "block_dropout": [0.1, 0.2]}})
+    dense_only = fixed_spec(baseline, {"blocks": 0}, epochs=3)["model"]  # no blocks: one value each, as a fixed spec must give
+    assert (dense_only["blocks"], dense_only["kernel_size"], dense_only["block_dropout"]) == (0, 3, 0.1)
+    assert resolve(load_spec({"version": 1, "model": dense_only}), {}).kernel_size == ()
 
 
 def test_growth_factor_filters():
