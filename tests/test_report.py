@@ -298,3 +298,15 @@ def test_parallel_coordinates_draw_every_trial_to_its_score_even_without_a_condi
     assert labels == ["blocks\n1..2", "filters_2\n32..64", "optimizer\nadam..sgd", "val_accuracy\n0.18..0.91"]
     alone = parallel_positions([{"augment_flip": None, "score": 0.5}], ["augment_flip", "val_accuracy"], "val_accuracy")
     assert alone[0].tolist() == [[NOT_APPLICABLE, 0.5]] and alone[1][0] == "augment_flip\nn/a"
+
+
+def test_the_terminal_top_counts_a_promoted_trials_epochs_from_its_start():
+    from tuning.results import top_text
+
+    rows = [
+        {"rank": 1, "trial_id": "0007", "score": 0.9, "initial_epoch": 1, "epochs_trained": 2, "blocks": 2},
+        {"rank": 2, "trial_id": "0002", "score": 0.8, "initial_epoch": None, "epochs_trained": 1, "blocks": 1},
+    ]
+    lines = top_text(rows, ["blocks"]).splitlines()
+    assert lines[0].split() == ["rank", "trial", "score", "epochs", "blocks"]
+    assert lines[1].split() == ["1", "0007", "0.9", "3", "2"] and lines[2].split() == ["2", "0002", "0.8", "1", "1"]

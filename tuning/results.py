@@ -139,8 +139,11 @@ def top_text(rows: list[dict[str, Any]], param_names: Sequence[str], k: int = 5)
     ranked = [r for r in rows if r["rank"] is not None][:k]
     if not ranked:
         return "no completed trials"
-    header = ["rank", "trial", "score", "epochs", *param_names]
-    table = [header] + [[str(r["rank"]), r["trial_id"], _fmt(r["score"]), _fmt(r["epochs_trained"]), *(_fmt(r[n]) for n in param_names)] for r in ranked]
+    header = ["rank", "trial", "score", "epochs", *param_names]  # the model's epochs, a promoted trial's parent's included
+    table = [header] + [
+        [str(r["rank"]), r["trial_id"], _fmt(r["score"]), _fmt((r["initial_epoch"] or 0) + (r["epochs_trained"] or 0)), *(_fmt(r[n]) for n in param_names)]
+        for r in ranked
+    ]
     return "\n".join(text_table(table, indent=""))
 
 
