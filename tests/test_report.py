@@ -310,3 +310,13 @@ def test_the_terminal_top_counts_a_promoted_trials_epochs_from_its_start():
     lines = top_text(rows, ["blocks"]).splitlines()
     assert lines[0].split() == ["rank", "trial", "score", "epochs", "blocks"]
     assert lines[1].split() == ["1", "0007", "0.9", "3", "2"] and lines[2].split() == ["2", "0002", "0.8", "1", "1"]
+
+
+def test_a_leaderboard_leaves_out_hyperbands_columns_when_no_trial_has_them():
+    from tuning.results import leaderboard_table
+
+    random_search = [{"rank": 1, "trial_id": "0", "score": 0.9, "lr": 0.01, "bracket": None, "round": None, "epochs": None, "best_epoch": 3}]
+    header, body, _ = leaderboard_table(random_search, ["lr"], top=5)
+    assert header == ["rank", "trial", "score", "lr", "best epoch", "params", "time (s)"] and body[0][:5] == ["1", "0", "0.9", "0.01", "3"]
+    hyperband = [{**random_search[0], "bracket": 1, "round": 0, "epochs": 3}]
+    assert leaderboard_table(hyperband, ["lr"], top=5)[0][4:7] == ["bracket", "round", "epochs"]

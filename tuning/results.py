@@ -122,7 +122,11 @@ def leaderboard_table(rows: list[dict[str, Any]], param_names: Sequence[str], to
     reason): what `leaderboard.md` and the reports show."""
     header = ["rank", "trial", "score", *param_names, "bracket", "round", "epochs", "best epoch", "params", "time (s)"]
     columns = ["rank", "trial_id", "score", *param_names, "bracket", "round", "epochs", "best_epoch", "params", "wall_time_s"]
-    body = [[_fmt(row.get(column)) for column in columns] for row in rows if row["rank"] is not None][:top]
+    ranked = [row for row in rows if row["rank"] is not None][:top]
+    # Hyperband's bracket, round and epoch budget are blank in every row of another algorithm's search.
+    unused = {i for i, column in enumerate(columns) if column in ("bracket", "round", "epochs") and all(row.get(column) is None for row in ranked)}
+    header = [name for i, name in enumerate(header) if i not in unused]
+    body = [[_fmt(row.get(column)) for i, column in enumerate(columns) if i not in unused] for row in ranked]
     others = [[row["trial_id"], row["status"], str(row["reason"])] for row in rows if row["rank"] is None]
     return header, body, others
 
