@@ -81,7 +81,7 @@ def test_validate_fails_when_nothing_is_feasible(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "big.yaml")]) == 2
     printed = capsys.readouterr()
     assert "Search space: 1 hyperparameter\n" in printed.out and "Hyperband plan" not in printed.out
-    assert "  the model as the spec fixes it: " in printed.out and "parameters exceed search.max_params = 1,000 (1)" in printed.out
+    assert "  the model as the spec fixes it: " in printed.out and "parameters exceed search.max_params = 1,000 (1 combination)" in printed.out
     assert "no configuration of the space can be built" in printed.err
 
 

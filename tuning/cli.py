@@ -228,7 +228,7 @@ def describe_plan(spec: Any, the_plan: Any) -> str:
             f"Feasibility on {_shape(feas.input_shape)}: {feas.infeasible:,} of {feas.checked:,} checked combinations ({method}) cannot be built; they are never trained:"
         )
         for settings, reason, count in feas.groups[:12]:
-            lines.append(f"  {settings}: {reason} ({count:,})")
+            lines.append(f"  {settings}: {reason} ({count:,} combination{'s' if count != 1 else ''})")
         if len(feas.groups) > 12:
             lines.append(f"  ... and {len(feas.groups) - 12} more groups")
     lines.append("")
