@@ -302,3 +302,14 @@ def test_a_runs_board_from_python_opens_on_hparams_and_closes_leaving_no_log(run
     assert not log.exists()
     with pytest.raises(OSError):
         urllib.request.urlopen(url.removesuffix("#hparams") + "data/runs", timeout=5)
+
+
+def test_a_stepped_float_is_offered_by_the_dashboard_as_its_values():
+    from tuning import load_spec
+    from tuning.hparams import _domain
+    from tuning.space import parameters
+
+    spec = load_spec({"version": 1, "model": {"block_dropout": {"float": [0.1, 0.5], "step": 0.1}, "head_dropout": {"float": [0.0, 0.5]}}})
+    domains = {p.name: _domain(p) for p in parameters(spec)}
+    assert domains["block_dropout"].values == [0.1, 0.2, 0.3, 0.4, 0.5]  # as trials record them, not 0.30000000000000004
+    assert (domains["head_dropout"].min_value, domains["head_dropout"].max_value) == (0.0, 0.5)

@@ -39,6 +39,7 @@ SUMMARY_METRICS = (
     ("wall_time_s", "wall time (s)", "Seconds the trial took, building and checkpoints included."),
 )
 HYPERBAND_FIELDS = ("bracket", "round", "epochs", "parent_trial")
+MAX_DISCRETE = 100  # a stepped float range with more values is shown as an interval
 
 
 def _domain(param: Param) -> Any:
@@ -53,6 +54,9 @@ def _domain(param: Param) -> Any:
     if isinstance(domain, IntRange):
         return hp.IntInterval(int(domain.low), int(domain.high))
     if isinstance(domain, FloatRange):
+        stepped = domain.values()  # a step makes it a list, which the dashboard can offer as one
+        if stepped is not None and len(stepped) <= MAX_DISCRETE:
+            return hp.Discrete([float(f"{v:.12g}") for v in stepped])  # as trials record them (`engine.active_values`)
         return hp.RealInterval(float(domain.low), float(domain.high))
     raise TypeError(f"unknown domain {domain!r}")
 
