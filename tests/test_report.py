@@ -318,5 +318,7 @@ def test_a_leaderboard_leaves_out_hyperbands_columns_when_no_trial_has_them():
     random_search = [{"rank": 1, "trial_id": "0", "score": 0.9, "lr": 0.01, "bracket": None, "round": None, "epochs": None, "best_epoch": 3}]
     header, body, _ = leaderboard_table(random_search, ["lr"], top=5)
     assert header == ["rank", "trial", "score", "lr", "best epoch", "params", "time (s)"] and body[0][:5] == ["1", "0", "0.9", "0.01", "3"]
-    hyperband = [{**random_search[0], "bracket": 1, "round": 0, "epochs": 3}]
+    hyperband = [{**random_search[0], "iteration": 0, "bracket": 1, "round": 0, "epochs": 3}]
     assert leaderboard_table(hyperband, ["lr"], top=5)[0][4:7] == ["bracket", "round", "epochs"]
+    extended = [*hyperband, {**hyperband[0], "rank": 2, "trial_id": "9", "iteration": 1}]  # --extend added an iteration
+    assert leaderboard_table(extended, ["lr"], top=5)[0][4:8] == ["iteration", "bracket", "round", "epochs"]

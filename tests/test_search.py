@@ -752,6 +752,7 @@ def test_extend_adds_hyperband_iterations_and_checkpoints_are_pruned(tmp_path):
     grown = open_run(tmp_path / "grow")
     scored = grown.trials[grown.trials["status"] != "infeasible"]
     assert len(scored) == 2 * planned and grown.manifest["iterations"] == 2 and grown.plan["trials"] == 2 * planned
+    assert scored["iteration"].value_counts().to_dict() == {0: planned, 1: planned}  # each iteration's brackets told apart
     assert search(spec, name="grow", out=tmp_path, quiet=True).manifest["iterations"] == 2  # a plain resume keeps them
     assert len(list((tmp_path / "grow" / "kerastuner").glob("trial_*/checkpoint.weights.h5"))) == 2
 

@@ -206,7 +206,7 @@ class _FewConfigurationsHyperband:
       there: a space of 4 under max_epochs 9 trained 4 models for 1 epoch each.
     - Once the space has certainly run out (every configuration enumerated, `configurations`), no bracket starts.
     - Each trial is labelled with its own bracket; KerasTuner labels it with the bracket started last, which with
-      several workers may be another.
+      several workers may be another. It is labelled with its iteration too, which `--extend` makes more than one.
     """
 
     def _size(self, bracket: dict[str, Any], round_num: int) -> int:
@@ -217,6 +217,10 @@ class _FewConfigurationsHyperband:
 
     def _remove_completed_brackets(self) -> None:
         self._brackets = [b for b in self._brackets if len(b["rounds"][-1]) != self._size(b, len(b["rounds"]) - 1)]  # type: ignore[has-type]
+
+    def _start_new_bracket(self) -> None:
+        super()._start_new_bracket()  # type: ignore[misc]
+        self._brackets[-1]["iteration"] = self._current_iteration  # type: ignore[attr-defined]  # its trials say which (--extend)
 
     def populate_space(self, trial_id: str) -> dict[str, Any]:
         self._remove_completed_brackets()
@@ -239,6 +243,7 @@ class _FewConfigurationsHyperband:
                             "tuner/initial_epoch": self._get_epochs(number, round_num - 1),  # type: ignore[attr-defined]
                             "tuner/bracket": number,
                             "tuner/round": round_num,
+                            "tuner/iteration": bracket.get("iteration", 0),
                         }
                     )
                     rounds[round_num].append({"past_id": best.trial_id, "id": trial_id})
@@ -253,7 +258,15 @@ class _FewConfigurationsHyperband:
         values = self._random_values()  # type: ignore[attr-defined]
         if values:
             number = bracket["bracket_num"]
-            values.update({"tuner/epochs": self._get_epochs(number, 0), "tuner/initial_epoch": 0, "tuner/bracket": number, "tuner/round": 0})  # type: ignore[attr-defined]
+            values.update(
+                {
+                    "tuner/epochs": self._get_epochs(number, 0),  # type: ignore[attr-defined]
+                    "tuner/initial_epoch": 0,
+                    "tuner/bracket": number,
+                    "tuner/round": 0,
+                    "tuner/iteration": bracket.get("iteration", 0),
+                }
+            )
             bracket["rounds"][0].append({"past_id": None, "id": trial_id})
             return {"status": "RUNNING", "values": values}
         if self.configurations is not None:  # type: ignore[attr-defined]  # every one drawn: none is left for a later bracket

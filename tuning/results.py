@@ -44,6 +44,7 @@ def trial_rows(records: Sequence[TrialRecord], param_names: Sequence[str], direc
         for name in param_names:
             row[name] = record.values.get(name)
         row.update(
+            iteration=record.hyperband.get("iteration"),
             bracket=record.hyperband.get("bracket"),
             round=record.hyperband.get("round"),
             epochs=record.hyperband.get("epochs"),
@@ -61,7 +62,7 @@ def trial_rows(records: Sequence[TrialRecord], param_names: Sequence[str], direc
     return rows
 
 
-INTEGER_COLUMNS = ("rank", "bracket", "round", "epochs", "initial_epoch", "best_epoch", "epochs_trained", "params", "seed")
+INTEGER_COLUMNS = ("rank", "iteration", "bracket", "round", "epochs", "initial_epoch", "best_epoch", "epochs_trained", "params", "seed")
 
 
 def trials_frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> Any:
@@ -90,7 +91,7 @@ def write_trials_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[s
 
 def columns(param_names: Sequence[str]) -> list[str]:
     return [
-        "rank", "trial_id", "status", "reason", *param_names, "bracket", "round", "epochs", "initial_epoch",
+        "rank", "trial_id", "status", "reason", *param_names, "iteration", "bracket", "round", "epochs", "initial_epoch",
         "parent_trial", "best_epoch", "epochs_trained", "score", *METRIC_COLUMNS, "params", "wall_time_s", "seed",
     ]  # fmt: skip
 
@@ -120,11 +121,13 @@ def leaderboard_markdown(rows: list[dict[str, Any]], param_names: Sequence[str],
 def leaderboard_table(rows: list[dict[str, Any]], param_names: Sequence[str], top: int) -> tuple[list[str], list[list[str]], list[list[str]]]:
     """The best `top` trials as table cells (header, rows), and the trials without a score (trial, status,
     reason): what `leaderboard.md` and the reports show."""
-    header = ["rank", "trial", "score", *param_names, "bracket", "round", "epochs", "best epoch", "params", "time (s)"]
-    columns = ["rank", "trial_id", "score", *param_names, "bracket", "round", "epochs", "best_epoch", "params", "wall_time_s"]
+    header = ["rank", "trial", "score", *param_names, "iteration", "bracket", "round", "epochs", "best epoch", "params", "time (s)"]
+    columns = ["rank", "trial_id", "score", *param_names, "iteration", "bracket", "round", "epochs", "best_epoch", "params", "wall_time_s"]
     ranked = [row for row in rows if row["rank"] is not None][:top]
-    # Hyperband's bracket, round and epoch budget are blank in every row of another algorithm's search.
-    unused = {i for i, column in enumerate(columns) if column in ("bracket", "round", "epochs") and all(row.get(column) is None for row in ranked)}
+    # Hyperband's iteration, bracket, round and epoch budget are blank in every row of another algorithm's search
+    # (and its iteration is 0 in every row until `--extend` adds one).
+    blank = {"iteration": (None, 0), "bracket": (None,), "round": (None,), "epochs": (None,)}
+    unused = {i for i, column in enumerate(columns) if column in blank and all(row.get(column) in blank[column] for row in ranked)}
     header = [name for i, name in enumerate(header) if i not in unused]
     body = [[_fmt(row.get(column)) for i, column in enumerate(columns) if i not in unused] for row in ranked]
     others = [[row["trial_id"], row["status"], str(row["reason"])] for row in rows if row["rank"] is None]
