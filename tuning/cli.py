@@ -192,7 +192,7 @@ def _validate(args: argparse.Namespace) -> int:
         from .timing import SAMPLES, describe_estimate, estimate
 
         started = time.perf_counter()
-        result = estimate(spec, samples=args.samples or SAMPLES)
+        result = estimate(spec, samples=args.samples or SAMPLES, the_plan=the_plan)
         print()
         print(describe_estimate(result, time.perf_counter() - started))
     return 0

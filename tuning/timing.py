@@ -34,8 +34,10 @@ def estimate(
     samples: int = SAMPLES,
     data: Sequence[np.ndarray] | None = None,
     class_names: Sequence[str] | None = None,
+    the_plan: Any = None,
 ) -> dict[str, Any]:
-    """The search's duration, from `samples` configurations timed on this machine.
+    """The search's duration, from `samples` configurations timed on this machine (`the_plan`: the spec's, when
+    the caller has made it already).
 
     Returns the timed configurations (their values, steady epoch time on the full data and first-epoch
     excess), the plan's epochs and trials, and `minutes` (low, expected, high): low prices every epoch at the
@@ -58,7 +60,7 @@ def estimate(
     if samples < 1:
         raise RunError(f"samples: expected a positive number of configurations to time, not {samples}")
     spec = load_spec(spec)
-    the_plan = make_plan(spec)
+    the_plan = the_plan or make_plan(spec)
     require_feasible(spec, the_plan)
     trials, total_epochs, configurations = the_plan.up_to(spec.search.max_trials)
     quiet_logs()
