@@ -193,3 +193,27 @@ def test_buildable_configurations_are_counted_one_by_one_in_a_small_space():
     assert result.space_size == 2 * (2 + 2 + 2 * 3 * 2)
     assert any("the space has 4 trainable configurations" in warning for warning in result.warnings)
     assert result.total_trials == 5
+
+
+def test_hyperband_never_draws_a_configuration_twice_and_labels_its_iteration(tmp_path):
+    """The iteration label (for --extend) must stay out of the hash that finds a configuration drawn before:
+    with it in, 5 of 9 configurations were trained, some three times over."""
+    from tuning.engine import make_oracle
+    from tuning.space import parameters
+
+    model = {"blocks": 1, "filters": {"choice": [8, 16, 32]}, "dense_units": {"choice": [16, 32, 64]}}
+    spec = load_spec(tiny(model=model, training={"learning_rate": 1e-3}, search={"max_epochs": 4, "iterations": 2}))
+    oracle = make_oracle(spec, parameters(spec))
+    oracle._set_project_dir(str(tmp_path), "oracle")
+    oracle.verbose = 0
+    drawn, iterations, rng = [], [], random.Random(0)
+    while (trial := oracle.create_trial("tuner0")).status != "STOPPED":
+        values = trial.hyperparameters.values
+        iterations.append(values["tuner/iteration"])
+        if values["tuner/round"] == 0:
+            drawn.append((values["filters"], values["dense_units"]))
+        oracle.update_trial(trial.trial_id, {"val_accuracy": rng.random()}, step=0)
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    assert len(drawn) == len(set(drawn)) == 9  # every configuration, each once (the space runs out in iteration 1)
+    assert set(iterations) == {0, 1} and iterations == sorted(iterations)

@@ -222,6 +222,11 @@ class _FewConfigurationsHyperband:
         super()._start_new_bracket()  # type: ignore[misc]
         self._brackets[-1]["iteration"] = self._current_iteration  # type: ignore[attr-defined]  # its trials say which (--extend)
 
+    def _compute_values_hash(self, values: dict[str, Any]) -> str:
+        # KerasTuner's Hyperband leaves its own tuner/* labels out of the hash that finds a configuration drawn
+        # before; the iteration label must stay out too, or no draw is ever a duplicate.
+        return super()._compute_values_hash({k: v for k, v in values.items() if k != "tuner/iteration"})  # type: ignore[misc,no-any-return]
+
     def populate_space(self, trial_id: str) -> dict[str, Any]:
         self._remove_completed_brackets()
         for bracket in self._brackets:
