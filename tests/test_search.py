@@ -1036,3 +1036,15 @@ def test_a_run_begun_with_whole_number_labels_named_as_floats_keeps_those_names(
     assert dataset.class_names == ("0", "1", "2")
     assert _with_earlier_class_names(dataset, ["0.0", "1.0", "2.0"]).class_names == ("0.0", "1.0", "2.0")
     assert _with_earlier_class_names(dataset, ["a", "b", "c"]) is dataset  # other classes: refused as before, by the caller
+
+
+def test_arrays_resized_by_image_size_are_judged_at_that_size_in_every_trial(tmp_path):
+    """8x8 digits resized to 32x32 inside the model have room for 4 poolings; each trial's own check once used 8x8."""
+    spec = tiny(
+        data={"image_size": [32, 32]},
+        model={"blocks": {"choice": [3, 4]}, "filters": 4},
+        training={"learning_rate": 1e-3},
+        search={"algorithm": "grid", "max_epochs": 1},
+    )
+    run = search(spec, name="resized", out=tmp_path, quiet=True)
+    assert sorted(run.trials["status"]) == ["completed", "completed"] and sorted(run.trials["blocks"]) == [3, 4]

@@ -220,6 +220,11 @@ def describe(data_spec: Any, base_dir: Path) -> tuple[tuple[int, int, int], int]
 _one_class = "classification needs at least 2 classes: one sub-folder (or label) per class"
 
 
+def network_shape(image_size: Sequence[int] | None, input_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The shape the convolutions see: the images' own, or `data.image_size` for arrays the model resizes."""
+    return (int(image_size[0]), int(image_size[1]), input_shape[2]) if image_size else input_shape
+
+
 def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.ndarray] | None = None, class_names: Sequence[str] | None = None) -> Dataset:
     """Load, check and split the data once for a whole search; `arrays` replace the spec's source."""
     raw = from_arrays(arrays, class_names) if arrays is not None else LOADERS[data_spec.source](data_spec, base_dir)

@@ -35,6 +35,7 @@ import numpy as np
 from keras_tuner.src.engine import conditions as kerastuner_conditions
 
 from . import batches, feasibility
+from .data import network_shape
 from .domains import Choice, FloatRange, IntRange
 from .errors import SearchAborted
 from .hypermodel import build_model, compile_model, prepare_for_training
@@ -661,7 +662,7 @@ class SpecTuner(kt.Tuner):
         try:
             config = resolve(self.spec, values)
             hm = self.hypermodel
-            reason = feasibility.check(config, hm.input_shape, hm.num_classes, self.spec.search.max_params)
+            reason = feasibility.check(config, network_shape(self.spec.data.image_size, hm.input_shape), hm.num_classes, self.spec.search.max_params)
             if reason:
                 raise _TrialOutcome("oversized" if "max_params" in reason else "infeasible", reason)
             batch_size = int(resume.get("batch_size", config.batch_size)) if resume else config.batch_size

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import feasibility
-from .data import load_data
+from .data import load_data, network_shape
 from .errors import DataError, Problem, RunError, SearchAborted, SpecError, TuningError
 from .planner import Plan, require_feasible
 from .planner import plan as make_plan
@@ -222,9 +222,7 @@ def _search_locked(
     if not (run_dir / "spec.yaml").exists():
         write_atomic(run_dir / "spec.yaml", spec.text)
 
-    model_shape: tuple[int, int, int] = (
-        (spec.data.image_size[0], spec.data.image_size[1], dataset.input_shape[2]) if spec.data.image_size else dataset.input_shape
-    )
+    model_shape = network_shape(spec.data.image_size, dataset.input_shape)
     hypermodel = SpecHyperModel(spec, dataset.input_shape, dataset.num_classes, dataset.value_max)
     hypermodel.compile_options = options
     oracle = make_oracle(spec, list(the_plan.params))

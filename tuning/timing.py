@@ -49,7 +49,7 @@ def estimate(
         >>> tuning.estimate("search_spaces/fashion_mnist.yaml")["minutes"]
     """
     from . import feasibility
-    from .data import load_data
+    from .data import load_data, network_shape
     from .errors import RunError
     from .planner import plan as make_plan
     from .planner import require_feasible
@@ -68,7 +68,7 @@ def estimate(
 
     accelerator = prepare_devices()
     dataset = load_data(spec.data, spec.base_dir, seed=spec.search.seed, arrays=data, class_names=class_names)
-    shape = (spec.data.image_size[0], spec.data.image_size[1], dataset.input_shape[2]) if spec.data.image_size else dataset.input_shape
+    shape = network_shape(spec.data.image_size, dataset.input_shape)
     params = parameters(spec)
     rng = random.Random(spec.search.seed)
     # One candidate per network and batch size (what sets an epoch's time; the learning rate does not), with
