@@ -217,3 +217,22 @@ def test_hyperband_never_draws_a_configuration_twice_and_labels_its_iteration(tm
         oracle.end_trial(trial)
     assert len(drawn) == len(set(drawn)) == 9  # every configuration, each once (the space runs out in iteration 1)
     assert set(iterations) == {0, 1} and iterations == sorted(iterations)
+
+
+def test_a_grid_without_max_trials_runs_the_whole_grid_as_planned(tmp_path):
+    from tuning.engine import make_oracle
+    from tuning.space import parameters
+
+    model = {"blocks": 1, "filters": {"int": [8, 24], "step": 8}, "head_dropout": {"float": [0.0, 0.4], "step": 0.2}}
+    spec = load_spec(tiny(model=model, training={"learning_rate": {"float": [1e-3, 1e-1], "step": 10, "log": True}}, search={"algorithm": "grid"}))
+    assert plan(spec).total_trials == 27
+    oracle = make_oracle(spec, parameters(spec))
+    oracle._set_project_dir(str(tmp_path), "oracle")
+    oracle.verbose = 0
+    drawn = []
+    while (trial := oracle.create_trial("tuner0")).status != "STOPPED":
+        drawn.append(tuple(sorted(trial.hyperparameters.values.items())))
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5}, step=0)
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    assert len(drawn) == len(set(drawn)) == 27  # not KerasTuner's default of 10

@@ -42,7 +42,7 @@ from .hypermodel import build_model, compile_model, prepare_for_training
 from .model_pool import ModelPool, network_key
 from .records import TrialRecord, utc_now, write_atomic, write_json
 from .runtime import clear_session, seed_trial
-from .space import Param, enumerate_values, listable, parameters, resolve
+from .space import Param, count_configurations, enumerate_values, listable, parameters, resolve
 
 UNLIMITED = 10**9
 
@@ -321,8 +321,9 @@ def make_oracle(spec: Any, params: list[Param]) -> kt.Oracle:
     if search.algorithm == "hyperband":
         oracle = ORACLES["hyperband"](max_epochs=search.max_epochs, factor=search.factor, hyperband_iterations=search.iterations, **common)
         oracle.max_trials = search.max_trials
-    else:
-        oracle = ORACLES[search.algorithm](max_trials=search.max_trials or 10, **common)
+    else:  # random and Bayesian default to 10 trials; a grid to all of it, as its plan says
+        default = count_configurations(params) if search.algorithm == "grid" else None
+        oracle = ORACLES[search.algorithm](max_trials=search.max_trials or default or 10, **common)
     oracle.configurations = drawable(params, common["hyperparameters"])
     oracle.seed = search.seed  # KerasTuner turns seed 0 into a random one (`seed or random.randint`)
     oracle._seed_state = search.seed
