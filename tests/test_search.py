@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -347,7 +348,8 @@ def test_a_short_hyperband_search_says_what_would_fill_it():
 
     def reason(*statuses: str) -> str:
         trials = [SimpleNamespace(trial_id=f"{i:04d}", status=status) for i, status in enumerate(statuses)]
-        return _stop_reason(spec, the_plan, SimpleNamespace(read_trials=lambda: trials))
+        store: Any = SimpleNamespace(read_trials=lambda: trials)  # what _stop_reason reads of a RunStore
+        return _stop_reason(spec, the_plan, store)
 
     diverged = reason("completed", "diverged", "completed")
     assert "and 1 diverged, so later rounds had too few" in diverged and "--retry-failed" not in diverged
