@@ -35,6 +35,12 @@ def repeated(values: Iterable[Any]) -> list[Any]:
     return twice
 
 
+def steps_past(low: float, high: float, step: float, log: bool) -> bool:
+    """Whether one step from `low` (a factor with `log`) goes past `high`: such a range only ever draws `low`."""
+    reach = low * step if log else low + step
+    return low < high and reach > high * (1 + 1e-9) + (0 if log else 1e-12)
+
+
 class Choice(Frozen, Generic[T]):
     """One of a list of values, e.g. `{choice: [32, 64, 128]}`."""
 
@@ -88,8 +94,7 @@ class _Range(Frozen, Generic[T]):
                 raise ValueError(f"step must be > 0. Received: step={_fmt(self.step)}")
             if self.log and step <= 1:
                 raise ValueError(f"with log: true the step is a factor and must be > 1. Received: step={_fmt(self.step)}")
-            reach = low * step if self.log else low + step
-            if low < high and reach > high * (1 + 1e-9) + (0 if self.log else 1e-12):
+            if steps_past(low, high, step, self.log):
                 raise ValueError(
                     f"step {_fmt(self.step)} goes past the range [{_fmt(low)}, {_fmt(high)}] in one step, so only {_fmt(low)} would ever be drawn; "
                     f"use a smaller step{' factor' if self.log else ''}, or a constant"

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union, get_args
 from pydantic import BaseModel, Discriminator, Field, PrivateAttr, Tag, ValidationError, field_validator, model_validator
 
 from . import _yaml
-from .domains import DOMAIN_TAGS, Frozen, Tunable, is_domain, repeated
+from .domains import DOMAIN_TAGS, Frozen, Tunable, is_domain, repeated, steps_past
 from .errors import Problem, SpecError
 
 PosInt = Annotated[int, Field(ge=1)]
@@ -318,7 +318,7 @@ def _single_step_ranges_fixed(value: Any) -> Any:
         kind = next((k for k in ("int", "float") if k in value), None)
         if kind and value.get("step") and isinstance(value[kind], list) and len(value[kind]) == 2:
             low, high, step = value[kind][0], value[kind][1], value["step"]
-            if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low < high and (low * step if value.get("log") else low + step) > high:
+            if all(isinstance(v, (int, float)) for v in (low, high, step)) and steps_past(low, high, step, bool(value.get("log"))):
                 return low
         return {key: _single_step_ranges_fixed(item) for key, item in value.items()}
     if isinstance(value, list):
