@@ -72,15 +72,22 @@ def decode(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
 
 
 def eight_bit(image: Any) -> Any:
-    """A 16-bit grayscale image (PIL modes `I;16*`, and `I` as 16-bit PNGs and TIFFs open in older Pillow) scaled
-    to 8 bits, so that it decodes as its 8-bit original does: Pillow's own conversion clips every value above 255.
-    Other images are returned as they are."""
-    if not (image.mode.startswith("I;16") or image.mode == "I"):
+    """A wide grayscale image scaled to 8 bits, so that it decodes as its 8-bit original does: Pillow's own
+    conversion clips every value above 255. 16-bit images (PIL modes `I;16*`) are scaled from 0-65535; a 32-bit
+    integer or float image (modes `I`, `F`: TIFFs, and 16-bit PNGs in older Pillow) from the smallest of 0-1 (floats
+    only), 0-255, 0-65535 and 0-2^31 that holds its values, as its file does not say which it uses. Other images
+    are returned as they are."""
+    if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
         return image
     from PIL import Image
 
     wide = np.asarray(image).astype(np.float64)
-    return Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), "L")  # 65535 / 257 = 255
+    if image.mode.startswith("I;16"):
+        full = 65535.0
+    else:
+        top = float(np.nanmax(wide)) if wide.size else 0.0
+        full = next((f for f in ((1.0,) if image.mode == "F" else ()) + (255.0, 65535.0) if top <= f), 2.0**31 - 1)
+    return Image.fromarray(np.clip(np.round(np.nan_to_num(wide) * (255.0 / full)), 0, 255).astype(np.uint8), "L")
 
 
 SPLITS = ("train", "validation", "test")
