@@ -366,6 +366,20 @@ def test_the_search_command_names_the_files_it_skipped(tmp_path, capsys):
         assert "3 unreadable files skipped" in text and all(special[kind].name in text for kind in ("truncated", "empty", "text"))
 
 
+def test_skipped_files_of_the_same_name_in_two_splits_are_told_apart():
+    from tuning.data import skipped_text
+
+    skipped = [
+        {"file": f"/data/pets/{split}/cat/bad.png", "reason": f"cannot identify image file '/data/pets/{split}/cat/bad.png'"} for split in ("train", "test")
+    ]
+    skipped.append({"file": "/data/pets/train/dog/7.jpg", "reason": "empty file"})
+    text = skipped_text({"skipped_files": 3, "skipped": skipped})
+    assert text == (
+        "3 unreadable files skipped (train/cat/bad.png: cannot identify image file 'train/cat/bad.png'; test/cat/bad.png: cannot identify "
+        "image file 'test/cat/bad.png'; dog/7.jpg: empty file; the first 100 paths in run.json, data.skipped)"
+    )
+
+
 def test_resuming_on_changed_images_warns(tmp_path, capsys):
     from tuning.cli import main
 

@@ -169,15 +169,24 @@ def skipped_text(summary: dict[str, Any], examples: int = 3, where: str = "the f
     count = int(summary.get("skipped_files") or 0)
     if not count:
         return None
-    named = "; ".join(f"{_short(s['file'])}: {s['reason'].replace(s['file'], _short(s['file']))}" for s in summary.get("skipped", [])[:examples])
+    shown = summary.get("skipped", [])[:examples]
+    short = _short_names([s["file"] for s in shown])
+    named = "; ".join(f"{short[s['file']]}: {s['reason'].replace(s['file'], short[s['file']])}" for s in shown)
     more = f"; {count - examples} more" if count > examples else ""
     return f"{count} unreadable file{'s' if count > 1 else ''} skipped ({named}{more}; {where})"
 
 
-def _short(file: str) -> str:
-    """`Cat/666.jpg` for a file: its class folder and name, enough to find it."""
-    path = Path(file)
-    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+def _short_names(files: Sequence[str]) -> dict[str, str]:
+    """`Cat/666.jpg` for each file: the fewest trailing parts (two at least, a class folder and a name) that tell it
+    from the others listed, so `train/c0/bad.png` and `test/c0/bad.png` are not both `c0/bad.png`."""
+    parts = {file: Path(file).parts for file in files}
+    short = {}
+    for file, own in parts.items():
+        depth = min(2, len(own))
+        while depth < len(own) and any(other[-depth:] == own[-depth:] for f, other in parts.items() if f != file):
+            depth += 1
+        short[file] = str(Path(*own[-depth:]))
+    return short
 
 
 Loader = Callable[[Any, Path], RawData]
