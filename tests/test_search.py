@@ -1050,3 +1050,19 @@ def test_arrays_resized_by_image_size_are_judged_at_that_size_in_every_trial(tmp
     )
     run = search(spec, name="resized", out=tmp_path, quiet=True)
     assert sorted(run.trials["status"]) == ["completed", "completed"] and sorted(run.trials["blocks"]) == [3, 4]
+
+
+def test_an_epochs_learning_rate_is_the_one_it_trained_with_when_the_plateau_cuts_it(tmp_path):
+    spec = tiny(
+        model={"blocks": 1, "filters": 8},
+        training={"learning_rate": 0.05, "early_stopping": False, "reduce_lr_on_plateau": {"monitor": "val_loss", "patience": 0, "factor": 0.5}},
+        search={"algorithm": "grid", "max_epochs": 10},
+    )
+    run = search(spec, name="plateau", out=tmp_path, quiet=True)
+    history = run.history(run.trials.iloc[0]["trial_id"]).to_dict("records")
+    assert history[0]["learning_rate"] == pytest.approx(0.05)
+    cuts = [e for e in range(1, len(history)) if history[e]["learning_rate"] < history[e - 1]["learning_rate"]]
+    assert cuts  # the epoch after one that did not improve val_loss trains at half the rate
+    for e in cuts:
+        assert history[e]["learning_rate"] == pytest.approx(history[e - 1]["learning_rate"] / 2)
+        assert history[e - 1]["val_loss"] > min(row["val_loss"] for row in history[: e - 1]) - 1e-4  # Keras' min_delta

@@ -430,14 +430,15 @@ class _EpochLog(keras.callbacks.Callback):
         self.on_epoch, self.deadline, self.stop = on_epoch, deadline, stop
         self.epochs: list[dict[str, float]] = []
         self.budget_hit = False
-        self._start = 0.0
+        self._start = self._rate = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._start = time.perf_counter()
+        self._rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}}
-        row["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        # The rate this epoch trained with, as Keras' ReduceLROnPlateau logs it (not the one its cut sets for the next).
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"}, "learning_rate": self._rate}
         row["seconds"] = time.perf_counter() - self._start
         self.epochs.append(row)
         self.on_epoch(epoch + 1, row)
@@ -773,7 +774,7 @@ class SpecTuner(kt.Tuner):
             callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=rp.monitor, factor=rp.factor, patience=rp.patience, min_lr=rp.min_lr, verbose=0))
         save_best = _SaveBestEpoch(objective.metric, objective.direction, self._get_checkpoint_fname(trial_id))
         stateful = [*callbacks[1:], save_best]
-        callbacks.append(log)  # after the LR schedule, so the logged rate is the one used next epoch
+        callbacks.append(log)
         callbacks.append(save_best)
         every = self.spec.search.resume_every
         callbacks.append(_ResumePoint(folder, trial_id, log, save_best, stateful, resume, batch_size, every))  # last: sees every callback's state
