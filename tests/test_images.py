@@ -108,9 +108,14 @@ def test_images_are_decoded_once_and_the_cache_follows_the_files(tmp_path, monke
     second = load_data(spec, tmp_path, seed=0)
     assert calls == []  # nothing decoded again
     np.testing.assert_array_equal(first.x_train, second.x_train)
+    load_data(folder_spec(tmp_path / "pets", image_size=[8, 8]), tmp_path, seed=0)  # another size: its own entry
+    entries = set((tmp_path / "cache" / "images").iterdir())
+    assert len(entries) == 2 and len(calls) == 44
     Image.fromarray(shape_image(1, seed=42)).save(tmp_path / "pets" / "dog" / "0.jpg")  # a file changes
     load_data(spec, tmp_path, seed=0)
-    assert len(calls) == 44  # a new cache entry: everything decoded again
+    assert len(calls) == 88  # a new cache entry: everything decoded again
+    after = set((tmp_path / "cache" / "images").iterdir())
+    assert len(after) == 2 and len(after - entries) == 1  # ... which replaces the stale 16x16 one, not the 8x8 one
 
 
 def test_train_test_folders_and_class_subsets(tmp_path):

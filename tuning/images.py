@@ -8,6 +8,7 @@ listed, never a crash in the middle of a search.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -159,7 +160,20 @@ def decode_all(listing: Listing, size: tuple[int, int], mode: str) -> tuple[np.n
     os.replace(staging, folder)
     for version in range(1, CACHE_VERSION):  # the entry an earlier version of `tuning` made of these files is stale now
         shutil.rmtree(cache_root() / key(version), ignore_errors=True)
+    _remove_earlier_decodes(folder)
     return np.load(folder / "x.npy", mmap_mode="r"), kept, skipped
+
+
+def _remove_earlier_decodes(entry: Path) -> None:
+    """Remove the cache's entries of the same folder or manifest at the same size and colour mode made before its
+    files changed: a data set edited again and again (corrupt files removed, images added) would otherwise leave
+    a full decoded copy per edit. A search still reading one keeps its memory map (the file goes when it ends)."""
+    meta = json.loads((entry / "meta.json").read_text())
+    same = {k: meta[k] for k in ("origin", "size", "mode")}
+    for other in entry.parent.glob("*/meta.json"):
+        with contextlib.suppress(OSError, ValueError):
+            if other.parent != entry and {k: json.loads(other.read_text()).get(k) for k in same} == same:
+                shutil.rmtree(other.parent, ignore_errors=True)
 
 
 def _check_room(cache: Path, shape: tuple[int, int, int, int]) -> None:
@@ -211,7 +225,7 @@ def _decode_into(staging: Path, listing: Listing, shape: tuple[int, int, int, in
         np.save(staging / "x_kept.npy", full[: len(kept)])
         del full
         os.replace(staging / "x_kept.npy", staging / "x.npy")
-    (staging / "meta.json").write_text(json.dumps({"kept": kept, "skipped": skipped, "origin": listing.origin}))
+    (staging / "meta.json").write_text(json.dumps({"kept": kept, "skipped": skipped, "origin": listing.origin, "size": list(size), "mode": mode}))
     return kept, skipped
 
 
