@@ -53,6 +53,7 @@ def test_experiment_config_has_true_domains_and_metrics(run):
     lr = infos["learning_rate"]
     assert (lr.domain_interval.min_value, lr.domain_interval.max_value) == (1e-3, 1e-2) and "log scale" in lr.description
     assert "training.learning_rate" in lr.description
+    assert infos["parent_trial"].type == api_pb2.DATA_TYPE_STRING  # no domain, yet typed: the dashboard filters it as text
     tags = [m.name.tag for m in experiment.metric_infos]
     assert tags[0] == "score" and {"val_loss", "val_accuracy", "loss", "accuracy", "epochs_trained", "params", "wall_time_s"} <= set(tags)
 

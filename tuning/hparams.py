@@ -83,7 +83,16 @@ def experiment_config(params: list[Param], metric: str, max_epochs: int | None, 
         ]
     metrics = [hp.Metric("score", display_name=f"score ({metric})", description=f"The objective {metric} at the trial's best epoch: what the ranking uses.")]
     metrics += [hp.Metric(tag, display_name=name, description=text) for tag, name, text in SUMMARY_METRICS]
-    return hp.hparams_config_pb(hparams, metrics)
+    summary = hp.hparams_config_pb(hparams, metrics)
+    # TensorBoard's API types an hparam only from a domain, and a parent's trial id has none: typed as text here,
+    # the dashboard filters and sorts it as the trial ids it holds.
+    content = summary.value[0].metadata.plugin_data
+    data = plugin_data_pb2.HParamsPluginData.FromString(content.content)
+    for info in data.experiment.hparam_infos:
+        if info.name == "parent_trial":
+            info.type = api_pb2.DATA_TYPE_STRING
+    content.content = data.SerializeToString()
+    return summary
 
 
 class HParamsLog:
