@@ -128,6 +128,35 @@ def test_error_kinds(spec_file, text, expected):
     assert any(expected in p for p in problems_of(path)), problems_of(path)
 
 
+def test_a_setting_written_in_none_of_its_forms_is_one_problem_at_its_yaml_path(spec_file):
+    path = spec_file(
+        text="""version: 1
+data:
+  source: digits
+  in_memory: maybe
+training:
+  early_stopping: true
+  reduce_lr_on_plateau: on
+  steps_per_execution: 0
+"""
+    )
+    assert problems_of(path) == [
+        f"{path}:4: data.in_memory: expected 'auto', true or false. Received: 'maybe'",
+        f"{path}:6: training.early_stopping: expected a mapping (keys monitor, patience, min_delta) or false. Received: True",
+        f"{path}:7: training.reduce_lr_on_plateau: expected a mapping (keys monitor, factor, patience, min_lr). Received: True",
+        f"{path}:8: training.steps_per_execution: expected 'auto' or greater than or equal to 1. Received: 0",
+    ]
+
+
+def test_a_mistake_inside_a_settings_mapping_is_named_by_its_yaml_path(spec_file):
+    path = spec_file(text="version: 1\ntraining:\n  early_stopping: {monitor: val_acc, patiense: 2}\n")
+    assert problems_of(path) == [
+        f"{path}:3: training.early_stopping.monitor: expected 'val_accuracy', 'val_loss', 'accuracy' or 'loss'. Received: 'val_acc'. "
+        "Did you mean 'val_accuracy'?",
+        f"{path}:3: training.early_stopping.patiense: unknown key 'patiense'. Allowed: monitor, patience, min_delta. Did you mean 'patience'?",
+    ]
+
+
 def test_missing_file_names_it(tmp_path):
     problems = problems_of(tmp_path / "nope.yaml")
     assert problems == [f"{tmp_path / 'nope.yaml'}: file not found; pass the path of a YAML search space"]

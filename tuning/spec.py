@@ -12,7 +12,8 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, Discriminator, Field, PrivateAttr, Tag, ValidationError, field_validator, model_validator
 
@@ -332,7 +333,7 @@ def _validate(data: dict[str, Any], lines: dict[Any, int], filename: str | None,
     try:
         spec = SearchSpec.model_validate(data)
     except ValidationError as exc:
-        for error in exc.errors(include_url=False):
+        for error in _union_members_merged(exc.errors(include_url=False)):
             problems.append(_problem_from(error, lines, filename, data))
     if spec is not None:
         from .space import cross_check
@@ -369,6 +370,10 @@ def _problem_from(error: Any, lines: dict[Any, int], filename: str | None, spec:
         allowed = _allowed_keys(raw_loc[:-1]) + (list(SHORTHANDS) if raw_loc[:-1] == ("data",) else [])
         key = str(raw_loc[-1])
         message = f"unknown key {key!r}. Allowed: {', '.join(allowed)}." + _did_you_mean(key, allowed)
+    elif kind == "union":
+        message = f"{message}. Received: {received!r}"
+    elif kind == "model_type":
+        message = f"expected {_mapping_of(error['ctx']['class_name'])}. Received: {received!r}"
     elif kind == "missing":
         message = "missing required key" + (" (write `version: 1` first)" if loc == ("version",) else "")
     elif kind == "literal_error":
@@ -390,6 +395,81 @@ def _problem_from(error: Any, lines: dict[Any, int], filename: str | None, spec:
         if kind.endswith("_type") and not isinstance(received, (dict, list)):
             message += f" ({type(received).__name__})"
     return Problem(_format_path(loc), message, filename, _yaml.line_of(lines, loc))
+
+
+def _union_members_merged(errors: list[Any]) -> list[Any]:
+    """pydantic reports a value that fits no member of a union (`in_memory: 'auto' | bool`) once per member, each
+    under the member's type name ("literal['auto']", "EarlyStoppingSpec"), which is no YAML path: one problem per
+    setting instead, naming every form it takes; a mapping's own mistakes, at their paths inside it."""
+    merged: dict[tuple[Any, ...], list[Any]] = {}
+    out: list[Any] = []
+    for error in errors:
+        at = _member_at(tuple(error["loc"]))
+        if at is None:
+            out.append(error)
+            continue
+        field = tuple(error["loc"][:at])
+        if field not in merged:
+            merged[field] = []
+            out.append(field)  # the setting's problems go where its first one was
+        merged[field].append({**error, "loc": field + tuple(error["loc"][at + 1 :])})
+    result: list[Any] = []
+    for item in out:
+        if not isinstance(item, tuple):
+            result.append(item)
+            continue
+        group = merged[item]
+        inside = [e for e in group if len(e["loc"]) > len(item)]  # a mapping written for a member: its mistakes
+        if inside:
+            result.extend(inside)
+            continue
+        forms = [form for e in group for form in _forms(e)]
+        expected = ", ".join(forms[:-1]) + " or " + forms[-1] if len(forms) > 1 else forms[0]
+        result.append({"type": "union", "loc": item, "msg": f"expected {expected}", "input": group[0].get("input")})
+    return result
+
+
+def _member_at(loc: tuple[Any, ...]) -> int | None:
+    """Where an error's location names a member of a union setting (not a YAML key), if it does."""
+    model: type[BaseModel] = SearchSpec
+    for i, part in enumerate(loc):
+        field = next((f for name, f in model.model_fields.items() if part in (name, f.alias)), None)
+        if field is None:
+            return None
+        members = [m for m in get_args(field.annotation) if m is not type(None)] if get_origin(field.annotation) in (Union, UnionType) else []
+        if len(members) > 1:  # the next part names the member; a tagged union's "<tag>" is left out of paths anyway
+            return i + 1 if i + 1 < len(loc) and not str(loc[i + 1]).startswith("<") else None
+        models = _models_in(field.annotation)
+        if not models:
+            return None
+        model = models[0]
+    return None
+
+
+def _forms(error: Any) -> list[str]:
+    """What one member of a union takes, as the YAML is written."""
+    kind = error["type"]
+    if kind == "literal_error":
+        return [error["ctx"]["expected"].replace("False", "false").replace("True", "true")]
+    if kind == "model_type":
+        return [_mapping_of(error["ctx"]["class_name"])]
+    if kind == "bool_type":
+        return ["true", "false"]
+    return [_plain(error["msg"]).removeprefix("expected ")]
+
+
+def _mapping_of(class_name: str) -> str:
+    """A spec section's form, by its class's name (as pydantic names it in errors), with the keys it takes."""
+    model = next(m for m in _spec_models(SearchSpec) if m.__name__ == class_name)
+    return f"a mapping (keys {', '.join(f.alias or name for name, f in model.model_fields.items())})"
+
+
+def _spec_models(model: type[BaseModel]) -> list[type[BaseModel]]:
+    found = [model]
+    for field in model.model_fields.values():
+        for inner in _models_in(field.annotation):
+            found.extend(_spec_models(inner))
+    return found
 
 
 def _shorthand_conflict(key: str, section: Mapping[str, Any]) -> str:
