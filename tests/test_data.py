@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tuning import DataError
 from tuning.data import describe, load_data, stratified_subset
@@ -140,6 +141,30 @@ def test_digit_classes_can_be_chosen_by_number():
     assert spec.data.classes == ["3", "8"]
     data = load_data(spec.data, Path.cwd(), seed=0)
     assert data.class_names == ("3", "8") and set(np.unique(data.y_train)) == {0, 1}
+
+
+def test_validate_refuses_classes_the_data_does_not_have_as_the_search_would(tmp_path, capsys):
+    """`tuning validate` said "valid, 2 classes" for a misspelt class, which the search then refused."""
+    from tuning.cli import main
+
+    for cls in ("Cat", "Dog"):
+        (tmp_path / "PetImages" / cls).mkdir(parents=True)
+        (tmp_path / "PetImages" / cls / "1.png").write_bytes(b"")
+    for data, wrong in [
+        (
+            {"source": "fashion_mnist", "classes": ["Shirt", "Dres"]},
+            "'Dres' (did you mean 'Dress'?) not among the classes of fashion_mnist: T-shirt/top, Trouser",
+        ),
+        ({"source": "digits", "classes": [3, 8, 12]}, "'12' (did you mean '2'?) not among the classes of digits: 0, 1, 2"),
+        (
+            {"directory": "PetImages", "image_size": [8, 8], "classes": ["Cat", "Dgo"]},
+            "'Dgo' (did you mean 'Dog'?) not among the classes of folder PetImages: Cat, Dog",
+        ),
+    ]:
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(yaml.safe_dump({"version": 1, "data": data, "model": {"filters": {"choice": [4, 8]}}}))
+        assert main(["validate", str(spec)]) == 2
+        assert f"data.classes: {wrong}" in capsys.readouterr().err
 
 
 def test_an_npz_with_other_names_lists_what_it_holds(tmp_path):

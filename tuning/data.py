@@ -33,6 +33,8 @@ BUILTIN_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {
     "cifar10": ((32, 32, 3), 10),
     "cifar100": ((32, 32, 3), 100),
 }
+# Their class names, where they are fixed (CIFAR read from files takes the names in its meta file).
+BUILTIN_NAMES: dict[str, tuple[str, ...]] = {"digits": DIGIT_NAMES, "mnist": DIGIT_NAMES, "fashion_mnist": FASHION_NAMES, "cifar10": CIFAR10_NAMES}
 
 
 class LazyImages:
@@ -203,8 +205,11 @@ def register(name: str) -> Callable[[Loader], Loader]:
 
 def describe(data_spec: Any, base_dir: Path) -> tuple[tuple[int, int, int], int]:
     """Input shape the model sees (after `image_size`) and class count, cheaply (for `validate`)."""
+    names: Sequence[str] | None = None  # the class names, where they are known without loading the images
+    origin = str(data_spec.source)
     if data_spec.source in BUILTIN_SHAPES:
         shape, classes = BUILTIN_SHAPES[data_spec.source]
+        names = BUILTIN_NAMES.get(data_spec.source) if not (data_spec.source.startswith("cifar") and data_spec.path) else None
     elif data_spec.source in ("folder", "manifest"):
         from .images import MODES, list_folder
         from .manifests import read_manifests
@@ -215,9 +220,12 @@ def describe(data_spec: Any, base_dir: Path) -> tuple[tuple[int, int, int], int]
             raise DataError(f"{listing.origin}: no image files found")
         size = data_spec.image_size or [1, 1]
         shape, classes = (size[0], size[1], MODES[data_spec.color_mode][1]), len(listing.class_names)
+        names, origin = listing.class_names, _image_origin(data_spec)
     else:
         shape, classes = _npz_header(_resolve(data_spec.path, base_dir, "data.path"))
     if data_spec.classes:
+        if names is not None:
+            _check_classes(data_spec.classes, names, origin)
         classes = len(data_spec.classes)
     if classes < 2:
         raise DataError(f"data.path: {data_spec.path} holds only one class; {_one_class}")
@@ -299,14 +307,10 @@ def available_memory() -> int:
 
 def keep_classes(raw: RawData, names: list[str]) -> RawData:
     """Only the classes named, relabelled 0..k-1 in the order given (e.g. three CIFAR-10 classes)."""
-    import difflib
     from dataclasses import replace
 
+    _check_classes(names, raw.class_names, raw.origin)
     index = {name: i for i, name in enumerate(raw.class_names)}
-    unknown = [n for n in names if n not in index]
-    if unknown:
-        hints = [f"{n!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(n, list(index), 1)) else repr(n) for n in unknown]
-        raise DataError(f"data.classes: {', '.join(hints)} not among the classes of {raw.origin}: {', '.join(raw.class_names)}")
     mapping = np.full(len(raw.class_names), -1, dtype=np.int64)
     for new, name in enumerate(names):
         mapping[index[name]] = new
@@ -323,6 +327,16 @@ def keep_classes(raw: RawData, names: list[str]) -> RawData:
     x_test, y_test = subset(raw.x_test, raw.y_test)
     x_val, y_val = subset(raw.x_val, raw.y_val)
     return replace(raw, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, x_val=x_val, y_val=y_val, class_names=tuple(names))
+
+
+def _check_classes(chosen: Sequence[str], known: Sequence[str], origin: str) -> None:
+    """`data.classes` must name classes the data has; a near miss gets a suggestion."""
+    import difflib
+
+    unknown = [n for n in chosen if n not in known]
+    if unknown:
+        hints = [f"{n!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(n, list(known), 1)) else repr(n) for n in unknown]
+        raise DataError(f"data.classes: {', '.join(hints)} not among the classes of {origin}: {', '.join(known)}")
 
 
 def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator, origin: str) -> tuple[np.ndarray, np.ndarray]:
@@ -539,10 +553,14 @@ def _test_manifest(data_spec: Any, base_dir: Path) -> Path | None:
     return _resolve(data_spec.test_path, base_dir, "data.test_path") if data_spec.test_path else None
 
 
+def _image_origin(data_spec: Any) -> str:
+    return f"{data_spec.source} {data_spec.path}" + (f" + {data_spec.test_path}" if data_spec.test_path else "")
+
+
 def _from_images(loaded: dict[str, Any], data_spec: Any) -> RawData:
     """Split decoded images by their folder or manifest split (train, validation, test) if they have one."""
     x, y, splits = loaded["x"], loaded["y"], np.array([s or "train" for s in loaded["splits"]])
-    origin = f"{data_spec.source} {data_spec.path}" + (f" + {data_spec.test_path}" if data_spec.test_path else "")
+    origin = _image_origin(data_spec)
 
     def part(name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
         chosen = np.flatnonzero(splits == name)
