@@ -380,6 +380,28 @@ def test_features_of_labelled_images_are_saved_per_file_with_their_pca(exported,
     assert "only a .keras file keeps" in capsys.readouterr().err
 
 
+def test_features_of_a_train_sheet_and_a_test_sheet_together(exported, labelled, tmp_path, capsys):
+    """Tutorial 000's features mode reads its train.xlsx and test.xlsx as one table: each row keeps its sheet."""
+    import pandas as pd
+
+    _, paths = exported
+    sheet = pd.read_excel(labelled / "onehot.xlsx")
+    sheet["file"] = [str(labelled / f) for f in sheet["file"]]
+    sheet[:80].to_excel(tmp_path / "train.xlsx", index=False)
+    sheet[80:].to_excel(tmp_path / "test.xlsx", index=False)
+    columns = ",".join(str(d) for d in range(10))
+    sheets = [str(tmp_path / "train.xlsx"), str(tmp_path / "test.xlsx")]
+    args = ["features", str(paths["keras"]), *sheets, "--path-column", "file", "--label-columns", columns, "--out", str(tmp_path / "both")]
+    assert main(args) == 0
+    assert capsys.readouterr().out.startswith("120 images of")
+    table = pd.read_excel(tmp_path / "both" / "features.xlsx")
+    assert list(table["file"]) == list(sheet["file"]) and list(table["manifest"]) == [sheets[0]] * 80 + [sheets[1]] * 40
+    assert list(table["label"].astype(str)) == [str(row.argmax()) for row in sheet[[str(d) for d in range(10)]].to_numpy()]
+    assert len(np.load(tmp_path / "both" / "features.npy")) == 120
+    assert main(["features", str(paths["keras"]), sheets[0], str(labelled / "3")]) == 2
+    assert "train.xlsx is a manifest and " in capsys.readouterr().err
+
+
 def test_feature_maps_of_one_image_for_chosen_layers(exported, labelled, tmp_path, capsys):
     """The tutorials' "peer inside the model": every filter of each convolution for one image."""
     import keras
@@ -436,8 +458,8 @@ def test_features_and_maps_refuse_what_they_cannot_do_before_writing(exported, l
     assert main(["features", model, *three, "--out", str(tmp_path / "again")]) == 0
     assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["features.csv", "features.npy", "pca.png"]
     capsys.readouterr()
-    assert main(["features", model, two[0], str(tmp_path / "blank.csv")]) == 2  # named files must be images, as in predict
-    assert "blank.csv: not a readable image" in capsys.readouterr().err
+    assert main(["features", model, two[0], str(tmp_path / "blank.csv")]) == 2  # a manifest among images: one kind per command
+    assert f"blank.csv is a manifest and {two[0]} is not" in capsys.readouterr().err
     assert main(["features", model, str(labelled), "--label-column", "digit"]) == 2
     assert "apply to a CSV/Excel manifest" in capsys.readouterr().err
     assert main(["features", model, str(labelled), two[0]]) == 2  # its labels would be dropped among unlabelled images

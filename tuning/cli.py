@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
 
     features = commands.add_parser("features", help="penultimate-layer features of images, a 2-D PCA (or t-SNE) of them, saved per file")
     features.add_argument("model", metavar="MODEL", help="model.keras from `tuning export`, or a run's best_model.keras")
-    features.add_argument("data", metavar="DATA", nargs="+", help="a folder of class sub-folders, a CSV/Excel manifest, or image files and folders of images")
+    features.add_argument("data", metavar="DATA", nargs="+", help="a folder of class sub-folders, CSV/Excel manifests, or image files and folders of images")
     features.add_argument("--out", help="output folder (default: features/ beside the model)")
     features.add_argument("--path-column", default="path", help="manifest: the column of image paths (default: path)")
     features.add_argument("--label-column", help="manifest: the column of class names (colours the plot)")

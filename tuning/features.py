@@ -51,8 +51,15 @@ def _images(data: Sequence[str | Path], path_column: str, label_column: str | No
     for path in paths:
         if not path.exists():
             raise DataError(f"{path} does not exist; pass a folder of images (or of class sub-folders), a CSV/Excel manifest or image files")
-    if len(paths) == 1 and paths[0].suffix.lower() in MANIFEST_SUFFIXES:
-        return _manifest(paths[0], path_column, label_column, label_columns)
+    manifests = [path for path in paths if path.suffix.lower() in MANIFEST_SUFFIXES]
+    if manifests and len(manifests) == len(paths):
+        return _manifests(manifests, path_column, label_column, label_columns)
+    if manifests:
+        others = [path for path in paths if path not in manifests]
+        raise DataError(
+            f"{', '.join(map(str, manifests))} {'is a manifest' if len(manifests) == 1 else 'are manifests'} and {', '.join(map(str, others))} "
+            f"{'is' if len(others) == 1 else 'are'} not; run `tuning features` once for each kind (or list the images in a manifest)"
+        )
     if label_column or label_columns or path_column != "path":
         raise DataError(
             f"{', '.join(map(str, paths))}: --path-column, --label-column and --label-columns apply to a CSV/Excel manifest; folders are labelled by their class sub-folders"
@@ -123,6 +130,25 @@ def _class_folders(folder: Path) -> bool:
     return any(p.is_dir() for p in entries) and not any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in entries)
 
 
+def _manifests(paths: list[Path], path_column: str, label_column: str | None, label_columns: Sequence[str] | None) -> _Images:
+    """One manifest, or several read as one table (a train and a test sheet), each row with the manifest it came from."""
+    import pandas as pd
+
+    parts = [_manifest(path, path_column, label_column, label_columns) for path in paths]
+    if len(parts) == 1:
+        return parts[0]
+    labelled = [part.labels for part in parts if part.labels is not None]  # all or none: the same columns name them
+    return _Images(
+        [file for part in parts for file in part.files],
+        [label for labels in labelled for label in labels] if labelled else None,
+        [part.origin for part in parts for _ in part.files],
+        pd.concat([part.rows for part in parts], ignore_index=True),
+        ", ".join(map(str, paths)),
+        group_column="manifest",
+        manifests=tuple(paths),
+    )
+
+
 def _manifest(path: Path, path_column: str, label_column: str | None, label_columns: Sequence[str] | None) -> _Images:
     from .manifests import manifest_paths, read_labelled_manifest, read_table
 
@@ -155,9 +181,9 @@ def extract_features(
 ) -> dict[str, Any]:
     """Penultimate-layer features of every image, projected to 2-D, saved per file.
 
-    `data` is a folder of class sub-folders (labels from the folder names), a CSV/Excel manifest (its
-    columns are kept; labels from `label_column` or one-hot `label_columns` when given), or image files and
-    folders of loose images. Writes to `out` (default: `features/` beside the model) `features.csv` (each
+    `data` is a folder of class sub-folders (labels from the folder names), CSV/Excel manifests (their
+    columns are kept, several as one table with a `manifest` column; labels from `label_column` or one-hot
+    `label_columns` when given), or image files and folders of loose images. Writes to `out` (default: `features/` beside the model) `features.csv` (each
     image with its label, predicted class, probability and PCA position, `tsne_1`/`tsne_2` with `tsne`; also
     `features.xlsx` for an Excel manifest), `features.npy` (the full feature vectors, rows as in the CSV) and
     `pca.png` (and `tsne.png`), coloured by label, else by predicted class. Unreadable files are skipped
@@ -215,7 +241,7 @@ def extract_features(
         embedded = TSNE(n_components=2, perplexity=min(30.0, (len(kept) - 1) / 3), random_state=seed, init="pca").fit_transform(vectors)
         table["tsne_1"], table["tsne_2"] = embedded[:, 0], embedded[:, 1]
         outputs["tsne.png"] = plots.feature_scatter(embedded, group_of, groups, None, title=title.replace("PCA", "t-SNE"))
-    if images.rows is not None and Path(images.origin).suffix.lower() in (".xlsx", ".xls"):
+    if images.rows is not None and any(path.suffix.lower() in (".xlsx", ".xls") for path in images.manifests):
         outputs["features.xlsx"] = table
     destination = Path(out) if out is not None else model_path.parent / "features"
     written = _write(destination, outputs)
