@@ -19,7 +19,8 @@ import keras
 import numpy as np
 import pytest
 
-from tuning import RunError, SearchAborted, load_spec, open_run, search
+import tuning
+from tuning import DataError, RunError, SearchAborted, load_spec, open_run, search
 from tuning.cli import main
 
 from .conftest import ROOT, SPACES, tiny, write_spec
@@ -401,6 +402,25 @@ def test_search_on_numpy_arrays(tmp_path):
     )
     assert run.manifest["data"]["classes"] == ["dark", "top", "left"] and run.manifest["data"]["image_shape"] == [10, 10, 3]
     assert run.best_model().output_shape == (None, 3)
+
+
+def test_a_search_on_arrays_is_planned_on_their_images_and_classes(tmp_path):
+    """The plan and its feasibility check were made on the spec's source (digits' 8x8 by default): six blocks,
+    workable on 64x64 arrays, were refused as unbuildable, and run.json planned for 10 classes."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (60, 64, 64), dtype=np.uint8)
+    y = np.arange(60) % 2
+    spec = tiny(
+        model={"blocks": {"int": [5, 6]}, "filters": 4, "dense_units": 8}, training={"learning_rate": 1e-3}, search={"algorithm": "grid", "max_epochs": 1}
+    )
+    assert tuning.plan(spec, data=(x, y)).input_shape == (64, 64, 1)
+    run = search(spec, name="arrays64", out=tmp_path, data=(x, y), class_names=["a", "b"], quiet=True)
+    assert sorted(run.trials["status"]) == ["completed", "completed"]
+    assert run.manifest["plan"]["input_shape"] == [64, 64, 1] and run.manifest["plan"]["num_classes"] == 2
+    chosen = tiny(data={"classes": ["b", "a"]})
+    assert tuning.plan(chosen, data=(x, y), class_names=["a", "b"]).num_classes == 2
+    with pytest.raises(DataError, match=r"data.classes: 'c' not among the classes of arrays: a, b"):
+        tuning.plan(tiny(data={"classes": ["a", "c"]}), data=(x, y), class_names=["a", "b"])
 
 
 def test_bad_run_names_cannot_escape_the_output_root(tmp_path, capsys):

@@ -41,11 +41,12 @@ __all__ = [
 ]
 
 
-def plan(spec: Any) -> Plan:
-    """The Hyperband plan and feasibility of a spec (path, mapping or loaded spec); trains nothing."""
+def plan(spec: Any, *, data: Any = None, class_names: Any = None) -> Plan:
+    """The Hyperband plan and feasibility of a spec (path, mapping or loaded spec); trains nothing. `data` and
+    `class_names` as for `search`: the plan is made for those images."""
     from .planner import plan as _plan
 
-    return _plan(spec)
+    return _plan(spec, data=data, class_names=class_names)
 
 
 def estimate(spec: Any, *, samples: int = 4, data: Any = None, class_names: Any = None) -> dict[str, Any]:

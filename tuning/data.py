@@ -203,11 +203,18 @@ def register(name: str) -> Callable[[Loader], Loader]:
     return add
 
 
-def describe(data_spec: Any, base_dir: Path) -> tuple[tuple[int, int, int], int]:
-    """Input shape the model sees (after `image_size`) and class count, cheaply (for `validate`)."""
+def describe(
+    data_spec: Any, base_dir: Path, arrays: Sequence[np.ndarray] | None = None, class_names: Sequence[str] | None = None
+) -> tuple[tuple[int, int, int], int]:
+    """Input shape the model sees (after `image_size`) and class count, cheaply (for `validate`); `arrays`
+    replace the spec's source, as in `load_data`."""
     names: Sequence[str] | None = None  # the class names, where they are known without loading the images
     origin = str(data_spec.source)
-    if data_spec.source in BUILTIN_SHAPES:
+    if arrays is not None:
+        raw = from_arrays(arrays, class_names)
+        shape, names, origin = _image_shape(raw.x_train.shape, raw.origin, "train"), raw.class_names, raw.origin
+        classes = len(names)
+    elif data_spec.source in BUILTIN_SHAPES:
         shape, classes = BUILTIN_SHAPES[data_spec.source]
         names = BUILTIN_NAMES.get(data_spec.source) if not (data_spec.source.startswith("cifar") and data_spec.path) else None
     elif data_spec.source in ("folder", "manifest"):
@@ -378,10 +385,9 @@ def stratified_subset(y: np.ndarray, size: int, rng: np.random.Generator) -> np.
 def _standardize(x: np.ndarray, y: np.ndarray, origin: str, part: str, class_names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     num_classes = len(class_names)
     x, y = (x if isinstance(x, LazyImages) else np.asarray(x)), np.asarray(y)
+    _image_shape(x.shape, origin, part)
     if x.ndim == 3:
         x = x[..., np.newaxis]
-    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
-        raise DataError(f"{origin}: x_{part} has shape {x.shape}; expected (N, H, W) or (N, H, W, C) with C = 1, 3 or 4")
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise DataError(f"{origin}: x_{part} has dtype {x.dtype}; expected numbers (uint8 0-255 or floats)")
     if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
@@ -410,6 +416,15 @@ def _standardize(x: np.ndarray, y: np.ndarray, origin: str, part: str, class_nam
     if x.dtype != np.uint8:
         x = np.asarray(x).astype(np.float32)
     return x, y.astype(np.int64)
+
+
+def _image_shape(shape: tuple[int, ...], origin: str, part: str) -> tuple[int, int, int]:
+    """One image's (height, width, channels) in an array of images, (N, H, W) or (N, H, W, C)."""
+    if len(shape) == 3:
+        shape = (*shape, 1)
+    if len(shape) != 4 or shape[-1] not in (1, 3, 4):
+        raise DataError(f"{origin}: x_{part} has shape {shape}; expected (N, H, W) or (N, H, W, C) with C = 1, 3 or 4")
+    return int(shape[1]), int(shape[2]), int(shape[3])
 
 
 def from_arrays(arrays: Sequence[np.ndarray], class_names: Sequence[str] | None = None, origin: str = "arrays") -> RawData:

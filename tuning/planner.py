@@ -130,8 +130,9 @@ NOTHING_TO_TUNE = (
 )
 
 
-def plan(spec: Any) -> Plan:
-    """The search plan of a loaded spec (see `load_spec`); reads only data headers, never trains.
+def plan(spec: Any, *, data: Any = None, class_names: Any = None) -> Plan:
+    """The search plan of a loaded spec (see `load_spec`); reads only data headers, never trains. `data` and
+    `class_names`: arrays that replace the spec's data, as for `search`.
 
     Example:
         >>> p = plan(load_spec("search_spaces/digits.yaml"))
@@ -145,7 +146,7 @@ def plan(spec: Any) -> Plan:
     if search.algorithm == "hyperband" and not params:
         raise SpecError([Problem("", NOTHING_TO_TUNE, spec.file)])
     space_size = count_configurations(params)
-    input_shape, num_classes = data_module.describe(spec.data, spec.base_dir)
+    input_shape, num_classes = data_module.describe(spec.data, spec.base_dir, arrays=data, class_names=class_names)
     warnings: list[str] = []
     feasibility = scan(spec, input_shape, num_classes, seed=search.seed)
     trainable = _trainable(spec, params, space_size, feasibility, input_shape, num_classes)

@@ -131,8 +131,8 @@ def search(
     iterations = spec.search.iterations
     if store.exists() and not overwrite:
         iterations = max(iterations, int(store.read_manifest().get("iterations", iterations))) + extend
-    the_plan = make_plan(with_iterations(spec, iterations))
-    if extend and the_plan.total_trials == make_plan(with_iterations(spec, iterations - extend)).total_trials:
+    the_plan = make_plan(with_iterations(spec, iterations), data=data, class_names=class_names)
+    if extend and the_plan.total_trials == make_plan(with_iterations(spec, iterations - extend), data=data, class_names=class_names).total_trials:
         print(f"warning: --extend {extend} adds no trials: the space has no configuration left to draw (see `tuning validate`)", file=sys.stderr)
     require_feasible(spec, the_plan)
 
@@ -228,7 +228,7 @@ def _search_locked(
     oracle = make_oracle(spec, list(the_plan.params))
     from .hparams import HParamsLog
 
-    brackets = brackets_of(with_iterations(spec, iterations))
+    brackets = brackets_of(spec, the_plan)
     board_log = HParamsLog(run_dir / "logs", list(the_plan.params), spec.search.objective.metric, max_epochs=spec.search.max_epochs, brackets=brackets)
     board_log.write_experiment()
     view = _progress(spec, the_plan, store, progress, quiet, dataset.summary(), retry_failed)
@@ -306,11 +306,11 @@ def _values_key(values: dict[str, Any]) -> str:
     return json.dumps(values, sort_keys=True, default=str)
 
 
-def brackets_of(spec: SearchSpec) -> int | None:
-    """Hyperband's bracket count (an HParams field), None for other algorithms."""
+def brackets_of(spec: SearchSpec, the_plan: Plan | None = None) -> int | None:
+    """Hyperband's bracket count (an HParams field), None for other algorithms; from `the_plan` when it is made."""
     if spec.search.algorithm != "hyperband":
         return None
-    return 1 + max((r.bracket for r in make_plan(spec).rounds), default=0)
+    return 1 + max((r.bracket for r in (the_plan or make_plan(spec)).rounds), default=0)
 
 
 def _serve_workers(tuner: Any, store: RunStore, view: Any, parallel: dict[str, Any], quiet: bool) -> None:

@@ -60,7 +60,7 @@ def estimate(
     if samples < 1:
         raise RunError(f"samples: expected a positive number of configurations to time, not {samples}")
     spec = load_spec(spec)
-    the_plan = the_plan or make_plan(spec)
+    the_plan = the_plan or make_plan(spec, data=data, class_names=class_names)
     require_feasible(spec, the_plan)
     trials, total_epochs, configurations = the_plan.up_to(spec.search.max_trials)
     quiet_logs()
