@@ -388,6 +388,11 @@ def _problem_from(error: Any, lines: dict[Any, int], filename: str | None, spec:
         message = f"{message}. Received: {received!r}"
     elif kind in {"too_short", "too_long"} and loc and loc[-1] in ("int", "float"):
         message = f"expected [low, high]. Received: {received!r}"
+    elif kind in {"too_short", "too_long", "list_type"} and loc == ("data", "image_size"):
+        message = f"expected [height, width], e.g. [180, 180] (the channels come from data.color_mode). Received: {received!r}"
+    elif kind in {"too_short", "too_long"}:
+        bound = f"at least {error['ctx']['min_length']}" if kind == "too_short" else f"at most {error['ctx']['max_length']}"
+        message = f"expected {bound} items. Received: {received!r}"
     elif kind == "string_pattern_mismatch":
         message = f"expected letters, digits, '_', '.' or '-' (at most 64, no '/'). Received: {received!r}"
     else:
