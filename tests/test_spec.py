@@ -108,6 +108,11 @@ search:
         ("version: 1\ndata:\n  source: digits\n  image_size: [32, 32, 3]\n", ":4: data.image_size: expected [height, width], e.g. [180, 180]"),
         ("version: 1\ndata:\n  source: digits\n  image_size: 180\n", "data.image_size: expected [height, width], e.g. [180, 180] (the channels"),
         ("version: 1\ndata:\n  source: digits\n  classes: [3]\n", ":4: data.classes: expected at least 2 items. Received: ['3']"),
+        (
+            "version: 1\ntraining:\n  optimizer: SGD\n",
+            ":3: training.optimizer: expected 'adam', 'sgd', 'rmsprop' or 'adamw'. Received: 'SGD'. Did you mean 'sgd'?",
+        ),
+        ("version: 1\nmodel:\n  activation: ReLU\n", "Received: 'ReLU'. Did you mean 'relu'?"),
         ("version: 1\nsearch:\n  time_budget: soon\n", "expected a duration such as 90s, 30m, 2h or 1d"),
         ("version: 1\nname: ../evil\n", "name: expected letters, digits"),
         ("version: 1\nmodel:\n  blocks: {int: [1, 3]}\n  filters: [16, 32]\n", "model.filters: lists 2 per-block values but blocks can be 3"),

@@ -496,7 +496,8 @@ def _plain(message: str) -> str:
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    # Case aside first: the tutorials write Keras' names as 'SGD' and 'ReLU'.
+    close = [o for o in options if o.lower() == word.lower()] or difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
