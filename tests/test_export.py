@@ -114,6 +114,7 @@ def test_best_config_validates_and_train_rebuilds_the_same_model(exported, tmp_p
     assert main(["validate", str(paths["config"])]) == 0
     assert "Search space: 0 hyperparameters" in capsys.readouterr().out
     assert main(["train", str(paths["config"]), "--out", str(tmp_path), "--quiet"]) == 0
+    assert "training finished: " in (printed := capsys.readouterr().out) and "; 1 trial in " in printed
     retrained = keras.saving.load_model(tmp_path / f"export-trial{paths['keras'].parent.name}" / "best_model.keras", safe_mode=True)
     original = keras.saving.load_model(paths["keras"], safe_mode=True)
     assert [type(layer).__name__ for layer in retrained.layers] == [type(layer).__name__ for layer in original.layers]

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from .errors import TuningError
+from .wording import counted
 
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what the shell reports for `cat`, `grep` or `git` when the reader stops early
@@ -228,7 +229,7 @@ def describe_plan(spec: Any, the_plan: Any) -> str:
             f"Feasibility on {_shape(feas.input_shape)}: {feas.infeasible:,} of {feas.checked:,} checked combinations ({method}) cannot be built; they are never trained:"
         )
         for settings, reason, count in feas.groups[:12]:
-            lines.append(f"  {settings}: {reason} ({count:,} combination{'s' if count != 1 else ''})")
+            lines.append(f"  {settings}: {reason} ({counted(count, 'combination')})")
         if len(feas.groups) > 12:
             lines.append(f"  ... and {len(feas.groups) - 12} more groups")
     lines.append("")
@@ -243,9 +244,9 @@ def describe_plan(spec: Any, the_plan: Any) -> str:
         ]
         lines += text_table(rows)
     else:
-        lines.append(f"{the_plan.algorithm} search: {the_plan.total_trials} trials of up to {search.max_epochs} epochs")
+        lines.append(f"{the_plan.algorithm} search: {counted(the_plan.total_trials, 'trial')} of up to {counted(search.max_epochs, 'epoch')}")
     lines.append(
-        f"totals: {the_plan.total_trials} trials, {the_plan.distinct_configurations} distinct configurations, {the_plan.total_epochs} epochs before early stopping"
+        f"totals: {counted(the_plan.total_trials, 'trial')}, {counted(the_plan.distinct_configurations, 'distinct configuration')}, {counted(the_plan.total_epochs, 'epoch')} before early stopping"
     )
     caps = [f"max_trials {search.max_trials}" if search.max_trials else "", f"time budget {format_value(search.time_budget)}" if search.time_budget else ""]
     if any(caps):
@@ -284,7 +285,7 @@ def _worker(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from .runner import train
 
-    return _summarize(train(args.spec, name=args.name, out=args.out, overwrite=args.overwrite, quiet=args.quiet))
+    return _summarize(train(args.spec, name=args.name, out=args.out, overwrite=args.overwrite, quiet=args.quiet), what="training")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -353,7 +354,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if skipped := skipped_text({"skipped_files": len(result["skipped"]), "skipped": result["skipped"]}, where="every path with --json"):
         print(skipped, file=sys.stderr)
     if result["ignored"]:
-        left_out = ", ".join(f"{n} image{'s' if n > 1 else ''} of {c}" for c, n in result["ignored"].items())
+        left_out = ", ".join(f"{counted(n, 'image')} of {c}" for c, n in result["ignored"].items())
         print(f"left out, not classes of this model: {left_out}", file=sys.stderr)
     width = max(len(n) for n in [*names, "class"]) + 2
     print(f"\n{'class':{width}}precision  recall  F1     support")
@@ -385,7 +386,7 @@ def _features(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return 0
     share = result["explained_variance"]
-    count = f"{result['images']} image{'s' if result['images'] != 1 else ''}"
+    count = counted(result["images"], "image")
     print(f"{count} of {result['data']}: {result['dimensions']} features {'each ' if result['images'] != 1 else ''}({result['layer']})")
     if result["images"] > 1:
         print(f"PCA: the first two components explain {share[0]:.0%} and {share[1]:.0%} of their variance")
@@ -407,16 +408,16 @@ def _maps(args: argparse.Namespace) -> int:
 
     result = feature_maps(args.model, args.image, layers=args.layer, filters=args.filters, out=args.out)
     for name, shape in result["layers"].items():
-        print(f"{name}: {shape[0]}x{shape[1]}, {shape[2]} filter{'s' if shape[2] > 1 else ''}")
+        print(f"{name}: {shape[0]}x{shape[1]}, {counted(shape[2], 'filter')}")
     print("wrote " + ", ".join(result["files"]))
     return 0
 
 
-def _summarize(run: Any) -> int:
+def _summarize(run: Any, what: str = "search") -> int:
     manifest = run.manifest
     print()
     print(
-        f"search {manifest['status']}: {manifest.get('stop_reason')}; {len([r for r in run.records() if not r.trial_id.startswith('infeasible-')])} trials in {manifest['elapsed_s']:.0f}s"
+        f"{what} {manifest['status']}: {manifest.get('stop_reason')}; {counted(len([r for r in run.records() if not r.trial_id.startswith('infeasible-')]), 'trial')} in {manifest['elapsed_s']:.0f}s"
     )
     from .results import top_text
 

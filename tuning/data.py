@@ -20,6 +20,7 @@ import numpy as np
 
 from .domains import repeated
 from .errors import DataError
+from .wording import counted
 
 DIGIT_NAMES = tuple(str(i) for i in range(10))
 FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -175,7 +176,7 @@ def skipped_text(summary: dict[str, Any], examples: int = 3, where: str = "the f
     short = _short_names([s["file"] for s in shown])
     named = "; ".join(f"{short[s['file']]}: {s['reason'].replace(s['file'], short[s['file']])}" for s in shown)
     more = f"; {count - examples} more" if count > examples else ""
-    return f"{count} unreadable file{'s' if count > 1 else ''} skipped ({named}{more}; {where})"
+    return f"{counted(count, 'unreadable file')} skipped ({named}{more}; {where})"
 
 
 def _short_names(files: Sequence[str]) -> dict[str, str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .wording import counted
+
 
 class TuningError(Exception):
     """Root of every error `tuning` raises on purpose.
@@ -38,7 +40,7 @@ class SpecError(TuningError):
 
     def __str__(self) -> str:
         count = len(self.problems)
-        head = f"{count} problem{'s' if count != 1 else ''} in the search space:"
+        head = f"{counted(count, 'problem')} in the search space:"
         return "\n".join([head, *(f"  {p}" for p in self.problems)])
 
 

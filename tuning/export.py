@@ -18,6 +18,7 @@ from .records import data_dir, write_atomic, write_json
 from .run import Run
 from .space import PER_BLOCK, parameters, resolve
 from .spec import MAX_NAME, SearchSpec, load_stored_spec
+from .wording import counted
 
 FORMATS = ("keras", "savedmodel", "tflite")
 
@@ -159,7 +160,7 @@ def export(
     out_dir.mkdir(parents=True, exist_ok=True)
     if retrain:
         model = chosen.retrain(dataset)
-        source = f"retrained on train + validation for {chosen.record.best_epoch} epochs (seed {chosen.spec.search.seed})"
+        source = f"retrained on train + validation for {counted(chosen.record.best_epoch or 0, 'epoch')} (seed {chosen.spec.search.seed})"
     else:
         model = chosen.from_checkpoint()
         source = f"checkpoint of trial {chosen.record.trial_id} at its best epoch {chosen.record.best_epoch}"

@@ -13,6 +13,7 @@ import numpy as np
 
 from .errors import DataError
 from .images import Listing
+from .wording import counted
 
 
 def read_manifests(path: Path, test_path: Path | None, data_spec: Any) -> Listing:
@@ -71,7 +72,7 @@ def manifest_paths(path: Path, frame: Any, column: str) -> list[Path]:
     if len(blank):
         rows = ", ".join(str(int(i) + 2) for i in blank[:5]) + (f" and {len(blank) - 5} more" if len(blank) > 5 else "")
         raise DataError(
-            f"{path}: column {column!r} is blank in {len(blank)} row{'s' if len(blank) > 1 else ''} ({rows}, counting the header as row 1); "
+            f"{path}: column {column!r} is blank in {counted(len(blank), 'row')} ({rows}, counting the header as row 1); "
             "every row needs the path of its image: fill them in or remove those rows"
         )
     return [Path(p) if Path(str(p)).is_absolute() else path.parent / str(p) for p in frame[column]]
@@ -108,7 +109,7 @@ def read_manifest(path: Path, data_spec: Any, advice: str = SPEC_COLUMNS_ADVICE,
         if len(blank):
             rows = ", ".join(str(int(i) + 2) for i in blank[:5]) + (f" and {len(blank) - 5} more" if len(blank) > 5 else "")
             raise DataError(
-                f"{path}: column {data_spec.label_column!r} is blank in {len(blank)} row{'s' if len(blank) > 1 else ''} ({rows}, counting the header as row 1); "
+                f"{path}: column {data_spec.label_column!r} is blank in {counted(len(blank), 'row')} ({rows}, counting the header as row 1); "
                 "every image needs a label: fill them in or remove those rows"
             )
         labels = [label_name(v) for v in column]

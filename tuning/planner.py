@@ -15,6 +15,7 @@ from . import data as data_module
 from .errors import Problem, SpecError
 from .feasibility import FeasibilityReport, check, scan
 from .space import Param, count_configurations, enumerate_values, listable, parameters, resolve
+from .wording import counted
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def plan(spec: Any, *, data: Any = None, class_names: Any = None) -> Plan:
         if search.algorithm in ("random", "bayesian") and trainable is not None and trainable < trials:
             asked = f"max_trials asks for {trials}" if search.max_trials else f"the default of {trials} trials asks for more"
             warnings.append(
-                f"the space has {trainable} trainable configuration{'s' if trainable != 1 else ''} and {asked}; a configuration is never "
+                f"the space has {counted(trainable, 'trainable configuration')} and {asked}; a configuration is never "
                 f"drawn twice, so the search ends when the space runs out (the plan above is cut to {trainable}). Widen the space, "
                 "or use algorithm: grid to say so"
             )

@@ -17,6 +17,7 @@ from .importance import hyperparameter_importance
 from .records import STATUSES, utc_now, write_atomic, write_json
 from .results import RANKING_RULE, _fmt, leaderboard_table, markdown_table
 from .run import Run
+from .wording import counted
 
 SCHEMA_VERSION = 1
 
@@ -170,7 +171,7 @@ def _summary_lines(results: dict[str, Any]) -> list[tuple[str, str]]:
         ("space", ", ".join(f"{s['name']} {s['domain']}" for s in results["space"]) or "-"),
         (
             "budget",
-            f"{budget['trials']} of {budget['planned_trials']} planned trials; {budget['epochs_trained']} epochs trained of {budget['planned_epochs']} planned before early stopping; {(budget['wall_time_s'] or 0) / 60:.1f} min",
+            f"{budget['trials']} of {counted(budget['planned_trials'], 'planned trial')}; {counted(budget['epochs_trained'], 'epoch')} trained of {budget['planned_epochs']} planned before early stopping; {(budget['wall_time_s'] or 0) / 60:.1f} min",
         ),
         ("trials", ", ".join(f"{n} {k}" for k, n in results["counts"].items())),
     ]

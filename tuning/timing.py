@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .wording import counted
+
 CANDIDATES = 200  # random points drawn to choose the timed ones from ...
 MAX_DRAWS = 20_000  # ... or more, until one can be built (a space that is mostly infeasible)
 STEP_WORK = 4e7  # a training step's fixed cost (Python, dispatch), in forward multiply-adds: only to rank candidates
@@ -219,7 +221,7 @@ def describe_estimate(result: dict[str, Any], took: float) -> str:
 
     timed = result["timed"]
     lines = [
-        f"Time on this machine ({result['device']}, one process), from {len(timed)} configuration{'s' if len(timed) > 1 else ''} of the space "
+        f"Time on this machine ({result['device']}, one process), from {counted(len(timed), 'configuration')} of the space "
         f"trained for {TIMED_EPOCHS} short epochs each ({took:.0f} s); an epoch is {result['train_images']:,} training and "
         f"{result['validation_images']:,} validation images:"
     ]
@@ -249,7 +251,7 @@ def describe_estimate(result: dict[str, Any], took: float) -> str:
         else ""
     )
     lines.append(
-        f"the plan's {result['epochs']} epochs{capped}: about {_minutes(minutes['expected'])}{spread}; early stopping only shortens it; "
+        f"the plan's {counted(result['epochs'], 'epoch')}{capped}: about {_minutes(minutes['expected'])}{spread}; early stopping only shortens it; "
         "start-up, data loading and the report come on top"
     )
     budget = result["time_budget_s"]
