@@ -265,6 +265,28 @@ def test_image_grids_show_every_image_whole_in_its_own_colours():
     assert len(np.unique(pixels)) > 100  # the ramp's range becomes the whole grey scale
 
 
+def test_image_grid_captions_are_green_when_right_and_red_when_wrong():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tuning import plots
+
+    grey = np.full((2, 8, 8), 128, np.uint8)
+    png = plots.image_grid(grey, ["true cat\npred cat (90%)", "true dog\npred cat (60%)"], columns=2, correct=[True, False])
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    captions = pixels[: pixels.shape[0] - plots.CELL - plots.GAP // 2]  # the band above the images
+
+    def near(colour: str) -> np.ndarray:
+        rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+        return np.abs(captions - rgb).sum(axis=-1) < 60
+
+    middle = pixels.shape[1] // 2
+    assert near(plots.RIGHT)[:, :middle].sum() > 20 and near(plots.RIGHT)[:, middle:].sum() == 0
+    assert near(plots.WRONG)[:, middle:].sum() > 20 and near(plots.WRONG)[:, :middle].sum() == 0
+
+
 def test_an_image_grid_is_drawn_in_little_memory():
     import tracemalloc
 

@@ -127,9 +127,11 @@ def _figures(run: Run, results: dict[str, Any], top: int) -> dict[str, bytes]:
 
         with np.load(npz_path) as arrays:
             if "sample_true" in arrays.files:  # runs analysed before 2026-11-27 have none
-                figures["test_samples"] = plots.image_grid(arrays["sample_images"], titled("sample", arrays))
+                right = arrays["sample_true"] == arrays["sample_pred"]
+                figures["test_samples"] = plots.image_grid(arrays["sample_images"], titled("sample", arrays), correct=right)
             if len(arrays["misclassified_true"]):
-                figures["misclassified"] = plots.image_grid(arrays["misclassified_images"], titled("misclassified", arrays))
+                wrong = [False] * len(arrays["misclassified_true"])
+                figures["misclassified"] = plots.image_grid(arrays["misclassified_images"], titled("misclassified", arrays), correct=wrong)
             if "augmented_images" in arrays.files:
                 figures["augmentation"] = plots.image_grid(
                     arrays["augmented_images"], [f"draw {i + 1}" for i in range(len(arrays["augmented_images"]))], columns=4
