@@ -429,6 +429,8 @@ def test_feature_maps_of_one_image_for_chosen_layers(exported, labelled, tmp_pat
     assert list(np.load(tmp_path / "one.npz").files) == [convolutions[0]]
     assert main(["maps", str(paths["keras"]), str(image), "--layer", "block9_conv"]) == 2
     assert f"its layers with feature maps are rescale, {convolutions[0]}" in capsys.readouterr().err
+    assert main(["maps", str(paths["keras"]), str(image), "--layer", convolutions[0][:-1]]) == 2  # its last letter left out
+    assert f"layer {convolutions[0][:-1]!r} (did you mean {convolutions[0]!r}?): not in" in capsys.readouterr().err
     assert main(["maps", str(paths["keras"]), str(image), "--layer", "probabilities"]) == 2
     assert "not a feature map" in capsys.readouterr().err
     assert main(["maps", str(paths["keras"]), str(labelled)]) == 2

@@ -113,6 +113,7 @@ search:
             ":3: training.optimizer: expected 'adam', 'sgd', 'rmsprop' or 'adamw'. Received: 'SGD'. Did you mean 'sgd'?",
         ),
         ("version: 1\nmodel:\n  activation: ReLU\n", "Received: 'ReLU'. Did you mean 'relu'?"),
+        ("version: 1\nsearch:\n  objective: {metric: val_loss, direction: minimize}\n", "Received: 'minimize'. Did you mean 'min'?"),
         ("version: 1\nsearch:\n  time_budget: soon\n", "expected a duration such as 90s, 30m, 2h or 1d"),
         ("version: 1\nname: ../evil\n", "name: expected letters, digits"),
         ("version: 1\nmodel:\n  blocks: {int: [1, 3]}\n  filters: [16, 32]\n", "model.filters: lists 2 per-block values but blocks can be 3"),

@@ -20,7 +20,7 @@ import numpy as np
 
 from .domains import repeated
 from .errors import DataError
-from .wording import counted
+from .wording import counted, hinted
 
 DIGIT_NAMES = tuple(str(i) for i in range(10))
 FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -339,12 +339,9 @@ def keep_classes(raw: RawData, names: list[str]) -> RawData:
 
 def _check_classes(chosen: Sequence[str], known: Sequence[str], origin: str) -> None:
     """`data.classes` must name classes the data has; a near miss gets a suggestion."""
-    import difflib
-
     unknown = [n for n in chosen if n not in known]
     if unknown:
-        hints = [f"{n!r} (did you mean {m[0]!r}?)" if (m := difflib.get_close_matches(n, list(known), 1)) else repr(n) for n in unknown]
-        raise DataError(f"data.classes: {', '.join(hints)} not among the classes of {origin}: {', '.join(known)}")
+        raise DataError(f"data.classes: {', '.join(hinted(n, known) for n in unknown)} not among the classes of {origin}: {', '.join(known)}")
 
 
 def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator, origin: str) -> tuple[np.ndarray, np.ndarray]:

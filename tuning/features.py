@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import DataError, RunError
 from .predict import IMAGE_SUFFIXES, Predictor, collect_images, load_predictor, model_labels, read_image
+from .wording import hinted
 
 MAX_FILTERS = 64  # channels drawn per layer unless asked for more: 8 rows of 8, as the tutorials plot them
 MANIFEST_SUFFIXES = {".csv", ".xlsx", ".xls"}
@@ -334,7 +335,8 @@ def feature_maps(
         unknown = [name for name in layers if name not in by_name]
         if unknown:
             raise DataError(
-                f"layer {', '.join(map(repr, unknown))}: not in {model_path}; its layers with feature maps are {', '.join(layer.name for layer in spatial)}"
+                f"layer {', '.join(hinted(name, [layer.name for layer in spatial]) for name in unknown)}: not in {model_path}; "
+                f"its layers with feature maps are {', '.join(layer.name for layer in spatial)}"
             )
         chosen = [by_name[name] for name in layers]
         flat = [layer.name for layer in chosen if len(layer.output.shape) != 4]

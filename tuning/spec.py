@@ -6,7 +6,6 @@ invalid. Problems are reported as `FILE:LINE: field.path: message` with what wou
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import re
@@ -20,6 +19,7 @@ from pydantic import BaseModel, Discriminator, Field, PrivateAttr, Tag, Validati
 from . import _yaml
 from .domains import DOMAIN_TAGS, Frozen, Tunable, is_domain, repeated, steps_past
 from .errors import Problem, SpecError
+from .wording import closest
 
 PosInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -496,9 +496,8 @@ def _plain(message: str) -> str:
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
-    # Case aside first: the tutorials write Keras' names as 'SGD' and 'ReLU'.
-    close = [o for o in options if o.lower() == word.lower()] or difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    match = closest(word, options)
+    return f" Did you mean {match!r}?" if match else ""
 
 
 def _format_path(path: tuple[Any, ...]) -> str:

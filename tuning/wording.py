@@ -1,8 +1,28 @@
-"""Counts in messages: `1 trial`, `3 trials`."""
+"""Words in messages: counts (`1 trial`, `3 trials`) and the option a mistyped word meant."""
 
 from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
 
 
 def counted(count: int, noun: str) -> str:
     """A count with its noun, singular for one."""
     return f"{count:,} {noun if count == 1 else noun + 's'}"
+
+
+def closest(word: str, options: Sequence[str]) -> str | None:
+    """The option a mistyped `word` most likely meant: the same but for case ('SGD', 'ReLU'), a start of it or
+    it a start of one ('minimize' for 'min'), else the nearest spelling; None when nothing is near."""
+    lower = word.lower()
+    same = [o for o in options if o.lower() == lower]
+    prefix = [o for o in options if len(lower) > 1 and len(o) > 1 and (o.lower().startswith(lower) or lower.startswith(o.lower()))]
+    near = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    found = same or prefix or near
+    return found[0] if found else None
+
+
+def hinted(word: str, options: Sequence[str]) -> str:
+    """`'Dres' (did you mean 'Dress'?)`, or the word alone when no option is near."""
+    match = closest(word, options)
+    return f"{word!r} (did you mean {match!r}?)" if match else repr(word)
