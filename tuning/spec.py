@@ -465,8 +465,8 @@ def _forms(error: Any) -> list[str]:
 
 def _mapping_of(class_name: str) -> str:
     """A spec section's form, by its class's name (as pydantic names it in errors), with the keys it takes."""
-    model = next(m for m in _spec_models(SearchSpec) if m.__name__ == class_name)
-    return f"a mapping (keys {', '.join(f.alias or name for name, f in model.model_fields.items())})"
+    model = next((m for m in _spec_models(SearchSpec) if m.__name__ == class_name), None)
+    return f"a mapping (keys {', '.join(f.alias or name for name, f in model.model_fields.items())})" if model else "a mapping"
 
 
 def _spec_models(model: type[BaseModel]) -> list[type[BaseModel]]:
