@@ -1086,3 +1086,29 @@ def test_an_epochs_learning_rate_is_the_one_it_trained_with_when_the_plateau_cut
     for e in cuts:
         assert history[e]["learning_rate"] == pytest.approx(history[e - 1]["learning_rate"] / 2)
         assert history[e - 1]["val_loss"] > min(row["val_loss"] for row in history[: e - 1]) - 1e-4  # Keras' min_delta
+
+
+def test_retrying_a_failed_promotion_continues_from_its_parents_weights(tmp_path, monkeypatch):
+    """A promoted trial that failed is run again by `--retry-failed` from its parent's checkpoint, so that
+    checkpoint stays on disk while the failure may be retried, even outside the best `keep_checkpoints`."""
+    import tuning.engine as engine
+
+    original = engine.SpecTuner._fit
+
+    def failing(self, hp, record, *args, **kwargs):
+        if record.parent is not None:
+            raise RuntimeError("injected failure")
+        return original(self, hp, record, *args, **kwargs)
+
+    monkeypatch.setattr(engine.SpecTuner, "_fit", failing)
+    spec = tiny(search={"max_epochs": 3, "factor": 3, "seed": 0, "max_consecutive_failures": 3, "keep_checkpoints": 1})
+    first = search(spec, name="retry", out=tmp_path, quiet=True)
+    failed = first.trials[first.trials["status"] == "failed"]
+    assert len(failed) == 1 and failed.iloc[0]["parent_trial"] is not None
+    parent = failed.iloc[0]["parent_trial"]
+    assert (tmp_path / "retry" / "kerastuner" / f"trial_{parent}" / "checkpoint.weights.h5").exists()
+    monkeypatch.setattr(engine.SpecTuner, "_fit", original)
+    again = search(spec, name="retry", out=tmp_path, quiet=True, retry_failed=True)
+    retried = again.trials.set_index("trial_id").loc[failed.iloc[0]["trial_id"]]
+    assert retried["status"] == "completed", retried["reason"]
+    assert retried["initial_epoch"] == 1 and retried["epochs"] == 3

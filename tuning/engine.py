@@ -782,13 +782,16 @@ class SpecTuner(kt.Tuner):
 
     def prune_checkpoints(self, final: bool = False) -> list[str]:
         """Delete the weights of trials that Hyperband can no longer promote and that are not among the best
-        `search.keep_checkpoints`; returns the trial ids whose weights were deleted."""
+        `search.keep_checkpoints`; returns the trial ids whose weights were deleted. A failed promotion's parent
+        keeps its weights: `--retry-failed` runs that promotion again from them."""
         from .results import rank
 
-        ranked = [r for r in rank(self.store.read_trials(), self.spec.search.objective.direction) if r.status == "completed"]
-        best = {r.trial_id for r in ranked[: self.spec.search.keep_checkpoints]}
+        records = self.store.read_trials()
+        ranked = [r for r in rank(records, self.spec.search.objective.direction) if r.status == "completed"]
+        keep = {r.trial_id for r in ranked[: self.spec.search.keep_checkpoints]}
+        keep |= {r.parent for r in records if r.parent is not None and r.status in ("failed", "out_of_memory")}
         deleted = []
-        for trial_id in self.oracle.trials_without_a_future(best, final):
+        for trial_id in self.oracle.trials_without_a_future(keep, final):
             path = Path(self._get_checkpoint_fname(trial_id))
             if path.exists():
                 path.unlink()
