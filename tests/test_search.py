@@ -302,6 +302,25 @@ def test_checkpoint_pruning_reads_the_trial_tables_under_the_oracle_lock(finishe
     assert set(tuner.oracle.trials_without_a_future(set(), final=True)) == set(tuner.oracle.trials)
 
 
+def test_a_running_or_requeued_promotion_keeps_its_parents_weights(finished):
+    """A promotion reloads its parent's checkpoint whenever it starts: when its worker dies and it is handed out
+    again, or when a killed search runs it again. The parent's weights stay while it runs or waits in the queue,
+    even after its bracket has filled (they were pruned, and the trial failed with FileNotFoundError)."""
+    spec_path, run_dir = finished
+    tuner, _ = reopen(spec_path, run_dir)
+    oracle = tuner.oracle
+    promoted = next(t for t in oracle.trials.values() if "tuner/trial_id" in t.hyperparameters.values)
+    parent = promoted.hyperparameters.values["tuner/trial_id"]
+    assert parent in oracle.trials_without_a_future(set())  # its bracket is done: nothing keeps the parent now
+
+    oracle.ongoing_trials["worker1"] = promoted
+    assert parent not in oracle.trials_without_a_future(set())
+    del oracle.ongoing_trials["worker1"]
+    oracle._retry_queue.append(promoted.trial_id)  # handed out again, not yet taken
+    assert parent not in oracle.trials_without_a_future(set())
+    assert parent in oracle.trials_without_a_future(set(), final=True)  # a search that is over keeps nothing
+
+
 def test_failures_are_not_retried_and_stop_after_the_limit(tmp_path, monkeypatch, capfd):
     import tuning.engine as engine
 

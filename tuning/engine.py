@@ -147,6 +147,10 @@ class _SearchOracleMixin:
         from the chief's server threads."""
         keep = keep | {t.trial_id for t in self.ongoing_trials.values()}  # type: ignore[attr-defined]
         if not final:
+            # A promotion reloads its parent's weights each time it starts: when handed out again after its worker
+            # died, or when a killed search runs it again. Its bracket may have filled meanwhile.
+            pending = [*self.ongoing_trials.values(), *(self.trials[t] for t in self._retry_queue if t in self.trials)]  # type: ignore[attr-defined]
+            keep |= {t.hyperparameters.values["tuner/trial_id"] for t in pending if "tuner/trial_id" in t.hyperparameters.values}
             for bracket in getattr(self, "_brackets", []):
                 for round_info in bracket["rounds"][:-1]:
                     keep.update(info["id"] for info in round_info)
