@@ -1131,3 +1131,21 @@ def test_retrying_a_failed_promotion_continues_from_its_parents_weights(tmp_path
     retried = again.trials.set_index("trial_id").loc[failed.iloc[0]["trial_id"]]
     assert retried["status"] == "completed", retried["reason"]
     assert retried["initial_epoch"] == 1 and retried["epochs"] == 3
+
+
+def test_a_killed_search_keeps_the_time_it_used_for_its_time_budget(tmp_path):
+    """`kill -9` leaves no chance to write the elapsed time at the end: run.json keeps it as trials end, so a
+    resumed search's `time_budget` counts the killed session (it started again from zero) and `elapsed_s` is
+    not short of the trials' own time."""
+    spec = write_spec(tmp_path, tiny(search={"algorithm": "random", "max_trials": 6, "max_epochs": 2, "time_budget": "10m"}), "killed.yaml")
+    out = tmp_path / "reports"
+    process = subprocess.Popen([sys.executable, "-m", "tuning", "search", str(spec), "--out", str(out), "--quiet"], cwd=ROOT)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out / "killed" / "trials" / "1.json").exists():
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    manifest = json.loads((out / "killed" / "run.json").read_text())
+    finished = [json.loads(p.read_text()) for p in (out / "killed" / "trials").glob("*.json")]
+    assert len(finished) >= 2 and manifest["status"] == "running"
+    assert manifest["elapsed_s"] >= sum(r["wall_time"] for r in finished)

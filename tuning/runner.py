@@ -232,7 +232,9 @@ def _search_locked(
     board_log = HParamsLog(run_dir / "logs", list(the_plan.params), spec.search.objective.metric, max_epochs=spec.search.max_epochs, brackets=brackets)
     board_log.write_experiment()
     view = _progress(spec, the_plan, store, progress, quiet, dataset.summary(), retry_failed)
-    events = Events(view, board_log)
+    started = time.time()
+    clock = _ElapsedTime(store, elapsed_before, started)
+    events = Events(view, board_log, clock)
     tuner = SpecTuner(spec=spec, oracle=oracle, hypermodel=hypermodel, directory=str(run_dir), events=events, store=store)
     oracle.verbose = oracle._display.verbose = 0  # KerasTuner's printing is replaced by ours (and its display
     # state is saved before it learns of a new trial, so a restarted chief would fail to print that trial's end)
@@ -245,7 +247,6 @@ def _search_locked(
     recorded = {_values_key(r.values) for r in store.read_trials() if r.status in ("infeasible", "oversized")}
     oracle.on_infeasible = lambda values, reason: _record_infeasible(store, board_log, values, reason, recorded)
     budget = spec.search.time_budget_seconds
-    started = time.time()
     if budget is not None:
         tuner.deadline = oracle.deadline = started + max(0.0, budget - elapsed_before)
         store.update_manifest(deadline=tuner.deadline)  # for worker processes
@@ -256,7 +257,7 @@ def _search_locked(
         with _graceful_stop(tuner.stop, quiet), long_lived_objects_frozen():
             weights = dataset.class_weights() if spec.data.class_weight == "balanced" else None
             if parallel["workers"]:
-                _serve_workers(tuner, store, view, parallel, quiet)
+                _serve_workers(tuner, store, Events(view, clock), parallel, quiet)
             else:
                 tuner.search(train=(dataset.x_train, one_hot[dataset.y_train]), validation=(dataset.x_val, one_hot[dataset.y_val]), class_weight=weights)
         stop_reason = oracle.stop_reason or _stop_reason(spec, the_plan, store)
@@ -425,6 +426,26 @@ class Events:
     def close(self) -> None:
         for listener in self.listeners:
             listener.close()
+
+
+class _ElapsedTime:
+    """Keeps `elapsed_s` in run.json current as each trial ends: a search killed outright (`kill -9`, a power cut)
+    never reaches the end that writes it, and its resumed run would count a `time_budget` from zero again."""
+
+    def __init__(self, store: RunStore, before: float, started: float):
+        self.store, self.before, self.started = store, before, started
+
+    def trial_started(self, record: Any, epochs: int) -> None:
+        pass
+
+    def epoch_done(self, epoch: int, row: dict[str, float]) -> None:
+        pass
+
+    def trial_finished(self, record: Any) -> None:
+        self.store.update_manifest(elapsed_s=round(self.before + time.time() - self.started, 3))
+
+    def close(self) -> None:
+        pass
 
 
 def _prepare_directory(store: RunStore, spec: SearchSpec, overwrite: bool) -> bool:
