@@ -184,6 +184,26 @@ def test_changed_spec_is_refused(finished, capsys):
     assert "--overwrite" in err and "Traceback" not in err
 
 
+def test_a_spec_changed_in_many_places_is_refused_naming_every_changed_field(finished, capsys):
+    import yaml
+
+    spec, run_dir = finished
+    mapping = yaml.safe_load(spec.read_text())
+    mapping["data"].update(validation_split=0.25, test_split=0.25, max_test_samples=100)
+    mapping["model"].update(dense_units=64, kernel_size=5)
+    mapping["training"].update(batch_size=32, label_smoothing=0.1)
+    mapping["search"].update(max_epochs=9, seed=3)
+    changed = spec.parent / "changed_a_lot" / spec.name
+    changed.parent.mkdir(exist_ok=True)
+    changed.write_text(yaml.safe_dump(mapping, sort_keys=False))
+    assert main(["search", str(changed), "--out", str(run_dir.parent)]) == 2
+    err = capsys.readouterr().err
+    fields = ["data.max_test_samples", "data.test_split", "data.validation_split", "model.dense_units", "model.kernel_size"]
+    fields += ["search.max_epochs", "search.seed", "training.batch_size", "training.label_smoothing"]
+    assert all(field in err for field in fields), err
+    assert "search.max_epochs: 3 -> 9" in err and "Traceback" not in err
+
+
 def test_an_edited_description_still_resumes(finished, tmp_path, capsys):
     spec, run_dir = finished
     shutil.copytree(run_dir, tmp_path / run_dir.name)

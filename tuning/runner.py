@@ -461,8 +461,11 @@ def _prepare_directory(store: RunStore, spec: SearchSpec, overwrite: bool) -> bo
             stored = _revalidated(stored["spec"]) or stored
         if stored["hash"] != spec.spec_hash() and _without_free_text(stored["spec"]) != _without_free_text(spec.to_dict()):
             changes = _spec_changes(stored["spec"], spec.to_dict())
+            # The first changes in full; any others by their field, so that every changed field is named.
+            more = [change.split(":", 1)[0] for change in changes[6:]]
+            listed = "; ".join(changes[:6]) + (f"; and {len(more)} more: {', '.join(more)}" if more else "")
             raise RunError(
-                f"{store.dir} was started with a different spec ({'; '.join(changes[:6]) or 'content differs'}). "
+                f"{store.dir} was started with a different spec ({listed or 'content differs'}). "
                 "Resuming would mix two searches: pass --overwrite to start over, or --name NEW to keep both"
             )
         return True
