@@ -1169,3 +1169,23 @@ def test_a_killed_search_keeps_the_time_it_used_for_its_time_budget(tmp_path):
     finished = [json.loads(p.read_text()) for p in (out / "killed" / "trials").glob("*.json")]
     assert len(finished) >= 2 and manifest["status"] == "running"
     assert manifest["elapsed_s"] >= sum(r["wall_time"] for r in finished)
+
+
+def test_run_json_says_finished_only_once_the_results_are_written(tmp_path, monkeypatch):
+    """A process killed while it writes the results leaves a run that the same command resumes, not a `finished`
+    run without its tables, best model or reports."""
+    import tuning.runner as runner
+
+    seen = []
+    real = runner._finish
+
+    def finish(store, *args):
+        seen.append(store.read_manifest()["status"])
+        real(store, *args)
+
+    monkeypatch.setattr(runner, "_finish", finish)
+    run = search(tiny(search={"algorithm": "random", "max_trials": 2, "max_epochs": 1}), name="order", out=tmp_path, quiet=True)
+    assert seen == ["running"] and run.manifest["status"] == "finished"
+    results = json.loads((run.path / "results.json").read_text())
+    assert results["status"] == "finished" and not results["partial"]  # the report knew how the search ended
+    assert "partial results" not in (run.path / "leaderboard.md").read_text()

@@ -22,10 +22,11 @@ from .wording import counted
 SCHEMA_VERSION = 1
 
 
-def build_report(run_dir: str | Path, *, top: int = 10) -> dict[str, Path]:
-    """Write `results.json`, `report.md` (+ `report_files/`) and `report.html`; return their paths."""
+def build_report(run_dir: str | Path, *, top: int = 10, status: str | None = None) -> dict[str, Path]:
+    """Write `results.json`, `report.md` (+ `report_files/`) and `report.html`; return their paths. `status`:
+    the search's, when run.json does not say it yet (it is written once the results are)."""
     run = Run(run_dir)
-    results = collect(run, top)
+    results = collect(run, top, status)
     figures = _figures(run, results, top)
     write_json(run.path / "results.json", results)
     files = run.path / "report_files"
@@ -37,9 +38,9 @@ def build_report(run_dir: str | Path, *, top: int = 10) -> dict[str, Path]:
     return {"html": run.path / "report.html", "markdown": run.path / "report.md", "json": run.path / "results.json"}
 
 
-def collect(run: Run, top: int = 10) -> dict[str, Any]:
+def collect(run: Run, top: int = 10, status: str | None = None) -> dict[str, Any]:
     """Everything the reports show, as plain data (this is `results.json`)."""
-    manifest = run.manifest
+    manifest = {**run.manifest, "status": status or run.manifest.get("status")}
     rows = run.rows()
     records = run.records()
     trials = [r for r in rows if not str(r["trial_id"]).startswith("infeasible-")]

@@ -273,19 +273,23 @@ def _search_locked(
     finally:
         events.close()
         elapsed = elapsed_before + time.time() - started
-        store.update_manifest(status=status, stop_reason=stop_reason, elapsed_s=round(elapsed, 3))
+        # The status goes in last: a process killed while it writes the results (kill -9, a power cut) leaves
+        # a run that still says "running", which the same command resumes and finishes, never a "finished" run
+        # without its tables, best model or reports.
+        store.update_manifest(stop_reason=stop_reason, elapsed_s=round(elapsed, 3))
         # A Ctrl-C already pressed (to stop after the epoch, or twice) made the next one "stop now": it stays so.
         writing = types.SimpleNamespace(requested=status == "interrupted" or bool(tuner.stop.requested))
         try:
             with _graceful_stop(writing, quiet, "writing the results first (Ctrl-C again to stop now; the same command writes them later)"):
-                _finish(store, spec, tuner, dataset)
+                _finish(store, spec, tuner, dataset, status)
         except KeyboardInterrupt:
             unwritten = "interrupted while writing the results: run the same command again to write them"
             if status == "finished":  # a finished search without its results would say the opposite of what is on disk
                 store.update_manifest(status="interrupted", stop_reason=unwritten)
             else:
-                store.update_manifest(stop_reason=f"{stop_reason}; then {unwritten}")
+                store.update_manifest(status=status, stop_reason=f"{stop_reason}; then {unwritten}")
             raise
+        store.update_manifest(status=status)
     if error is not None:
         raise error
     return Run(run_dir)
@@ -590,8 +594,9 @@ def directory_size(folder: Path, leave_out: tuple[str, ...] = ()) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).parts[0] not in leave_out)
 
 
-def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any) -> None:
-    """Tables, best model and its test metrics: written whenever the search ends, however it ends."""
+def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any, status: str) -> None:
+    """Tables, best model and its test metrics: written whenever the search ends, however it ends (`status`:
+    how, which run.json says only once they are written)."""
     from .results import columns, leaderboard_markdown, rank, trial_rows, write_trials_csv
 
     records = store.read_trials()
@@ -626,10 +631,10 @@ def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any) -> None
     manifest = store.update_manifest(disk_mb=round(directory_size(store.dir, REPORT_FILES) / 2**20, 2))
     rows = trial_rows(records, names, direction)
     write_trials_csv(store.dir / "trials.csv", rows, columns(names))
-    write_atomic(store.dir / "leaderboard.md", leaderboard_markdown(rows, names, manifest))
+    write_atomic(store.dir / "leaderboard.md", leaderboard_markdown(rows, names, {**manifest, "status": status}))
     try:
         from .report import build_report
 
-        build_report(store.dir)
+        build_report(store.dir, status=status)
     except Exception as exc:  # noqa: BLE001 - a report problem must never cost the search's results
         print(f"warning: the report could not be written ({type(exc).__name__}: {exc}); `tuning report {store.dir}` retries", file=sys.stderr)
