@@ -2,7 +2,8 @@
 
 The ranking rule: completed trials by score (the objective at their best epoch); on equal scores, the
 trial with the larger epoch budget first (a 1-epoch Hyperband trial never outranks its full-budget
-promotion with the same score); then by trial id. Diverged, failed and infeasible trials follow, unranked.
+promotion with the same score); then by trial id. A short trial with a higher score does rank first: the
+`epochs` column says which budget each score had. Diverged, failed and infeasible trials follow, unranked.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from .records import TrialRecord, write_atomic
 
 RANKING_RULE = (
     "Ranked by the score (the objective at each trial's best epoch); on equal scores, trials trained to the "
-    "larger epoch budget rank first, so a short Hyperband round never outranks a full-budget trial. "
+    "larger epoch budget rank first (a promotion that only matches its parent's score ranks above it). "
     "Diverged, failed and infeasible trials are listed unranked."
 )
 METRIC_COLUMNS = ("loss", "accuracy", "val_loss", "val_accuracy")
