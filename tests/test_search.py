@@ -1189,3 +1189,27 @@ def test_run_json_says_finished_only_once_the_results_are_written(tmp_path, monk
     results = json.loads((run.path / "results.json").read_text())
     assert results["status"] == "finished" and not results["partial"]  # the report knew how the search ended
     assert "partial results" not in (run.path / "leaderboard.md").read_text()
+
+
+def test_a_run_stopped_by_its_time_budget_goes_on_when_the_budget_is_raised(tmp_path, capsys):
+    """The budget limits the whole run's time: raising it is no other search, so the run resumes (other changes
+    are refused); with the budget used up, a resume says why it trains nothing."""
+    spec = tiny(search={"algorithm": "random", "max_trials": 4, "max_epochs": 1, "time_budget": "1s"})
+    path = write_spec(tmp_path, spec, "budget.yaml")
+    assert main(["search", str(path), "--out", str(tmp_path), "--quiet"]) == 0
+    first = open_run(tmp_path / "budget")
+    before = set(first.trials["trial_id"])
+    records = {p.name: p.read_text() for p in (tmp_path / "budget" / "trials").glob("*.json")}
+    assert first.manifest["stop_reason"] == "time budget reached" and len(before) < 4
+    capsys.readouterr()
+    assert main(["search", str(path), "--out", str(tmp_path), "--quiet"]) == 0
+    assert "search.time_budget (1s) is used up" in capsys.readouterr().err
+    assert set(open_run(tmp_path / "budget").trials["trial_id"]) == before
+    spec["search"]["time_budget"] = "10m"
+    write_spec(tmp_path, spec, "budget.yaml")
+    assert main(["search", str(path), "--out", str(tmp_path), "--quiet"]) == 0
+    after = open_run(tmp_path / "budget")
+    assert len(after.trials) == 4 and after.manifest["stop_reason"] == "max_trials = 4 reached"
+    assert after.manifest["spec"]["search"]["time_budget"] == "10m"
+    assert before < set(after.trials["trial_id"])
+    assert all((tmp_path / "budget" / "trials" / name).read_text() == text for name, text in records.items())  # kept, not retrained

@@ -247,6 +247,12 @@ def _search_locked(
     recorded = {_values_key(r.values) for r in store.read_trials() if r.status in ("infeasible", "oversized")}
     oracle.on_infeasible = lambda values, reason: _record_infeasible(store, board_log, values, reason, recorded)
     budget = spec.search.time_budget_seconds
+    if budget is not None and elapsed_before >= budget:
+        print(
+            f"warning: search.time_budget ({spec.search.time_budget}) is used up: this run has searched for {elapsed_before:.0f} s, so nothing more "
+            "is trained; raise search.time_budget in the spec (the run resumes with it) to go on",
+            file=sys.stderr,
+        )
     if budget is not None:
         tuner.deadline = oracle.deadline = started + max(0.0, budget - elapsed_before)
         store.update_manifest(deadline=tuner.deadline)  # for worker processes
@@ -463,7 +469,7 @@ def _prepare_directory(store: RunStore, spec: SearchSpec, overwrite: bool) -> bo
         stored = {"hash": manifest.get("spec_hash"), "spec": manifest.get("spec", {})}
         if stored["hash"] != spec.spec_hash():
             stored = _revalidated(stored["spec"]) or stored
-        if stored["hash"] != spec.spec_hash() and _without_free_text(stored["spec"]) != _without_free_text(spec.to_dict()):
+        if stored["hash"] != spec.spec_hash() and _fixed_for_the_run(stored["spec"]) != _fixed_for_the_run(spec.to_dict()):
             changes = _spec_changes(stored["spec"], spec.to_dict())
             # The first changes in full; any others by their field, so that every changed field is named.
             more = [change.split(":", 1)[0] for change in changes[6:]]
@@ -478,9 +484,13 @@ def _prepare_directory(store: RunStore, spec: SearchSpec, overwrite: bool) -> bo
     return False
 
 
-def _without_free_text(spec: dict[str, Any]) -> dict[str, Any]:
-    """A spec less its `description`: editing that text changes no trial, so a run still resumes."""
-    return {key: value for key, value in spec.items() if key != "description"}
+def _fixed_for_the_run(spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec less what may change between the sessions of one run: its `description` (editing that text changes
+    no trial) and `search.time_budget` (a limit on the whole run's time: raised, a run stopped by it goes on)."""
+    rest = {key: value for key, value in spec.items() if key != "description"}
+    if isinstance(rest.get("search"), dict):
+        rest["search"] = {key: value for key, value in rest["search"].items() if key != "time_budget"}
+    return rest
 
 
 def _revalidated(stored: Any) -> dict[str, Any]:
