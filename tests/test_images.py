@@ -531,13 +531,15 @@ def test_a_16_bit_image_decodes_like_its_8_bit_original(tmp_path):
     Image.fromarray(digit.astype(np.uint16) * 257).save(tmp_path / "16bit.png")
     assert Image.open(tmp_path / "16bit.png").mode == "I;16"
     Image.fromarray(digit.astype(np.int32) * 257).save(tmp_path / "32bit.tif")  # mode I, as older Pillow opens 16-bit PNGs
-    Image.fromarray(digit.astype(np.int32), "I").save(tmp_path / "32bit_0_255.tif")  # wide type, 8-bit values
     Image.fromarray(digit.astype(np.float32) / 255.0, "F").save(tmp_path / "float_0_1.tif")
+    dark = (digit // 4).astype(np.uint16) * 257  # a dark 16-bit image (values at most 64 * 257) stays dark: one rule per mode
+    Image.fromarray(dark.astype(np.int32), "I").save(tmp_path / "dark.tif")
     for mode in ("grayscale", "rgb", "rgba"):
         original = decode(tmp_path / "8bit.png", (8, 8), mode)
         assert original[..., 0].max() == digit.max() > 200 and len(np.unique(original)) > 5
-        for wide in ("16bit.png", "32bit.tif", "32bit_0_255.tif", "float_0_1.tif"):
+        for wide in ("16bit.png", "32bit.tif", "float_0_1.tif"):
             np.testing.assert_array_equal(decode(tmp_path / wide, (8, 8), mode), original, err_msg=wide)
+        np.testing.assert_array_equal(decode(tmp_path / "dark.tif", (8, 8), mode)[..., 0], digit // 4)
     from tuning.predict import read_image  # what `tuning predict` and `evaluate` read
 
     np.testing.assert_array_equal(read_image(tmp_path / "16bit.png", (8, 8, 1)), read_image(tmp_path / "8bit.png", (8, 8, 1)))

@@ -74,21 +74,16 @@ def decode(path: Path, size: tuple[int, int], mode: str) -> np.ndarray:
 
 def eight_bit(image: Any) -> Any:
     """A wide grayscale image scaled to 8 bits, so that it decodes as its 8-bit original does: Pillow's own
-    conversion clips every value above 255. 16-bit images (PIL modes `I;16*`) are scaled from 0-65535; a 32-bit
-    integer or float image (modes `I`, `F`: TIFFs, and 16-bit PNGs in older Pillow) from the smallest of 0-1 (floats
-    only), 0-255, 0-65535 and 0-2^31 that holds its values, as its file does not say which it uses. Other images
-    are returned as they are."""
+    conversion clips every value above 255. One rule per mode, never per image (one data set must decode
+    consistently): 16-bit and 32-bit integer images (`I;16*`; `I`, as TIFFs and, in Pillow before 10.3, 16-bit
+    PNGs open) are read as 0-65535, float images (`F`) as 0-1, values beyond clipped. Others are returned as they are."""
     if not (image.mode.startswith("I;16") or image.mode in ("I", "F")):
         return image
     from PIL import Image
 
-    wide = np.asarray(image).astype(np.float64)
-    if image.mode.startswith("I;16"):
-        full = 65535.0
-    else:
-        top = float(np.nanmax(wide)) if wide.size else 0.0
-        full = next((f for f in ((1.0,) if image.mode == "F" else ()) + (255.0, 65535.0) if top <= f), 2.0**31 - 1)
-    return Image.fromarray(np.clip(np.round(np.nan_to_num(wide) * (255.0 / full)), 0, 255).astype(np.uint8), "L")
+    wide = np.nan_to_num(np.asarray(image).astype(np.float64))
+    full = 1.0 if image.mode == "F" else 65535.0
+    return Image.fromarray(np.clip(np.round(wide * (255.0 / full)), 0, 255).astype(np.uint8), "L")
 
 
 SPLITS = ("train", "validation", "test")
@@ -143,7 +138,7 @@ def decode_all(listing: Listing, size: tuple[int, int], mode: str) -> tuple[np.n
         return hashlib.sha256(json.dumps([version, list(size), mode, stamp]).encode()).hexdigest()[:24]
 
     folder = cache_root() / key(CACHE_VERSION)
-    if (folder / "meta.json").exists():
+    with contextlib.suppress(FileNotFoundError):  # none yet, or just replaced by another process: decode
         meta = json.loads((folder / "meta.json").read_text())
         return np.load(folder / "x.npy", mmap_mode="r"), meta["kept"], meta["skipped"]
     staging = folder.with_name(folder.name + f".tmp{os.getpid()}")
@@ -171,6 +166,8 @@ def _remove_earlier_decodes(entry: Path) -> None:
     meta = json.loads((entry / "meta.json").read_text())
     same = {k: meta[k] for k in ("origin", "size", "mode")}
     for other in entry.parent.glob("*/meta.json"):
+        if ".tmp" in other.parent.name:  # another process's decode under way
+            continue
         with contextlib.suppress(OSError, ValueError):
             if other.parent != entry and {k: json.loads(other.read_text()).get(k) for k in same} == same:
                 shutil.rmtree(other.parent, ignore_errors=True)
