@@ -344,3 +344,23 @@ def test_a_leaderboard_leaves_out_hyperbands_columns_when_no_trial_has_them():
     assert leaderboard_table(hyperband, ["lr"], top=5)[0][4:7] == ["bracket", "round", "epochs"]
     extended = [*hyperband, {**hyperband[0], "rank": 2, "trial_id": "9", "iteration": 1}]  # --extend added an iteration
     assert leaderboard_table(extended, ["lr"], top=5)[0][4:8] == ["iteration", "bracket", "round", "epochs"]
+
+
+def test_results_that_cannot_be_written_leave_a_run_that_says_so(tmp_path, monkeypatch):
+    """An error while the results are written (a full disk) leaves run.json saying what happened, neither
+    'running' nor 'finished'; the same search run again writes them."""
+    import tuning.evaluation
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tuning.evaluation, "analyze_best", full_disk)
+    spec = tiny(search={"algorithm": "random", "max_trials": 2, "max_epochs": 1})
+    with pytest.raises(OSError):
+        search(spec, name="full", out=tmp_path, quiet=True)
+    manifest = json.loads((tmp_path / "full" / "run.json").read_text())
+    assert manifest["status"] == "interrupted"
+    assert "the results could not be written (OSError: [Errno 28] No space left on device): run the same command again" in manifest["stop_reason"]
+    monkeypatch.undo()
+    again = search(spec, name="full", out=tmp_path, quiet=True)
+    assert again.status == "finished" and "test" in again.best and (again.path / "report.html").exists()

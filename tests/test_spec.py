@@ -114,6 +114,10 @@ search:
         ),
         ("version: 1\nmodel:\n  activation: ReLU\n", "Received: 'ReLU'. Did you mean 'relu'?"),
         ("version: 1\nsearch:\n  objective: {metric: val_loss, direction: minimize}\n", "Received: 'minimize'. Did you mean 'min'?"),
+        (
+            "version: 1\ndata:\n  source: digits\n  in_memory: Auto\n",
+            ":4: data.in_memory: expected 'auto', true or false. Received: 'Auto'. Did you mean 'auto'?",
+        ),
         ("version: 1\nsearch:\n  time_budget: soon\n", "expected a duration such as 90s, 30m, 2h or 1d"),
         ("version: 1\nname: ../evil\n", "name: expected letters, digits"),
         ("version: 1\nmodel:\n  blocks: {int: [1, 3]}\n  filters: [16, 32]\n", "model.filters: lists 2 per-block values but blocks can be 3"),

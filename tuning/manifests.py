@@ -155,7 +155,7 @@ def one_hot_rows(path: Path, frame: Any, columns: list[str]) -> np.ndarray:
             blank = (not isinstance(cell, str) and bool(pd.isna(cell))) or (isinstance(cell, str) and not cell.strip())
             bad.append((i, j, f"row {i + 2}, column {column!r} {'is blank' if blank else f'holds {cell!r}'}"))
     if bad:
-        named = "; ".join(text for _, _, text in sorted(bad)[:3]) + (f"; and {len(bad) - 3} more cell{'s' if len(bad) > 4 else ''}" if len(bad) > 3 else "")
+        named = "; ".join(text for _, _, text in sorted(bad)[:3]) + (f"; and {counted(len(bad) - 3, 'more cell')}" if len(bad) > 3 else "")
         raise DataError(f"{path}: {named} (counting the header as row 1); one-hot columns {', '.join(map(repr, columns))} hold 0 or 1, one 1 per row")
     counts = matrix.sum(axis=1)
     wrong = np.flatnonzero(counts != 1)

@@ -295,6 +295,12 @@ def _search_locked(
             else:
                 store.update_manifest(status=status, stop_reason=f"{stop_reason}; then {unwritten}")
             raise
+        except Exception as exc:  # a full disk, say: the run must not go on saying "running"
+            unwritten = f"the results could not be written ({type(exc).__name__}: {exc}): run the same command again to write them"
+            store.update_manifest(
+                status="interrupted" if status == "finished" else status, stop_reason=f"{stop_reason or 'the search ended'}; then {unwritten}"
+            )
+            raise
         store.update_manifest(status=status)
     if error is not None:
         raise error

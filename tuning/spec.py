@@ -371,7 +371,8 @@ def _problem_from(error: Any, lines: dict[Any, int], filename: str | None, spec:
         key = str(raw_loc[-1])
         message = f"unknown key {key!r}. Allowed: {', '.join(allowed)}." + _did_you_mean(key, allowed)
     elif kind == "union":
-        message = f"{message}. Received: {received!r}"
+        hint = _did_you_mean(received, error["ctx"]["words"]) if isinstance(received, str) else ""
+        message = f"{message}. Received: {received!r}" + (f".{hint}" if hint else "")
     elif kind == "model_type":
         message = f"expected {_mapping_of(error['ctx']['class_name'])}. Received: {received!r}"
     elif kind == "missing":
@@ -430,7 +431,8 @@ def _union_members_merged(errors: list[Any]) -> list[Any]:
             continue
         forms = [form for e in group for form in _forms(e)]
         expected = ", ".join(forms[:-1]) + " or " + forms[-1] if len(forms) > 1 else forms[0]
-        result.append({"type": "union", "loc": item, "msg": f"expected {expected}", "input": group[0].get("input")})
+        words = [word for e in group if e["type"] == "literal_error" for word in re.findall(r"'([^']*)'", e["ctx"]["expected"])]
+        result.append({"type": "union", "loc": item, "msg": f"expected {expected}", "input": group[0].get("input"), "ctx": {"words": words}})
     return result
 
 

@@ -235,11 +235,9 @@ def describe_estimate(result: dict[str, Any], took: float) -> str:
     minutes = result["minutes"]
     lines.append(
         f"a new network's first epoch takes {result['first_epoch_excess_s']:.1f} s more (tracing or compiling its steps); "
-        f"about {result['new_networks']} new network{'s' if result['new_networks'] != 1 else ''} in the plan"
+        f"about {counted(result['new_networks'], 'new network')} in the plan"
     )
-    lines.append(
-        f"each trial also sets up its training and writes its weights: {result['per_trial_s']:.2f} s, {result['trials']} trial{'s' if result['trials'] != 1 else ''}"
-    )
+    lines.append(f"each trial also sets up its training and writes its weights: {result['per_trial_s']:.2f} s, {counted(result['trials'], 'trial')}")
     capped = (
         f" (max_trials stops it after {result['trials']} of the {result['planned_trials']} planned trials)"
         if result["trials"] < result["planned_trials"]

@@ -12,13 +12,13 @@ def counted(count: int, noun: str) -> str:
 
 
 def closest(word: str, options: Sequence[str]) -> str | None:
-    """The option a mistyped `word` most likely meant: the same but for case ('SGD', 'ReLU'), a start of it or
-    it a start of one ('minimize' for 'min'), else the nearest spelling; None when nothing is near."""
+    """The option a mistyped `word` most likely meant: the same but for case ('SGD', 'ReLU'), else the nearest
+    spelling, else one it abbreviates or that it starts with ('minimize' for 'min'); None when nothing is near."""
     lower = word.lower()
     same = [o for o in options if o.lower() == lower]
-    prefix = [o for o in options if len(lower) > 1 and len(o) > 1 and (o.lower().startswith(lower) or lower.startswith(o.lower()))]
     near = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    found = same or prefix or near
+    prefix = [o for o in options if len(lower) > 1 and (o.lower().startswith(lower) or (len(o) > 2 and lower.startswith(o.lower())))]
+    found = same or near or prefix
     return found[0] if found else None
 
 
