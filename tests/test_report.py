@@ -364,3 +364,17 @@ def test_results_that_cannot_be_written_leave_a_run_that_says_so(tmp_path, monke
     monkeypatch.undo()
     again = search(spec, name="full", out=tmp_path, quiet=True)
     assert again.status == "finished" and "test" in again.best and (again.path / "report.html").exists()
+
+
+def test_the_command_reports_a_full_disk_in_one_line(tmp_path, monkeypatch, capsys):
+    import tuning.evaluation
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "full" / "best"))
+
+    monkeypatch.setattr(tuning.evaluation, "analyze_best", full_disk)
+    spec = write_spec(tmp_path, tiny(search={"algorithm": "random", "max_trials": 1, "max_epochs": 1}), "full.yaml")
+    assert main(["search", str(spec), "--out", str(tmp_path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: No space left on device ({tmp_path / 'full' / 'best'}); free some space or fix the permission" in err
+    assert "Traceback" not in err

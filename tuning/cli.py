@@ -45,6 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return _reader_gone()
+    except OSError as exc:  # the machine's, not the input's: a full disk, a folder without write permission
+        if args.debug:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; free some space or fix the permission, then run the same command again", file=sys.stderr)
+        return 1
 
 
 def _reader_gone() -> int:
