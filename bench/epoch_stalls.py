@@ -2,7 +2,7 @@
 
 Given arrays, Keras builds a `tf.data` pipeline with autotuning on; ending an autotuned iterator (every new
 epoch does) sometimes holds the next epoch's first step for about a second on 2 cores. `tuning` feeds its
-own pipeline (`tuning._tensorflow.training_batches`, autotuning off). Both sides train the same compiled
+own pipeline (`tuning.batches.fit_data`, autotuning off). Both sides train the same compiled
 model in one process, alternating fits of `--epochs` epochs, `--fits` each, so the machine's load is shared;
 reported per side: each epoch's training time, its wait before the first step, and how many waited > 0.5 s.
 
@@ -26,7 +26,7 @@ def main() -> None:
 
     import keras
 
-    from tuning._tensorflow import training_batches
+    from tuning.batches import fit_data
 
     x, y, validation, model = one_model(args, blocks=1)
     gc.collect()
@@ -48,15 +48,15 @@ def main() -> None:
             self.rows.append({"train_s": time.perf_counter() - self.start, "wait_s": self.wait})
 
     sides: dict[str, list] = {"keras_arrays": [], "tuning_pipeline": []}
-    model.fit(training_batches(x, y, args.batch_size, 0), epochs=1, verbose=0)  # the trace, outside the figures
+    model.fit(**fit_data(x, y, args.batch_size), epochs=1, verbose=0)  # the trace, outside the figures
     for fit in range(args.fits):
         for side, rows in sides.items():
             feed = (
-                {"x": x, "y": y, "batch_size": args.batch_size}
+                {"x": x, "y": y, "batch_size": args.batch_size, "callbacks": [Timer(rows)]}
                 if side == "keras_arrays"
-                else {"x": training_batches(x, y, args.batch_size, fit), "shuffle": False}
+                else fit_data(x, y, args.batch_size, seed=fit, callbacks=[Timer(rows)])
             )
-            model.fit(**feed, validation_data=validation, epochs=args.epochs, callbacks=[Timer(rows)], verbose=0)
+            model.fit(**feed, validation_data=validation, epochs=args.epochs, verbose=0)
 
     report: dict = {"config": report_config(args)}
     for side, rows in sides.items():

@@ -28,11 +28,11 @@ def main() -> None:
 
     import keras
 
-    from tuning._tensorflow import training_batches
+    from tuning.batches import fit_data
     from tuning.runtime import seed_trial
 
     x, y, validation, model = one_model(args, blocks=2)
-    model.fit(training_batches(x, y, args.batch_size, 0), validation_data=validation, epochs=1, verbose=0)  # the trace, outside the figures
+    model.fit(**fit_data(x, y, args.batch_size), validation_data=validation, epochs=1, verbose=0)  # the trace, outside the figures
     gc.collect()
     gc.freeze()  # as `tuning` does during its trials
 
@@ -54,7 +54,7 @@ def main() -> None:
         start = time.perf_counter()
         seeding[side](fit)
         timer = Timer()
-        model.fit(training_batches(x, y, args.batch_size, fit), validation_data=validation, epochs=args.epochs, callbacks=[timer], verbose=0, shuffle=False)
+        model.fit(**fit_data(x, y, args.batch_size, seed=fit, callbacks=[timer]), validation_data=validation, epochs=args.epochs, verbose=0)
         later = statistics.mean(timer.epochs[1:])
         sides[side].append({"first_s": timer.epochs[0], "later_s": later, "excess_s": timer.epochs[0] - later, "fit_s": time.perf_counter() - start})
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
+
+import numpy as np
 
 
 def prepare_gpus() -> tuple[list[str], tuple[int, int] | None]:
@@ -66,18 +68,34 @@ def held_out_batches(x: Any, y: Any, batch_size: int) -> Any:
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size).prefetch(1).with_options(_without_autotuning())
 
 
-def training_batches(x: Any, y: Any, batch_size: int, seed: int) -> Any:
-    """A `tf.data` pipeline of (images, labels) batches, reshuffled every epoch from `seed`, with tf.data's
-    autotuning off. Given arrays, Keras builds an equivalent pipeline with autotuning on, and ending an
-    autotuned iterator (each new epoch does) stalled the next epoch's first step by ~1.1 s in about 4 epochs
-    of 10 on 2 cores: a 1.3 s epoch took 2.5 s (`bench/README.md`, "tf.data's autotuning"). Shuffling row
-    indices, not images, keeps no second copy of the data in a shuffle buffer."""
+def training_batches(x: Any, y: Any, batch_size: int) -> tuple[Any, Callable[[np.ndarray], None]]:
+    """A `tf.data` pipeline of (images, labels) batches in the row order last given to the function returned
+    beside it (call it before each epoch; until then, the rows in order), with tf.data's autotuning off.
+
+    The order sits in a variable that each batch gathers its rows' positions from, so an epoch's batches
+    depend on the order given for that epoch alone, not on how many epochs this pipeline already served: a
+    resumed trial then sees the batches the uninterrupted one did (`batches.fit_data`). Given arrays, Keras
+    builds a pipeline with autotuning on, and ending an autotuned iterator (each new epoch does) stalled the
+    next epoch's first step by ~1.1 s in about 4 epochs of 10 on 2 cores: a 1.3 s epoch took 2.5 s
+    (`bench/README.md`, "tf.data's autotuning"). Ordering row positions, not images, keeps no second copy of
+    the data."""
     import tensorflow as tf
 
     images, labels = tf.convert_to_tensor(x), tf.convert_to_tensor(y)
-    rows = tf.data.Dataset.range(len(y)).shuffle(len(y), seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-    batches = rows.map(lambda index: (tf.gather(images, index), tf.gather(labels, index))).prefetch(1)
-    return batches.with_options(_without_autotuning())
+    size = len(y)
+    with tf.device("/CPU:0"):  # where tf.data runs, on a machine with GPUs too
+        order = tf.Variable(tf.range(size, dtype=tf.int32), trainable=False)
+
+    def batch(step: Any) -> tuple[Any, Any]:
+        start = tf.cast(step, tf.int32) * batch_size
+        rows = tf.gather(order, tf.range(start, tf.minimum(start + batch_size, size)))  # reads these rows only
+        return tf.gather(images, rows), tf.gather(labels, rows)
+
+    def reorder(rows: np.ndarray) -> None:
+        order.assign(rows.astype(np.int32))
+
+    steps = -(-size // batch_size)
+    return tf.data.Dataset.range(steps).map(batch).prefetch(1).with_options(_without_autotuning()), reorder
 
 
 def as_tensors(*arrays: Any) -> tuple[Any, ...]:

@@ -1,13 +1,15 @@
-"""Feeding Keras: arrays in memory go to `fit` as they are; images streamed from the cache go batch by batch.
+"""Feeding Keras: the training data in a new order every epoch, drawn from the seed and the epoch's index alone.
 
-A `Batches` sequence reads each batch's rows from the memory-mapped cache in file order (sequential
-reads), reshuffles every epoch with its own seed, and prefetches in threads while the model trains.
-Keras 3 only (`keras.utils.PyDataset`), so it works on every backend.
+On TensorFlow, arrays in memory go to `fit` as a `tf.data` pipeline; elsewhere, and for images streamed
+from the cache, as a `Batches` sequence, which reads each batch's rows from the memory-mapped cache in file
+order (sequential reads) and prefetches in threads while the model trains. Keras 3 only
+(`keras.utils.PyDataset`), so it works on every backend.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -16,39 +18,65 @@ import numpy as np
 from .data import LazyImages
 
 
-class Batches(keras.utils.PyDataset):
-    """`(images, labels)` batches of a `LazyImages` set; a shorter last batch, like `fit` on arrays."""
+def epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
+    """The training rows' order in epoch `epoch` (0-based) of a trial seeded `seed`: a permutation drawn from
+    the two alone, so epoch k of a trial resumed at epoch k, or of a Hyperband promotion starting there, has
+    the order it would have had in one uninterrupted run, whatever came before.
 
-    def __init__(self, x: LazyImages, y: np.ndarray | None, batch_size: int, *, shuffle: bool = False, seed: int = 0):
-        super().__init__(workers=2, use_multiprocessing=False, max_queue_size=4)
-        self.x, self.y, self.batch_size, self.shuffle = x, y, int(batch_size), shuffle
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(x)) if shuffle else np.arange(len(x))
+    Example:
+        >>> epoch_order(5, seed=3, epoch=1).tolist() == epoch_order(5, seed=3, epoch=1).tolist()
+        True
+    """
+    return np.random.default_rng([seed, epoch]).permutation(size)
+
+
+class Batches(keras.utils.PyDataset):
+    """`(images, labels)` batches of a `LazyImages` set or of arrays, in `order` (default: the rows in order);
+    a shorter last batch, like `fit` on arrays. Streamed images are read ahead in two threads."""
+
+    def __init__(self, x: LazyImages | np.ndarray, y: np.ndarray | None, batch_size: int):
+        super().__init__(workers=2 if isinstance(x, LazyImages) else 1, use_multiprocessing=False, max_queue_size=4)
+        self.x, self.y, self.batch_size = x, y, int(batch_size)
+        self.order = np.arange(len(x))
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
 
     def __getitem__(self, index: int) -> Any:
         positions = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        images = self.x.rows(positions)
+        images = self.x.rows(positions) if isinstance(self.x, LazyImages) else self.x[positions]
         return images if self.y is None else (images, self.y[positions])
 
-    def on_epoch_end(self) -> None:
-        if self.shuffle:
-            self.order = self.rng.permutation(len(self.x))
+    def reorder(self, order: np.ndarray) -> None:
+        self.order = order
 
 
-def fit_data(x: Any, y: np.ndarray, batch_size: int, *, seed: int = 0) -> dict[str, Any]:
-    """Keyword arguments of `model.fit` for training data held in memory or streamed, reshuffled every
-    epoch from `seed`. On TensorFlow, arrays go in as a `tf.data` pipeline without autotuning (see
-    `_tensorflow.training_batches`); on JAX and PyTorch as arrays, which Keras batches itself."""
-    if isinstance(x, LazyImages):
-        return {"x": Batches(x, y, batch_size, shuffle=True, seed=seed)}
-    if keras.backend.backend() == "tensorflow":
+class _Reorder(keras.callbacks.Callback):
+    """Gives the training data its order for each epoch before Keras reads a batch of it: Keras calls the
+    callbacks' `on_epoch_begin`, with the epoch's index, before it starts the epoch's iterator."""
+
+    def __init__(self, size: int, seed: int, reorder: Callable[[np.ndarray], None]):
+        super().__init__()
+        self.size, self.seed, self.reorder = size, seed, reorder
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.reorder(epoch_order(self.size, self.seed, epoch))
+
+
+def fit_data(x: Any, y: np.ndarray, batch_size: int, *, seed: int = 0, callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict[str, Any]:
+    """Keyword arguments of `model.fit` for the training data, `callbacks` among them: each epoch's order is
+    `epoch_order(len(y), seed, epoch)`, set by a callback at the epoch's start. On TensorFlow, arrays go in as
+    a `tf.data` pipeline without autotuning (see `_tensorflow.training_batches`); on JAX and PyTorch, and
+    streamed images everywhere, as `Batches` (Keras' own shuffling of arrays draws every epoch's order from
+    one generator, so a trial resumed mid-way could not see the order of the epochs it continues)."""
+    if keras.backend.backend() == "tensorflow" and not isinstance(x, LazyImages):
         from ._tensorflow import training_batches
 
-        return {"x": training_batches(x, y, batch_size, seed), "shuffle": False}
-    return {"x": x, "y": y, "batch_size": batch_size}
+        data, reorder = training_batches(x, y, batch_size)
+    else:
+        data = Batches(x, y, batch_size)
+        reorder = data.reorder
+    return {"x": data, "shuffle": False, "callbacks": [_Reorder(len(y), seed, reorder), *callbacks]}
 
 
 def training_arrays(x: Any, y: np.ndarray) -> tuple[Any, Any]:

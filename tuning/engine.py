@@ -740,13 +740,13 @@ class SpecTuner(kt.Tuner):
             if resume["stopped"] or initial_epoch >= epochs:
                 self._pool(model, hp)
                 return
+        callbacks = self._callbacks(record.trial_id, log, folder, resume, batch_size)
         model.fit(
-            **batches.fit_data(*self._training_data(train), batch_size, seed=seed + initial_epoch),
+            **batches.fit_data(*self._training_data(train), batch_size, seed=seed, callbacks=callbacks),
             **self._validation_data(validation),
             epochs=epochs,
             initial_epoch=initial_epoch,
             class_weight=class_weight,
-            callbacks=self._callbacks(record.trial_id, log, folder, resume, batch_size),
             verbose=0,
         )
         self._pool(model, hp)  # not reached when training raised: that model's state is not trusted

@@ -227,8 +227,8 @@ def seed_trial(seed: int) -> None:
     caches of instantiated functions, so each trial's first epoch optimised its training and evaluation graphs
     again: +0.3-0.5 s per trial on 2 cores, about a fifth of a search's trial loop (bench/README.md, "The
     first epoch of every trial"). Keras 3 draws every random number of a model (initializers, dropout,
-    augmentation) from its own seeds, which this sets as `set_random_seed` does, and tuning's tf.data
-    shuffle takes its seed explicitly: TensorFlow's global seed drives none of them."""
+    augmentation) from its own seeds, which this sets as `set_random_seed` does, and tuning draws the training
+    data's order from the seed explicitly (`batches.epoch_order`): TensorFlow's global seed drives none of them."""
     import random
 
     import numpy as np

@@ -160,10 +160,9 @@ def _time_one(spec: Any, config: Any, dataset: Any, options: dict[str, Any]) -> 
     clock = _epoch_clock()
     started = time.perf_counter()
     model.fit(
-        **batches.fit_data(dataset.x_train[:train_count], one_hot[dataset.y_train[:train_count]], config.batch_size, seed=0),
+        **batches.fit_data(dataset.x_train[:train_count], one_hot[dataset.y_train[:train_count]], config.batch_size, seed=0, callbacks=[clock]),
         **batches.validation_data(dataset.x_val[:val_count], one_hot[dataset.y_val[:val_count]]),
         epochs=TIMED_EPOCHS,
-        callbacks=[clock],
         verbose=0,
     )
     fitting = time.perf_counter() - started
