@@ -753,6 +753,40 @@ def test_several_kills_resume_each_trial_from_its_last_epoch(tmp_path):
         assert [e.step for e in acc.Scalars("epoch_val_accuracy")] == list(range(1, len(record["history"]) + 1))
 
 
+def test_a_trial_resumed_after_ctrl_c_trains_its_remaining_epochs_as_if_never_stopped(tmp_path, monkeypatch):
+    """Ctrl-C after a trial's second epoch, then the same command: the trial continues from its resume point
+    and its remaining epochs see the same batches, in the same order, with the same dropout and augmentation
+    draws as in a search that was never stopped, so its history (and Hyperband's promotions) are the same."""
+    import tuning.engine
+
+    spec = tiny(
+        model={"blocks": 1, "filters": 8, "block_dropout": 0.3, "augment": {"flip": "horizontal"}},
+        training={"learning_rate": 0.005, "early_stopping": False},
+        search={"algorithm": "random", "max_trials": 1, "max_epochs": 4, "resume_every": 0},
+    )
+    whole = search(spec, name="whole", out=tmp_path, quiet=True)
+
+    epoch_end = tuning.engine._EpochLog.on_epoch_end
+
+    def ctrl_c_after_the_second_epoch(log, epoch, logs=None):
+        epoch_end(log, epoch, logs)
+        if epoch + 1 == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler defers it to the end of this epoch
+
+    monkeypatch.setattr(tuning.engine._EpochLog, "on_epoch_end", ctrl_c_after_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        search(spec, name="stopped", out=tmp_path, quiet=True)
+    assert open_run(tmp_path / "stopped").status == "interrupted"
+    monkeypatch.setattr(tuning.engine._EpochLog, "on_epoch_end", epoch_end)
+    resumed = search(spec, name="stopped", out=tmp_path, quiet=True)
+
+    [record], [reference] = resumed.records(), whole.records()
+    assert record.resumed_from_epoch == 2 and len(record.history) == len(reference.history) == 4
+    for mine, theirs in zip(record.history, reference.history, strict=True):
+        for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert mine[metric] == pytest.approx(theirs[metric], rel=1e-6, abs=1e-7), (mine["epoch"], metric)
+
+
 def test_retry_failed_runs_failed_trials_again_with_the_same_values(tmp_path, monkeypatch):
     import tuning.engine as engine
 

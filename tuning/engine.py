@@ -41,7 +41,7 @@ from .errors import SearchAborted
 from .hypermodel import build_model, compile_model, prepare_for_training
 from .model_pool import ModelPool, network_key
 from .records import TrialRecord, utc_now, write_atomic, write_json
-from .runtime import clear_session, seed_trial
+from .runtime import clear_session, random_state, restore_random_state, seed_epoch, seed_trial
 from .space import Param, count_configurations, enumerate_values, listable, parameters, resolve
 
 UNLIMITED = 10**9
@@ -503,6 +503,7 @@ class _ResumePoint(keras.callbacks.Callback):
             "stopped": bool(self.model.stop_training),
             "batch_size": self.batch_size,
             "history": self.log.epochs,
+            "random_state": random_state(self.model),
             "callbacks": [{k: _plain(getattr(c, k)) for k in RESUMABLE_STATE if hasattr(c, k)} for c in self.stateful],
         }
         write_json(self.folder / "resume.json", state)
@@ -512,6 +513,19 @@ class _ResumePoint(keras.callbacks.Callback):
 
 
 RESUMABLE_STATE = ("wait", "best", "best_epoch", "cooldown_counter")
+
+
+class _SeedEachEpoch(keras.callbacks.Callback):
+    """On PyTorch, Keras' dropout without a seed of its own draws from torch's global generator (its fast
+    path), whose state no resume point holds: seeded from the trial's seed and the epoch at each epoch's
+    start, a resumed epoch draws what it would have drawn in one uninterrupted run."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        self.seed = seed
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        seed_epoch(self.seed, epoch)
 
 
 def _plain(value: Any) -> Any:
@@ -730,17 +744,22 @@ class SpecTuner(kt.Tuner):
         initial_epoch: int,
         seed: int,
     ) -> None:
-        """Build the trial's model (continuing a saved epoch if there is one) and train it to `epochs`."""
-        seed_trial(seed + (resume["epoch"] if resume else 0))
+        """Build the trial's model (continuing a saved epoch if there is one) and train it to `epochs`.
+
+        Seeded alike whether it resumes or not, and every epoch's data order and random draws come from the
+        seed and the epoch alone (or the resume point's random state), so resumed epochs train as they would
+        have without the interruption."""
+        seed_trial(seed)
         model = self._try_build(hp)
         record.params = int(model.count_params())
         if resume is not None:
             model.load_weights(folder / resume["weights"])
+            restore_random_state(model, resume.get("random_state"))
             initial_epoch = int(resume["epoch"])
             if resume["stopped"] or initial_epoch >= epochs:
                 self._pool(model, hp)
                 return
-        callbacks = self._callbacks(record.trial_id, log, folder, resume, batch_size)
+        callbacks = self._callbacks(record.trial_id, log, folder, resume, batch_size, seed)
         model.fit(
             **batches.fit_data(*self._training_data(train), batch_size, seed=seed, callbacks=callbacks),
             **self._validation_data(validation),
@@ -767,7 +786,9 @@ class SpecTuner(kt.Tuner):
         if self.spec.training.reuse_models:
             self.models.give(network_key(resolve(self.spec, active_values(hp))), model)
 
-    def _callbacks(self, trial_id: str, log: _EpochLog, folder: Path, resume: dict[str, Any] | None, batch_size: int) -> list[keras.callbacks.Callback]:
+    def _callbacks(
+        self, trial_id: str, log: _EpochLog, folder: Path, resume: dict[str, Any] | None, batch_size: int, seed: int
+    ) -> list[keras.callbacks.Callback]:
         training, objective = self.spec.training, self.spec.search.objective
         callbacks: list[keras.callbacks.Callback] = [NanGuard()]
         if training.early_stopping:
@@ -778,6 +799,8 @@ class SpecTuner(kt.Tuner):
             callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=rp.monitor, factor=rp.factor, patience=rp.patience, min_lr=rp.min_lr, verbose=0))
         save_best = _SaveBestEpoch(objective.metric, objective.direction, self._get_checkpoint_fname(trial_id))
         stateful = [*callbacks[1:], save_best]
+        if keras.backend.backend() == "torch":
+            callbacks.append(_SeedEachEpoch(seed))
         callbacks.append(log)
         callbacks.append(save_best)
         every = self.spec.search.resume_every

@@ -246,6 +246,38 @@ def seed_trial(seed: int) -> None:
         torch.manual_seed(seed)
 
 
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Seed PyTorch's global generator from a trial's seed and an epoch's index (0-based) alone. Keras' dropout
+    without a seed of its own draws from it on PyTorch (its fast path); nothing draws from it on the other
+    backends."""
+    if backend() == "torch":
+        import numpy as np
+        import torch
+
+        torch.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+
+
+def random_state(model: Any) -> list[list[int]]:
+    """The state of a model's random number generators (dropout, augmentation: each layer's seed generator),
+    which Keras keeps in variables that are not weights, so `save_weights` leaves them out."""
+    import keras
+
+    weights = {id(w) for w in model.weights}
+    return [keras.ops.convert_to_numpy(v).tolist() for v in model.variables if id(v) not in weights]
+
+
+def restore_random_state(model: Any, state: list[list[int]] | None) -> None:
+    """Set what `random_state` read (a resume point written before it was saved has none: left as built)."""
+    import numpy as np
+
+    weights = {id(w) for w in model.weights}
+    variables = [v for v in model.variables if id(v) not in weights]
+    if state is None or len(state) != len(variables):
+        return
+    for variable, value in zip(variables, state):
+        variable.assign(np.asarray(value, dtype=variable.dtype))
+
+
 def clear_session(keep_instantiated: bool = False) -> None:
     """Free the previous trial's models and graphs (on TensorFlow, also what `clear_session` leaves behind).
     `keep_instantiated` keeps TensorFlow's cache of instantiated functions, which Keras' `clear_session`
