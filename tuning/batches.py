@@ -1,9 +1,9 @@
 """Feeding Keras: the training data in a new order every epoch, drawn from the seed and the epoch's index alone.
 
-On TensorFlow, arrays in memory go to `fit` as a `tf.data` pipeline; elsewhere, and for images streamed
-from the cache, as a `Batches` sequence, which reads each batch's rows from the memory-mapped cache in file
-order (sequential reads) and prefetches in threads while the model trains. Keras 3 only
-(`keras.utils.PyDataset`), so it works on every backend.
+On TensorFlow, arrays in memory go to `fit` as a `tf.data` pipeline; images streamed from the cache, on every
+backend, as a `Batches` sequence, which reads each batch's rows from the memory-mapped cache in file order
+(sequential reads) and prefetches in threads while the model trains (`keras.utils.PyDataset`). On JAX and
+PyTorch, arrays in memory go to `fit` as they are.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ def epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
 
 
 class Batches(keras.utils.PyDataset):
-    """`(images, labels)` batches of a `LazyImages` set or of arrays, in `order` (default: the rows in order);
-    a shorter last batch, like `fit` on arrays. Streamed images are read ahead in two threads."""
+    """`(images, labels)` batches of a `LazyImages` set, in the order last given to `reorder` (default: the rows
+    in order); a shorter last batch, like `fit` on arrays. Read ahead in two threads."""
 
-    def __init__(self, x: LazyImages | np.ndarray, y: np.ndarray | None, batch_size: int):
-        super().__init__(workers=2 if isinstance(x, LazyImages) else 1, use_multiprocessing=False, max_queue_size=4)
+    def __init__(self, x: LazyImages, y: np.ndarray | None, batch_size: int):
+        super().__init__(workers=2, use_multiprocessing=False, max_queue_size=4)
         self.x, self.y, self.batch_size = x, y, int(batch_size)
         self.order = np.arange(len(x))
 
@@ -44,7 +44,7 @@ class Batches(keras.utils.PyDataset):
 
     def __getitem__(self, index: int) -> Any:
         positions = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        images = self.x.rows(positions) if isinstance(self.x, LazyImages) else self.x[positions]
+        images = self.x.rows(positions)
         return images if self.y is None else (images, self.y[positions])
 
     def reorder(self, order: np.ndarray) -> None:
@@ -65,17 +65,21 @@ class _Reorder(keras.callbacks.Callback):
 
 def fit_data(x: Any, y: np.ndarray, batch_size: int, *, seed: int = 0, callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict[str, Any]:
     """Keyword arguments of `model.fit` for the training data, `callbacks` among them: each epoch's order is
-    `epoch_order(len(y), seed, epoch)`, set by a callback at the epoch's start. On TensorFlow, arrays go in as
-    a `tf.data` pipeline without autotuning (see `_tensorflow.training_batches`); on JAX and PyTorch, and
-    streamed images everywhere, as `Batches` (Keras' own shuffling of arrays draws every epoch's order from
-    one generator, so a trial resumed mid-way could not see the order of the epochs it continues)."""
-    if keras.backend.backend() == "tensorflow" and not isinstance(x, LazyImages):
+    `epoch_order(len(y), seed, epoch)`, set by a callback at the epoch's start, for arrays on TensorFlow (a
+    `tf.data` pipeline without autotuning, see `_tensorflow.training_batches`) and streamed images everywhere
+    (`Batches`). On JAX and PyTorch, arrays go in as they are and Keras shuffles them, drawing every epoch's
+    order from one generator: a trial resumed there sees other orders in the epochs it continues."""
+    data: Any
+    reorder: Callable[[np.ndarray], None]
+    if isinstance(x, LazyImages):
+        data = Batches(x, y, batch_size)
+        reorder = data.reorder
+    elif keras.backend.backend() == "tensorflow":
         from ._tensorflow import training_batches
 
         data, reorder = training_batches(x, y, batch_size)
-    else:
-        data = Batches(x, y, batch_size)
-        reorder = data.reorder
+    else:  # Keras shuffles arrays itself: a `Batches` sequence of them made JAX's epochs 2-3x longer on 2 cores
+        return {"x": x, "y": y, "batch_size": batch_size, "callbacks": list(callbacks)}
     return {"x": data, "shuffle": False, "callbacks": [_Reorder(len(y), seed, reorder), *callbacks]}
 
 
