@@ -24,7 +24,7 @@ SPACES = ROOT / "search_spaces"
 
 TINY: dict[str, Any] = {
     "version": 1,
-    "data": {"source": "digits", "max_train_samples": 600, "max_test_samples": 200},
+    "data": {"source": "digits", "max_train_samples": 480, "max_test_samples": 200},
     "model": {
         "blocks": {"int": [1, 2]},
         "filters": {"choice": [8, 16]},

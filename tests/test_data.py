@@ -38,8 +38,18 @@ def test_digits_split_is_stratified_seeded_and_disjoint(tmp_path):
 
 def test_subsets_keep_every_class(tmp_path):
     data = load_data(data_spec(max_train_samples=200, max_test_samples=50), tmp_path, seed=0)
-    assert abs(len(data.y_train) + len(data.y_val) - 200) <= 10 and abs(len(data.y_test) - 50) <= 10
-    assert set(np.unique(data.y_train)) == set(range(10))
+    assert len(data.y_train) == 200 and len(data.y_test) == 50
+    assert set(np.unique(data.y_train)) == set(range(10)) == set(np.unique(data.y_val))
+
+
+def test_max_train_samples_is_the_number_of_images_trained_on(tmp_path):
+    """300 gives 300 training images, and validation images in the split's proportion beside them (75 at 0.2)."""
+    data = load_data(data_spec(max_train_samples=300, validation_split=0.2), tmp_path, seed=0)
+    assert len(data.y_train) == 300 and len(data.y_val) == 75
+    whole = load_data(data_spec(), tmp_path, seed=0)
+    rows = {image.tobytes() for image in whole.x_train} | {image.tobytes() for image in whole.x_val}
+    assert not {image.tobytes() for image in data.x_train} & {image.tobytes() for image in data.x_test}
+    assert {image.tobytes() for image in data.x_val} <= rows and np.all(np.bincount(data.y_train, minlength=10) >= 25)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -129,6 +129,18 @@ def test_train_test_folders_and_class_subsets(tmp_path):
         load_data(folder_spec(tmp_path / "split", classes=["fx", "cat"]), tmp_path, seed=0)
 
 
+def test_max_train_samples_cuts_a_validation_folder_in_proportion(tmp_path):
+    """A quick run on a train/ + validation/ tree: the training images capped, the validation ones cut alike."""
+    make_tree(tmp_path / "pets" / "train")
+    make_tree(tmp_path / "pets" / "validation", per_class=6)
+    make_tree(tmp_path / "pets" / "test", per_class=4)
+    whole = load_data(folder_spec(tmp_path / "pets"), tmp_path, seed=0)
+    quick = load_data(folder_spec(tmp_path / "pets", max_train_samples=len(whole.y_train) // 2), tmp_path, seed=0)
+    assert (len(whole.y_train), len(whole.y_val)) == (41, 23)
+    assert (len(quick.y_train), len(quick.y_val), len(quick.y_test)) == (20, 11, len(whole.y_test))
+    assert set(np.unique(quick.y_val)) == {0, 1, 2}
+
+
 def test_mostly_unreadable_folder_is_refused_before_training(tmp_path):
     for name in ("a", "b"):
         (tmp_path / "bad" / name).mkdir(parents=True)

@@ -261,36 +261,55 @@ def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.nda
     x_train, y_train = _standardize(raw.x_train, raw.y_train, raw.origin, "train", raw.class_names)
     if raw.x_test is not None and raw.y_test is not None:
         x_test, y_test = _standardize(raw.x_test, raw.y_test, raw.origin, "test", raw.class_names)
-        if x_test.shape[1:] != x_train.shape[1:]:
-            raise DataError(
-                f"{raw.origin}: test images are {x_test.shape[1:]} but training images are {x_train.shape[1:]}; both sets must have one image shape"
-            )
+        _same_shape(x_test, x_train, raw.origin, "test")
     else:
         keep, held = stratified_split(y_train, data_spec.test_split, rng, raw.origin)
         x_train, y_train, x_test, y_test = x_train[keep], y_train[keep], x_train[held], y_train[held]
-    if data_spec.max_train_samples and data_spec.max_train_samples < len(y_train):
-        keep = stratified_subset(y_train, data_spec.max_train_samples, rng)
-        x_train, y_train = x_train[keep], y_train[keep]
     if data_spec.max_test_samples and data_spec.max_test_samples < len(y_test):
         keep = stratified_subset(y_test, data_spec.max_test_samples, rng)
         x_test, y_test = x_test[keep], y_test[keep]
     if raw.x_val is not None and raw.y_val is not None:
         x_val, y_val = _standardize(raw.x_val, raw.y_val, raw.origin, "validation", raw.class_names)
-        x_train, y_train = concat(x_train, x_val), np.concatenate([y_train, y_val])
-        keep, held = np.arange(len(y_train) - len(y_val)), np.arange(len(y_train) - len(y_val), len(y_train))
-    else:
-        keep, held = stratified_split(y_train, data_spec.validation_split, rng, raw.origin)
-    present = np.unique(y_train[keep])
+        _same_shape(x_val, x_train, raw.origin, "validation")
+        train, held = np.arange(len(y_train)), np.arange(len(y_val))
+    else:  # the validation images are held out of the training images
+        x_val, y_val = x_train, y_train
+        train, held = stratified_split(y_train, data_spec.validation_split, rng, raw.origin)
+    train, held = _at_most(data_spec.max_train_samples, train, held, y_train, y_val, rng)
+    present = np.unique(y_train[train])
     if len(present) < len(raw.class_names):
         missing = sorted(set(range(len(raw.class_names))) - set(present.tolist()))
         raise DataError(
             f"{raw.origin}: classes {[raw.class_names[i] for i in missing]} have no training images after the split; add images or raise data.max_train_samples"
         )
+    x_train, y_train, x_val, y_val = x_train[train], y_train[train], x_val[held], y_val[held]
     value_max = raw.value_max or (255.0 if x_train.dtype == np.uint8 else (1.0 if np.max(x_train) <= 1.0 else 255.0))
-    x_train, x_val, x_test = (x_train[keep], x_train[held], x_test)
     if isinstance(x_train, LazyImages) and not _stream(data_spec, x_train.nbytes + x_val.nbytes + x_test.nbytes):
         x_train, x_val, x_test = np.asarray(x_train), np.asarray(x_val), np.asarray(x_test)
-    return Dataset(x_train, y_train[keep], x_val, y_train[held], x_test, y_test, raw.class_names, raw.origin, value_max, tuple(raw.skipped))
+    return Dataset(x_train, y_train, x_val, y_val, x_test, y_test, raw.class_names, raw.origin, value_max, tuple(raw.skipped))
+
+
+def _same_shape(x: Any, x_train: Any, origin: str, part: str) -> None:
+    if x.shape[1:] != x_train.shape[1:]:
+        raise DataError(f"{origin}: {part} images are {x.shape[1:]} but training images are {x_train.shape[1:]}; all sets must have one image shape")
+
+
+def _at_most(
+    max_train: int | None, train: np.ndarray, held: np.ndarray, y_train: np.ndarray, y_val: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """`data.max_train_samples` training images (stratified), and the validation images cut in the same proportion.
+
+    The cap is on the images the model trains on, as its name says: 300 gives 300, with 75 validation images
+    beside them at the default 0.2 split (it once capped both together: 240 and 60).
+    """
+    if not max_train or max_train >= len(train):
+        return train, held
+    fraction = max_train / len(train)
+    train = train[stratified_subset(y_train[train], max_train, rng)]
+    validation = max(1, round(len(held) * fraction))
+    if validation < len(held):
+        held = held[stratified_subset(y_val[held], validation, rng)]
+    return train, held
 
 
 def _stream(data_spec: Any, nbytes: int) -> bool:
