@@ -787,6 +787,22 @@ def test_a_trial_resumed_after_ctrl_c_trains_its_remaining_epochs_as_if_never_st
             assert mine[metric] == pytest.approx(theirs[metric], rel=1e-6, abs=1e-7), (mine["epoch"], metric)
 
 
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_trial_resumed_on_jax_or_pytorch_trains_as_if_never_stopped_too(backend):
+    """Keras shuffles arrays in memory itself there, from a global generator (numpy's on JAX, torch's on
+    PyTorch) that is seeded from the trial's seed and the epoch at each epoch's start: the test above, run
+    on that backend."""
+    pytest.importorskip(backend)
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        pytest.skip("the test above runs on this backend itself")
+    test = f"{__file__}::test_a_trial_resumed_after_ctrl_c_trains_its_remaining_epochs_as_if_never_stopped"
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-n0", "-p", "no:cacheprovider", test], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout[-3000:]
+
+
 def test_retry_failed_runs_failed_trials_again_with_the_same_values(tmp_path, monkeypatch):
     import tuning.engine as engine
 

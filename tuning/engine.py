@@ -516,9 +516,10 @@ RESUMABLE_STATE = ("wait", "best", "best_epoch", "cooldown_counter")
 
 
 class _SeedEachEpoch(keras.callbacks.Callback):
-    """On PyTorch, Keras' dropout without a seed of its own draws from torch's global generator (its fast
-    path), whose state no resume point holds: seeded from the trial's seed and the epoch at each epoch's
-    start, a resumed epoch draws what it would have drawn in one uninterrupted run."""
+    """On PyTorch and JAX, Keras draws an epoch's order of arrays in memory (and, on PyTorch, dropout without
+    a seed of its own) from a global generator whose state no resume point holds: seeded from the trial's seed
+    and the epoch at each epoch's start (`runtime.seed_epoch`), a resumed epoch draws what it would have drawn
+    in one uninterrupted run."""
 
     def __init__(self, seed: int):
         super().__init__()
@@ -799,7 +800,7 @@ class SpecTuner(kt.Tuner):
             callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor=rp.monitor, factor=rp.factor, patience=rp.patience, min_lr=rp.min_lr, verbose=0))
         save_best = _SaveBestEpoch(objective.metric, objective.direction, self._get_checkpoint_fname(trial_id))
         stateful = [*callbacks[1:], save_best]
-        if keras.backend.backend() == "torch":
+        if keras.backend.backend() in ("torch", "jax"):
             callbacks.append(_SeedEachEpoch(seed))
         callbacks.append(log)
         callbacks.append(save_best)

@@ -247,14 +247,21 @@ def seed_trial(seed: int) -> None:
 
 
 def seed_epoch(seed: int, epoch: int) -> None:
-    """Seed PyTorch's global generator from a trial's seed and an epoch's index (0-based) alone. Keras' dropout
-    without a seed of its own draws from it on PyTorch (its fast path); nothing draws from it on the other
-    backends."""
+    """Seed the global generators that Keras draws an epoch's randomness from, from a trial's seed and the
+    epoch's index (0-based) alone, so that a resumed epoch draws what it would have drawn in one uninterrupted
+    run. On PyTorch, dropout without a seed of its own (Keras' fast path) and the order of arrays in memory
+    (torch's sampler) come from torch's generator; on JAX that order comes from numpy's (Keras' array adapter
+    calls `np.random.permutation` as the epoch's first batch is read). TensorFlow's order is our own
+    (`batches.epoch_order`)."""
+    import numpy as np
+
+    state = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
     if backend() == "torch":
-        import numpy as np
         import torch
 
-        torch.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0]))
+        torch.manual_seed(state)
+    elif backend() == "jax":
+        np.random.seed(state)
 
 
 def random_state(model: Any) -> list[list[int]]:
