@@ -857,8 +857,6 @@ def test_extend_adds_hyperband_iterations_and_checkpoints_are_pruned(tmp_path):
     best_two = [f"trial_{t}" for t in first.trials["trial_id"][:2]]
     assert weights == sorted(best_two) and first.manifest["disk_mb"] > 0
 
-    with pytest.raises(RunError, match="--extend adds Hyperband iterations, but this search uses random"):
-        search({**spec, "search": {**spec["search"], "algorithm": "random"}}, name="grow", out=tmp_path, extend=1, quiet=True)
     assert main(["search", write_spec(tmp_path, spec, "grow.yaml").as_posix(), "--out", str(tmp_path), "--extend", "1", "--quiet"]) == 0
     grown = open_run(tmp_path / "grow")
     scored = grown.trials[grown.trials["status"] != "infeasible"]
@@ -866,6 +864,32 @@ def test_extend_adds_hyperband_iterations_and_checkpoints_are_pruned(tmp_path):
     assert scored["iteration"].value_counts().to_dict() == {0: planned, 1: planned}  # each iteration's brackets told apart
     assert search(spec, name="grow", out=tmp_path, quiet=True).manifest["iterations"] == 2  # a plain resume keeps them
     assert len(list((tmp_path / "grow" / "kerastuner").glob("trial_*/checkpoint.weights.h5"))) == 2
+
+
+def test_extend_or_a_raised_max_trials_adds_trials_to_a_random_search(tmp_path):
+    """`max_trials` limits the whole run, as `time_budget` does: `--extend N` adds N trials to a finished random
+    search, a plain resume keeps them, and a limit raised in the spec goes on from there."""
+    spec = tiny(search={"algorithm": "random", "max_trials": 2, "max_epochs": 1})
+    command = ["search", str(write_spec(tmp_path, spec, "more.yaml")), "--out", str(tmp_path), "--quiet"]
+    assert main(command) == 0
+    first = open_run(tmp_path / "more").trials.set_index("trial_id")
+    assert main([*command, "--extend", "2"]) == 0
+    grown = open_run(tmp_path / "more")
+    assert len(grown.trials) == 4 and set(grown.trials["status"]) == {"completed"} and grown.plan["trials"] == 4
+    assert grown.manifest["stop_reason"] == "max_trials = 4 reached" and grown.manifest["extended_trials"] == 2
+    assert grown.trials.set_index("trial_id").loc[first.index, "score"].tolist() == first["score"].tolist()  # kept, not retrained
+    assert grown.trials["learning_rate"].nunique() == 4  # new configurations drawn, none again
+    assert main(command) == 0 and len(open_run(tmp_path / "more").trials) == 4  # a plain resume keeps the extension
+    write_spec(tmp_path, tiny(search={**spec["search"], "max_trials": 3}), "more.yaml")
+    assert main(command) == 0
+    assert len(open_run(tmp_path / "more").trials) == 5  # 3 in the spec, and the 2 added
+
+
+def test_extend_refuses_a_grid_search_that_runs_its_whole_space_already(tmp_path):
+    spec = tiny(model={"blocks": 1, "filters": {"choice": [8, 16]}}, training={"learning_rate": 3e-3}, search={"algorithm": "grid", "max_epochs": 1})
+    search(spec, name="grid", out=tmp_path, quiet=True)
+    with pytest.raises(RunError, match="--extend adds trials to search.max_trials, which this grid search does not set"):
+        search(spec, name="grid", out=tmp_path, extend=1, quiet=True)
 
 
 @pytest.mark.skipif(os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow", reason="a TensorFlow leak")

@@ -86,7 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="run (or resume) a search")
     _run_options(search, "YAML search space")
     search.add_argument("--retry-failed", action="store_true", help="when resuming, run the failed and out-of-memory trials again")
-    search.add_argument("--extend", type=_positive, default=0, metavar="N", help="add N Hyperband iterations to an existing (finished) search")
+    search.add_argument(
+        "--extend",
+        type=_positive,
+        default=0,
+        metavar="N",
+        help="add N Hyperband iterations (or N trials, to a random, Bayesian or grid search) to an existing (finished) search",
+    )
     search.add_argument("--workers", type=int, default=0, metavar="N", help="run trials in N worker processes (default 0: in this process)")
     search.add_argument("--gpus", type=_gpu_list, help="GPU indices for the workers, e.g. 0,1 (round-robin; default: all GPUs, else the CPU)")
     search.add_argument("--host", default="127.0.0.1", help="address the oracle listens on for workers (default 127.0.0.1; unauthenticated)")

@@ -89,7 +89,8 @@ def search(
         class_names: names of the classes of `data`, in label order (default "0", "1", ...).
         overwrite: start over, deleting an existing run of that name.
         retry_failed: when resuming, run the `failed` and `out_of_memory` trials again (same values, same ids).
-        extend: add this many Hyperband iterations to an existing (usually finished) search.
+        extend: add this many Hyperband iterations (with `algorithm: hyperband`) or this many trials (random,
+            Bayesian, grid) to an existing (usually finished) search.
         workers: run trials in this many worker processes (0: in this process). This process serves the
             oracle on `host:port`; more workers can join from other machines with `tuning worker`.
         gpus: GPU indices handed to workers round-robin (default: every GPU `nvidia-smi` lists; none: CPU).
@@ -111,9 +112,7 @@ def search(
         store.lock()  # refuse before touching anything if another search holds it
         store.unlock()
     if extend < 0:
-        raise RunError(f"--extend takes a positive number of Hyperband iterations to add, not {extend}")
-    if extend and spec.search.algorithm != "hyperband":
-        raise RunError(f"--extend adds Hyperband iterations, but this search uses {spec.search.algorithm}; raise search.max_trials in a new run instead")
+        raise RunError(f"--extend takes a positive number of Hyperband iterations (or trials, for other algorithms) to add, not {extend}")
     if trials_per_process is not None and trials_per_process < 1:
         raise RunError(f"--trials-per-process takes a positive number, not {trials_per_process}")
     if trials_per_process and not workers:
@@ -128,11 +127,27 @@ def search(
         raise RunError(f"--extend adds iterations to an existing search, and {store.dir} has none; run the search first")
     if data is not None and not isinstance(data, (tuple, list)):
         raise DataError(f"data: expected a tuple of numpy arrays, (x_train, y_train) or (x_train, y_train, x_test, y_test); received a {type(data).__name__}")
-    iterations = spec.search.iterations
+    iterations, extended_trials, unextended = spec.search.iterations, 0, None
     if store.exists() and not overwrite:
-        iterations = max(iterations, int(store.read_manifest().get("iterations", iterations))) + extend
+        before = store.read_manifest()
+        iterations = max(iterations, int(before.get("iterations", iterations)))
+        extended_trials = int(before.get("extended_trials", 0))
+        unextended = (
+            make_plan(with_iterations(with_max_trials(spec, _run_max_trials(spec, extended_trials)), iterations), data=data, class_names=class_names)
+            if extend
+            else None
+        )
+        if spec.search.algorithm == "hyperband":
+            iterations += extend
+        elif extend and spec.search.max_trials is None and spec.search.algorithm == "grid":
+            raise RunError(
+                f"--extend adds trials to search.max_trials, which this grid search does not set: it runs every configuration of its space already ({store.dir})"
+            )
+        elif extend:
+            extended_trials += extend
+    spec = with_max_trials(spec, _run_max_trials(spec, extended_trials))
     the_plan = make_plan(with_iterations(spec, iterations), data=data, class_names=class_names)
-    if extend and the_plan.total_trials == make_plan(with_iterations(spec, iterations - extend), data=data, class_names=class_names).total_trials:
+    if unextended is not None and the_plan.total_trials == unextended.total_trials:
         print(f"warning: --extend {extend} adds no trials: the space has no configuration left to draw (see `tuning validate`)", file=sys.stderr)
     require_feasible(spec, the_plan)
 
@@ -143,7 +158,9 @@ def search(
         quiet_logs()
         accelerator = prepare_devices()
         with dtype_policy(precision_policy(spec.training.mixed_precision, accelerator)):
-            return _search_locked(accelerator, spec, store, the_plan, resumed, data, class_names, progress, quiet, retry_failed, iterations, parallel)
+            return _search_locked(
+                accelerator, spec, store, the_plan, resumed, data, class_names, progress, quiet, retry_failed, (iterations, extended_trials), parallel
+            )
     finally:
         store.unlock()
 
@@ -165,6 +182,23 @@ def _with_earlier_class_names(dataset: Any, earlier: list[str] | None) -> Any:
     return dataclasses.replace(dataset, class_names=tuple(earlier))
 
 
+def _run_max_trials(spec: SearchSpec, extended: int) -> int | None:
+    """A run's trial limit: the spec's `search.max_trials` (random and Bayesian default to 10 trials, a grid to
+    all of it), plus the trials `--extend` added to it in earlier sessions and this one. Like `time_budget`, it
+    limits the whole run and may be changed in the spec when the run resumes."""
+    limit = spec.search.max_trials
+    if limit is None and spec.search.algorithm in ("random", "bayesian"):
+        limit = 10
+    return limit + extended if limit is not None else None
+
+
+def with_max_trials(spec: SearchSpec, max_trials: int | None) -> SearchSpec:
+    """The spec with the run's trial limit (`_run_max_trials`); its file and text are kept."""
+    if max_trials == spec.search.max_trials:
+        return spec
+    return spec.model_copy(update={"search": spec.search.model_copy(update={"max_trials": max_trials})})
+
+
 def with_iterations(spec: SearchSpec, iterations: int) -> SearchSpec:
     """The spec with another Hyperband iteration count (for `--extend`); its file and text are kept."""
     if iterations == spec.search.iterations:
@@ -183,11 +217,14 @@ def _search_locked(
     progress: bool | None,
     quiet: bool,
     retry_failed: bool,
-    iterations: int,
+    extensions: tuple[int, int],
     parallel: dict[str, Any],
 ) -> Any:
-    """The search itself, run while this process holds the run directory's lock, in the chosen precision."""
+    """The search itself, run while this process holds the run directory's lock, in the chosen precision.
+    `extensions`: the run's Hyperband iterations and the trials `--extend` added to `max_trials`, all sessions'."""
     from .run import Run
+
+    iterations, extended_trials = extensions
 
     run_dir = store.dir
     options = compile_options(spec, accelerator)  # first: a setting this backend refuses fails before the data loads
@@ -215,6 +252,7 @@ def _search_locked(
     if changed or previous.get("data_changes"):
         manifest["data_changes"] = [*previous.get("data_changes", []), *([{"at": utc_now(), "changes": list(changed.values())}] if changed else [])]
     manifest["iterations"] = iterations
+    manifest["extended_trials"] = extended_trials
     manifest["precision"] = precision_policy(spec.training.mixed_precision, accelerator)
     manifest.update(options)
     manifest["compile_cache"] = accelerator.compile_cache
@@ -492,10 +530,11 @@ def _prepare_directory(store: RunStore, spec: SearchSpec, overwrite: bool) -> bo
 
 def _fixed_for_the_run(spec: dict[str, Any]) -> dict[str, Any]:
     """A spec less what may change between the sessions of one run: its `description` (editing that text changes
-    no trial) and `search.time_budget` (a limit on the whole run's time: raised, a run stopped by it goes on)."""
+    no trial), `search.time_budget` and `search.max_trials` (limits on the whole run: raised, a run stopped by
+    one goes on)."""
     rest = {key: value for key, value in spec.items() if key != "description"}
     if isinstance(rest.get("search"), dict):
-        rest["search"] = {key: value for key, value in rest["search"].items() if key != "time_budget"}
+        rest["search"] = {key: value for key, value in rest["search"].items() if key not in ("time_budget", "max_trials")}
     return rest
 
 
