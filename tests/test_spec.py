@@ -119,6 +119,13 @@ search:
             ":4: data.in_memory: expected 'auto', true or false. Received: 'Auto'. Did you mean 'auto'?",
         ),
         ("version: 1\nsearch:\n  time_budget: soon\n", "expected a duration such as 90s, 30m, 2h or 1d"),
+        (
+            "version: 1\nsearch:\n  algorithm: random\n  trial_seed: 7\n",
+            ":4: search.trial_seed: seeds the one trial of a run of `max_trials: 1` (as in the best_config.yaml that `tuning export` writes), "
+            "but this search runs every trial of its plan (no max_trials)",
+        ),
+        ("version: 1\nsearch:\n  max_trials: 3\n  trial_seed: 7\n", "but this search runs up to 3 trials, each seeded from search.seed and its id; set"),
+        ("version: 1\nsearch:\n  max_trials: 1\n  trial_seed: -1\n", ":4: search.trial_seed: expected greater than or equal to 0. Received: -1"),
         ("version: 1\nname: ../evil\n", "name: expected letters, digits"),
         ("version: 1\nmodel:\n  blocks: {int: [1, 3]}\n  filters: [16, 32]\n", "model.filters: lists 2 per-block values but blocks can be 3"),
         (

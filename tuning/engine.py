@@ -665,7 +665,7 @@ class SpecTuner(kt.Tuner):
         hp = trial.hyperparameters
         values = active_values(hp)
         hyperband = {k[6:]: v for k, v in hp.values.items() if k.startswith("tuner/")}
-        seed = trial_seed(self.spec.search.seed, trial.trial_id)
+        seed = self._seed(trial.trial_id)
         finished = self._finished_before_a_kill(trial.trial_id, values, hyperband)
         if finished is not None:
             return finished.metrics
@@ -729,6 +729,12 @@ class SpecTuner(kt.Tuner):
                 self.store.write_trial(record)
                 clear_resume_point(folder)
                 self._last_record = record
+
+    def _seed(self, trial_id: str) -> int:
+        """The trial's seed: `search.trial_seed` where the spec gives one (a one-trial run replaying an exported
+        trial), else one derived from the run's seed and the trial's id."""
+        given = self.spec.search.trial_seed
+        return given if given is not None else trial_seed(self.spec.search.seed, trial_id)
 
     def _fit(
         self,

@@ -574,7 +574,9 @@ def _manifest(spec: SearchSpec, name: str, the_plan: Plan, dataset: Any, device:
             "run": spec.search.seed,
             "oracle": spec.search.seed,
             "data_split": spec.search.seed,
-            "trial_rule": "(run * 1000003 + int(trial_id) * 7919 + 17) mod (2^31 - 1)",
+            "trial_rule": "(run * 1000003 + int(trial_id) * 7919 + 17) mod (2^31 - 1)"
+            if spec.search.trial_seed is None
+            else f"search.trial_seed: {spec.search.trial_seed}",
         },
         "versions": versions(),
         "backend": backend(),

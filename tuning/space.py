@@ -278,6 +278,15 @@ def cross_check(spec: Any) -> list[tuple[tuple[str | int, ...], str]]:
                 )
     if is_domain(model.dense_units) and max(_values(model.dense_layers)) == 0:
         problems.append((("model", "dense_units"), "is tuned but dense_layers is 0, so no dense layer uses it"))
+    if spec.search.trial_seed is not None and spec.search.max_trials != 1:
+        runs = f"up to {spec.search.max_trials} trials" if spec.search.max_trials else "every trial of its plan (no max_trials)"
+        problems.append(
+            (
+                ("search", "trial_seed"),
+                f"seeds the one trial of a run of `max_trials: 1` (as in the best_config.yaml that `tuning export` writes), but this "
+                f"search runs {runs}, each seeded from search.seed and its id; set search.max_trials: 1, or remove trial_seed",
+            )
+        )
     data = spec.data
     if data.in_memory is False and data.source not in ("folder", "manifest"):
         problems.append((("data", "in_memory"), f"only folder and manifest sources stream from the decoded-image cache; {data.source} is loaded into memory"))

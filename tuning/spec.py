@@ -177,6 +177,9 @@ class SearchSection(Frozen):
     factor: Annotated[int, Field(ge=2, le=100)] = 3
     iterations: Annotated[int, Field(ge=1, le=1000)] = 1
     seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    # The one trial's seed in a one-trial run, in place of the one derived from `seed` and its id: best_config.yaml
+    # records the exported trial's, so that `tuning train` trains it as the search did (`seed` still splits the data).
+    trial_seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
     max_trials: PosInt | None = None
     time_budget: str | int | None = None
     max_consecutive_failures: PosInt = 3
