@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import tuning
 from tuning import DataError, search
 from tuning.cli import main
 from tuning.export import export
@@ -121,6 +122,35 @@ def test_best_config_validates_and_train_rebuilds_the_same_model(exported, tmp_p
     assert retrained.count_params() == original.count_params()
 
 
+def test_best_config_retrains_a_trial_epoch_for_epoch(tmp_path, capsys):
+    """best_config.yaml rebuilds the trial as the search trained it, not merely its architecture: seeded with the
+    trial's own seed, its weights, dropout and epoch orders are the search's, so is every validation score."""
+    from tuning.engine import trial_seed
+
+    spec = tiny(
+        model={"blocks": 1, "filters": {"choice": [8, 16]}, "head_dropout": 0.3},
+        search={"algorithm": "random", "max_trials": 3, "max_epochs": 3, "seed": 5},
+    )
+    run = search(spec, name="replay", out=tmp_path, quiet=True)
+    last = max((r for r in run.records() if r.status == "completed"), key=lambda r: int(r.trial_id))
+    assert int(last.trial_id) > 0  # trial 0 of the search has the seed that a one-trial run derives from the same seed
+    assert main(["export", str(run.path), "--trial", last.trial_id, "--format", "keras", "--out", str(tmp_path / "export")]) == 0
+    assert main(["train", str(tmp_path / "export" / "best_config.yaml"), "--out", str(tmp_path / "trained"), "--quiet"]) == 0
+    capsys.readouterr()
+    (again,) = tuning.open_run(tmp_path / "trained" / f"replay-trial{last.trial_id}").records()
+    assert len(again.history) == last.best_epoch  # best_config.yaml trains to the trial's best epoch
+    for ours, theirs in zip(again.history, last.history):
+        assert (ours["val_loss"], ours["val_accuracy"]) == pytest.approx((theirs["val_loss"], theirs["val_accuracy"]), abs=1e-6)
+    config = (tmp_path / "export" / "best_config.yaml").read_text()
+    assert again.seed == last.seed and f"  trial_seed: {last.seed}\n" in config and not config.startswith("#")
+
+    old = tmp_path / "old_best_config.yaml"  # as export wrote it before search.trial_seed: it still trains, seeded as then
+    old.write_text(config.replace(f"  trial_seed: {last.seed}\n", ""))
+    assert main(["train", str(old), "--name", "old", "--out", str(tmp_path / "trained"), "--quiet"]) == 0
+    (before,) = tuning.open_run(tmp_path / "trained" / "old").records()
+    assert before.seed == trial_seed(5, "0") != last.seed
+
+
 def test_train_refuses_a_spec_with_tuned_values(tmp_path, capsys):
     from .conftest import write_spec
 
@@ -131,8 +161,6 @@ def test_train_refuses_a_spec_with_tuned_values(tmp_path, capsys):
 def test_a_run_searched_on_arrays_exports_with_its_own_test_metrics(tmp_path, capsys):
     """The spec's source (digits, by default) is not what such a run trained on: export must not reload it."""
     from sklearn.datasets import load_digits
-
-    import tuning
 
     digits = load_digits()
     x = np.repeat((digits.images[:400] * 15).astype("uint8")[..., None], 3, axis=-1)  # 8x8x3: digits' own shape is 8x8x1

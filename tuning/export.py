@@ -23,11 +23,13 @@ from .wording import counted
 FORMATS = ("keras", "savedmodel", "tflite")
 
 
-def fixed_spec(spec: SearchSpec, values: dict[str, Any], epochs: int, base_dir: Path | None = None) -> dict[str, Any]:
+def fixed_spec(spec: SearchSpec, values: dict[str, Any], epochs: int, base_dir: Path | None = None, trial_seed: int | None = None) -> dict[str, Any]:
     """The spec with every tunable value fixed to `values`: `tuning train` rebuilds exactly this model.
 
     A relative `data.path` (and `test_path`) is made absolute against `base_dir` (the folder the search resolved it from), as the
-    written file lives elsewhere, in the run's export folder.
+    written file lives elsewhere, in the run's export folder. `trial_seed`, the trial's own seed, becomes `search.trial_seed`:
+    its one trial then draws the search trial's initial weights, dropout, augmentation and epoch orders (`search.seed` stays,
+    as it also splits the data), so it trains as the search trained it.
     """
     data = spec.to_dict()
     for key in ("path", "test_path"):
@@ -47,6 +49,9 @@ def fixed_spec(spec: SearchSpec, values: dict[str, Any], epochs: int, base_dir: 
             data["model"][name] = values[: config.blocks] if config.blocks else values[0]
     data["search"] = {**data["search"], "algorithm": "random", "max_trials": 1, "max_epochs": max(1, epochs)}
     data["search"].pop("time_budget", None)
+    data["search"].pop("trial_seed", None)
+    if trial_seed is not None:
+        data["search"]["trial_seed"] = trial_seed
     data.pop("name", None)  # the caller names the one-trial run
     return data
 
@@ -181,7 +186,7 @@ def export(
     card["test_note"] = None if test else untested or "the search did not test this trial; --retrain or the best trial has test metrics"
     write_json(out_dir / "model_card.json", card)
     write_atomic(out_dir / "model_card.md", _card_markdown(card))
-    config = fixed_spec(chosen.spec, chosen.record.values, int(chosen.record.best_epoch or 1), chosen.data_dir)
+    config = fixed_spec(chosen.spec, chosen.record.values, int(chosen.record.best_epoch or 1), chosen.data_dir, chosen.record.seed)
     suffix = f"-trial{chosen.record.trial_id}"
     config = {"version": config.pop("version"), "name": chosen.run.manifest["name"][: MAX_NAME - len(suffix)] + suffix, **config}
     note = ""
