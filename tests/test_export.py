@@ -143,12 +143,31 @@ def test_best_config_retrains_a_trial_epoch_for_epoch(tmp_path, capsys):
         assert (ours["val_loss"], ours["val_accuracy"]) == pytest.approx((theirs["val_loss"], theirs["val_accuracy"]), abs=1e-6)
     config = (tmp_path / "export" / "best_config.yaml").read_text()
     assert again.seed == last.seed and f"  trial_seed: {last.seed}\n" in config and not config.startswith("#")
+    card = (tmp_path / "export" / "model_card.md").read_text()
+    assert f"Rebuild it with `tuning train best_config.yaml`, seeded as the search seeded it (search.trial_seed: {last.seed})." in card
 
     old = tmp_path / "old_best_config.yaml"  # as export wrote it before search.trial_seed: it still trains, seeded as then
     old.write_text(config.replace(f"  trial_seed: {last.seed}\n", ""))
     assert main(["train", str(old), "--name", "old", "--out", str(tmp_path / "trained"), "--quiet"]) == 0
     (before,) = tuning.open_run(tmp_path / "trained" / "old").records()
     assert before.seed == trial_seed(5, "0") != last.seed
+
+
+def test_best_config_of_a_promoted_trial_says_it_will_not_reproduce_the_score(exported, tmp_path):
+    """A Hyperband promotion trained on top of its parent's checkpoint, which one seed from scratch cannot replay:
+    the file and the card say so, naming the parent, instead of promising the score."""
+    import yaml
+
+    run, _ = exported
+    promoted = next(r for r in run.records() if r.status == "completed" and r.parent is not None)
+    paths = export(run.path, trial=promoted.trial_id, formats=["keras"], out=tmp_path)
+    text = paths["config"].read_text()
+    comment = " ".join(line[2:] for line in text.splitlines() if line.startswith("# "))
+    why = f"trial {promoted.trial_id} continued from trial {promoted.parent}'s checkpoint"
+    assert text.startswith("# ") and comment.startswith(f"`tuning train` on this file will not reproduce the trial's score exactly: {why}")
+    assert yaml.safe_load(text)["search"]["trial_seed"] == promoted.seed
+    assert f"the retrained model will not reproduce the score exactly: {why}" in paths["card"].read_text()
+    assert json.loads(paths["card_json"].read_text())["rebuild"].startswith("`tuning train best_config.yaml` rebuilds this configuration, but")
 
 
 def test_train_refuses_a_spec_with_tuned_values(tmp_path, capsys):

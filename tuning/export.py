@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import numpy as np
 import yaml
 
 from .errors import RunError
-from .records import data_dir, write_atomic, write_json
+from .records import TrialRecord, data_dir, write_atomic, write_json
 from .run import Run
 from .space import PER_BLOCK, parameters, resolve
 from .spec import MAX_NAME, SearchSpec, load_stored_spec
@@ -70,12 +71,34 @@ class TrialModel:
             known = ", ".join(r for r, rec in records.items() if rec.status == "completed")
             raise RunError(f"trial {trial_id!r} is not a completed trial of {run.path}; completed: {known or 'none'}")
         self.record = records[trial_id]
+        # The trials whose checkpoints this one continued from (Hyperband promotions), its parent first.
+        self.lineage: list[TrialRecord] = []
+        parent = self.record.parent
+        while parent in records and all(r.trial_id != parent for r in self.lineage):
+            self.lineage.append(records[parent])
+            parent = records[parent].parent
         self.spec = load_stored_spec(manifest["spec"])
         self.data_dir = data_dir(manifest)
         self.data = manifest["data"]
         self.config = resolve(self.spec, self.record.values)
         # `tuning.search(spec, data=(x, y))` records its data's origin as "arrays": the spec's source is not what it trained on.
         self.searched_on_arrays = self.data.get("origin") == "arrays"
+
+    @property
+    def not_reproduced(self) -> str | None:
+        """Why `tuning train best_config.yaml` cannot reproduce this trial's score exactly, or None.
+
+        A promotion trained its epochs on top of its parent's checkpoint, whose epochs had the parent's seed (and
+        perhaps a grandparent's before them); one run from scratch with one seed is not that training.
+        """
+        if self.record.parent is None:
+            return None
+        earlier = "".join(f" (itself continued from trial {r.parent}'s)" for r in self.lineage if r.parent is not None)
+        epochs = counted(int(self.record.best_epoch or 1), "epoch")
+        return (
+            f"trial {self.record.trial_id} continued from trial {self.record.parent}'s checkpoint{earlier} (a Hyperband promotion), "
+            f"and `tuning train` trains its {epochs} from scratch with one seed, this trial's"
+        )
 
     @property
     def checkpoint(self) -> Path:
@@ -191,9 +214,13 @@ def export(
     config = {"version": config.pop("version"), "name": chosen.run.manifest["name"][: MAX_NAME - len(suffix)] + suffix, **config}
     note = ""
     if chosen.searched_on_arrays:
-        note = (
+        note += (
             "# This run was searched on arrays passed to tuning.search(data=...): the data section below is the spec's, not\n"
             "# those arrays. Train this configuration on them from Python: tuning.train(this_file, data=(x_train, y_train, ...))\n"
+        )
+    if chosen.not_reproduced:
+        note += "".join(
+            f"# {line}\n" for line in textwrap.wrap(f"`tuning train` on this file will not reproduce the trial's score exactly: {chosen.not_reproduced}.", 110)
         )
     write_atomic(out_dir / "best_config.yaml", note + yaml.safe_dump(config, sort_keys=False))
     paths.update(card=out_dir / "model_card.md", card_json=out_dir / "model_card.json", config=out_dir / "best_config.yaml")
@@ -342,7 +369,16 @@ def _model_card(chosen: TrialModel, source: str, test: dict[str, float] | None, 
         "spec_hash": manifest.get("spec_hash"),
         "versions": manifest.get("versions"),
         "formats": formats,
+        "rebuild": _rebuild(chosen),
     }
+
+
+def _rebuild(chosen: TrialModel) -> str:
+    """What `tuning train best_config.yaml` gives back: the trial as the search trained it, or why not."""
+    if chosen.not_reproduced:
+        return f"`tuning train best_config.yaml` rebuilds this configuration, but the retrained model will not reproduce the score exactly: {chosen.not_reproduced}."
+    seeded = f", seeded as the search seeded it (search.trial_seed: {chosen.record.seed})" if chosen.record.seed is not None else ""
+    return f"Rebuild it with `tuning train best_config.yaml`{seeded}."
 
 
 def _card_markdown(card: dict[str, Any]) -> str:
@@ -368,6 +404,6 @@ def _card_markdown(card: dict[str, Any]) -> str:
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in card["configuration"].items()],
         "",
-        "Rebuild it with `tuning train best_config.yaml`.",
+        card["rebuild"],
     ]
     return "\n".join(lines) + "\n"
