@@ -215,6 +215,23 @@ def test_trials_csv_writes_whole_number_hyperparameters_as_integers(tmp_path, ca
     assert sorted((r["dense_layers"], r["dense_units"]) for r in rows) == [("0", ""), ("1", "16"), ("1", "32")]
 
 
+def test_max_trials_is_what_the_search_plans_in_results_progress_and_report(tmp_path, capsys):
+    """max_trials = 2 of a 23-trial Hyperband plan: the search plans 2 trials of 1 epoch, so the report must not
+    say "2 of 23 planned trials", nor the progress line price 75 epochs for its ETA."""
+    spec = write_spec(tmp_path, tiny(search={"max_epochs": 9, "max_trials": 2}), "cut.yaml")
+    assert main(["search", str(spec), "--out", str(tmp_path)]) == 0
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert [line.split()[0] for line in progress] == ["[1/2]", "[2/2]"]
+    assert progress[-1].endswith("ETA <=0:00")  # the last planned epoch is done: nothing left
+    results = json.loads((tmp_path / "cut" / "results.json").read_text())
+    budget = results["budget"]
+    assert (budget["planned_trials"], budget["planned_epochs"], budget["trials"]) == (2, 2, 2) and budget["max_trials"] == 2
+    assert (results["plan"]["trials"], results["plan"]["epochs"]) == (23, 75)  # the whole plan stays in its place
+    assert "2 of 2 planned trials (max_trials = 2 of the plan's 23); 2 epochs trained of 2 planned" in (tmp_path / "cut" / "report.md").read_text()
+    assert "with 2 trials (max_trials = 2 of the plan's 23), 2 epochs" in Run(tmp_path / "cut")._repr_html_()
+    assert "| 2 (2) | 2 |" in compare_runs([tmp_path / "cut"])  # trials (planned), epochs trained
+
+
 def test_a_search_with_augmentation_shows_what_its_layers_do(tmp_path):
     run = search(tiny(model={"blocks": 1, "filters": {"choice": [8, 16]}, "augment": {"rotation": 0.2, "contrast": 0.5}}), name="aug", out=tmp_path, quiet=True)
     with np.load(run.path / "best" / "analysis.npz") as arrays:

@@ -8,6 +8,7 @@ that drives the real oracle.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,13 +67,7 @@ class Plan:
     def up_to(self, max_trials: int | None) -> tuple[int, int, int]:
         """Trials, epochs and distinct configurations of the plan's rounds in the order they run, stopped
         after `max_trials` trials (None: the whole plan)."""
-        left = max_trials if max_trials is not None else self.total_trials
-        trials = epochs = configurations = 0
-        for r in self.rounds:
-            taken = min(r.trials, left)
-            trials, epochs, left = trials + taken, epochs + taken * r.epochs_per_trial, left - taken
-            configurations += taken if r.round == 0 else 0
-        return trials, epochs, configurations
+        return rounds_up_to(self.rounds, max_trials)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +85,29 @@ class Plan:
             "feasible_fraction": self.feasibility.fraction_feasible,
             "warnings": list(self.warnings),
         }
+
+
+def rounds_up_to(rounds: Iterable[Round], max_trials: int | None) -> tuple[int, int, int]:
+    """Trials, epochs and distinct configurations of `rounds` in the order one process runs them, stopped after
+    `max_trials` trials (None or 0: all of them)."""
+    left = max_trials or math.inf
+    trials = epochs = configurations = 0
+    for r in rounds:
+        taken = int(min(r.trials, left))
+        trials, epochs, left = trials + taken, epochs + taken * r.epochs_per_trial, left - taken
+        configurations += taken if r.round == 0 else 0
+    return trials, epochs, configurations
+
+
+def stored_budget(stored_plan: Mapping[str, Any], max_trials: int | None) -> tuple[int | None, int | None]:
+    """The trials and epochs a search of run.json's `plan` runs before early stopping: `max_trials` cuts the
+    plan's rounds in the order they run (a report reads this, not the full plan's count, as what was planned)."""
+    fields = ("iteration", "bracket", "round", "trials", "initial_epoch", "epochs")
+    rounds = [Round(*(int(r.get(name, 0)) for name in fields)) for r in stored_plan.get("rounds", [])]
+    if not rounds:  # nothing to cut by: the totals as stored
+        return stored_plan.get("trials"), stored_plan.get("epochs")
+    trials, epochs, _ = rounds_up_to(rounds, max_trials)
+    return trials, epochs
 
 
 def hyperband_rounds(max_epochs: int, factor: int, iterations: int, configurations: int | None = None) -> list[Round]:

@@ -608,10 +608,10 @@ def _progress(spec: SearchSpec, the_plan: Plan, store: RunStore, live: bool | No
     done = [r for r in store.read_trials() if not r.trial_id.startswith("infeasible-") and r.status not in again]
     ranked = rank(done, spec.search.objective.direction)
     best = ranked[0].score if ranked and ranked[0].status == "completed" else None
-    planned = spec.search.max_trials and min(spec.search.max_trials, the_plan.total_trials) or the_plan.total_trials
+    planned, epochs, _ = the_plan.up_to(spec.search.max_trials)  # the ETA prices what runs, not what max_trials cuts
     return SearchProgress(
         planned_trials=planned,
-        planned_epochs=the_plan.total_epochs,
+        planned_epochs=epochs,
         metric=spec.search.objective.metric,
         direction=spec.search.objective.direction,
         done_trials=len(done),
@@ -626,7 +626,8 @@ def _stop_reason(spec: SearchSpec, the_plan: Plan, store: RunStore) -> str:
     trials = [r for r in store.read_trials() if not r.trial_id.startswith("infeasible-")]
     if spec.search.max_trials and len(trials) >= spec.search.max_trials:
         return f"max_trials = {spec.search.max_trials} reached"
-    if len(trials) < the_plan.total_trials:
+    planned = the_plan.up_to(spec.search.max_trials)[0]
+    if len(trials) < planned:
         failed = sum(r.status in ("failed", "out_of_memory") for r in trials)
         diverged = sum(r.status == "diverged" for r in trials)
         if (failed or diverged) and spec.search.algorithm == "hyperband":
@@ -636,10 +637,10 @@ def _stop_reason(spec: SearchSpec, the_plan: Plan, store: RunStore) -> str:
                 "a diverged trial's loss became NaN or infinite: a narrower learning_rate range keeps them from it" if diverged else "",
             ]
             return (
-                f"{len(trials)} of {the_plan.total_trials} planned trials: Hyperband promotes only completed trials, and "
+                f"{len(trials)} of {planned} planned trials: Hyperband promotes only completed trials, and "
                 f"{what}, so later rounds had too few to choose from ({'; '.join(a for a in advice if a)})"
             )
-        return f"the space ran out of new configurations after {len(trials)} of {the_plan.total_trials} planned trials"
+        return f"the space ran out of new configurations after {len(trials)} of {planned} planned trials"
     return "plan complete"
 
 
