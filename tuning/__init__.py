@@ -49,12 +49,12 @@ def plan(spec: Any, *, data: Any = None, class_names: Any = None) -> Plan:
     return _plan(spec, data=data, class_names=class_names)
 
 
-def estimate(spec: Any, *, samples: int = 4, data: Any = None, class_names: Any = None) -> dict[str, Any]:
+def estimate(spec: Any, *, samples: int = 4, data: Any = None, class_names: Any = None, workers: int = 0, gpus: Any = None) -> dict[str, Any]:
     """How long the spec's search will take, from `samples` configurations timed on this machine (see
-    `tuning.timing.estimate`); `data` and `class_names` as for `search`."""
+    `tuning.timing.estimate`); `data`, `class_names`, `workers` and `gpus` as for `search`."""
     from .timing import estimate as _estimate
 
-    return _estimate(spec, samples=samples, data=data, class_names=class_names)
+    return _estimate(spec, samples=samples, data=data, class_names=class_names, workers=workers, gpus=gpus)
 
 
 def open_run(path: Any) -> Run:

@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
         help="also time a few configurations on the data, on this machine, and estimate the search's duration (loads Keras and the data)",
     )
     validate.add_argument("--samples", type=_positive, help="with --time: configurations to time (default 4)")
+    validate.add_argument("--workers", type=_positive, metavar="N", help="with --time: for a search with --workers N (default: in one process)")
+    validate.add_argument("--gpus", type=_gpu_list, help="with --time and --workers: the search's --gpus (default: all GPUs, else the CPU)")
     validate.set_defaults(handler=_validate)
 
     search = commands.add_parser("search", help="run (or resume) a search")
@@ -191,6 +193,10 @@ def _validate(args: argparse.Namespace) -> int:
 
     if args.samples is not None and not args.time:
         raise RunError("--samples sets how many configurations --time trains; add --time")
+    if (args.workers or args.gpus) and not args.time:
+        raise RunError("--workers and --gpus say how the search whose time --time estimates will run; add --time")
+    if args.gpus and not args.workers:
+        raise RunError("--gpus places worker processes; add --workers N")
 
     spec = load_spec(args.spec)
     the_plan = plan(spec)
@@ -205,7 +211,7 @@ def _validate(args: argparse.Namespace) -> int:
         from .timing import SAMPLES, describe_estimate, estimate
 
         started = time.perf_counter()
-        result = estimate(spec, samples=args.samples or SAMPLES, the_plan=the_plan)
+        result = estimate(spec, samples=args.samples or SAMPLES, the_plan=the_plan, workers=args.workers or 0, gpus=args.gpus)
         print()
         print(describe_estimate(result, time.perf_counter() - started))
     return 0

@@ -1,10 +1,12 @@
 """How long a search will take, before it runs: a few configurations of the space, chosen across its range
 of compute, are each trained for three short epochs on the real data, on this machine, as a trial trains;
 their steady epoch times, scaled to the full data, price the plan's epochs, and the first epoch's excess
-prices the set-up of each new network.
+prices the set-up of each network a process builds. The plan's trials are then laid out as the search hands
+them out (`schedule`): one after another, or over `--workers N` processes, timed as those run them
+(`worker_timing`).
 
-What it leaves out, and says so: early stopping (it only shortens a search), the process's start-up, data
-loading and the report at the end. Keras 3 only (every backend).
+What it leaves out, and says so: early stopping (it only shortens a search), the search process's start-up,
+data loading and the report at the end. Keras 3 only (every backend).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from . import schedule
 from .wording import counted
 
 CANDIDATES = 200  # random points drawn to choose the timed ones from ...
@@ -28,6 +31,7 @@ TIMED_EPOCHS = 3  # the first traces (or compiles) the steps; the others are ste
 MIN_STEPS = 24  # steps per timed epoch, at least: enough to time one step against Python's overhead
 VALIDATION_IMAGES = 512
 SAMPLES = 4  # configurations timed unless asked for more
+REPLAYS = 8  # the plan's trials laid out this many times, with other draws and promotions (`schedule.replay`)
 
 
 def estimate(
@@ -37,18 +41,25 @@ def estimate(
     data: Sequence[np.ndarray] | None = None,
     class_names: Sequence[str] | None = None,
     the_plan: Any = None,
+    workers: int = 0,
+    gpus: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The search's duration, from `samples` configurations timed on this machine (`the_plan`: the spec's, when
-    the caller has made it already).
+    the caller has made it already), for a search in this process (`workers=0`) or in `workers` worker processes
+    on `gpus` (default: every GPU `nvidia-smi` lists, else the CPU), as `tuning search --workers` runs it.
 
     Returns the timed configurations (their values, steady epoch time on the full data and first-epoch
     excess), the plan's epochs and trials, and `minutes` (low, expected, high): low prices every epoch at the
     fastest timed configuration, high at the slowest, expected at their mean, as Hyperband draws
-    configurations at random; each adds one first-epoch excess per new network (each configuration's, or with
-    models reused each distinct network's: the learning rate and batch size change none).
+    configurations at random. The trials are laid out as the search hands them out (`schedule.replay`, averaged
+    over `REPLAYS` draws): one after another in one process; over the workers with Hyperband's waits for its
+    rounds, each worker timed as it runs (its share of the CPU cores or of its GPU, the workers that share it
+    timed at once) and started as it starts (imports and data, counted in). Each network a process builds
+    adds one first-epoch excess: every trial's without `reuse_models`; with it, each network new to its
+    process or evicted from its pool (the learning rate and batch size change none).
 
     Example:
-        >>> tuning.estimate("search_spaces/fashion_mnist.yaml")["minutes"]
+        >>> tuning.estimate("search_spaces/fashion_mnist.yaml", workers=2)["minutes"]
     """
     from . import feasibility
     from .data import load_data, network_shape
@@ -61,14 +72,18 @@ def estimate(
 
     if samples < 1:
         raise RunError(f"samples: expected a positive number of configurations to time, not {samples}")
+    if workers < 0:
+        raise RunError(f"workers: expected a number of worker processes (0: the search's own process), not {workers}")
+    if workers and data is not None:
+        raise RunError("worker processes load the data from the spec; arrays passed as `data=` need workers=0")
     spec = load_spec(spec)
     the_plan = the_plan or make_plan(spec, data=data, class_names=class_names)
     require_feasible(spec, the_plan)
     trials, total_epochs, configurations = the_plan.up_to(spec.search.max_trials)
     quiet_logs()
-    from .model_pool import network_key  # imports Keras: after `quiet_logs`
+    from .model_pool import MAX_MODELS, MAX_PARAMS, network_key  # imports Keras: after `quiet_logs`
 
-    accelerator = prepare_devices()
+    accelerator = None if workers else prepare_devices()  # workers: only the processes that time use a device
     dataset = load_data(spec.data, spec.base_dir, seed=spec.search.seed, arrays=data, class_names=class_names)
     shape = network_shape(spec.data.image_size, dataset.input_shape)
     params = parameters(spec)
@@ -76,7 +91,6 @@ def estimate(
     # One candidate per network and batch size (what sets an epoch's time; the learning rate does not), with
     # its epoch's compute: multiply-adds over the images plus a fixed share per step.
     candidates: dict[tuple[str, int], tuple[float, dict[str, Any]]] = {}
-    networks: set[str] = set()
     for draw in range(MAX_DRAWS if params else 1):
         if draw >= CANDIDATES and candidates:
             break
@@ -87,45 +101,96 @@ def estimate(
             work = feasibility.multiply_adds(config, shape, dataset.num_classes) * len(dataset.y_train)
             steps = math.ceil(len(dataset.y_train) / config.batch_size)
             candidates.setdefault((network, config.batch_size), (work + steps * STEP_WORK, values))
-            networks.add(network)
     if not candidates:
         raise RunError(
             f"{spec.file or 'spec'}: none of {MAX_DRAWS:,} random configurations of the space can be built, so none can be timed; "
             "`tuning validate` shows which settings are infeasible"
         )
     chosen = _spread(sorted(candidates.values(), key=lambda item: item[0]), samples)
-    timed = []
-    with dtype_policy(precision_policy(spec.training.mixed_precision, accelerator)):
-        options = compile_options(spec, accelerator)
-        for values in chosen:
-            timed.append({"values": values, **_time_one(spec, resolve(spec, values), dataset, options)})
+    placement: dict[str, Any] = {"workers": workers, "worker_start_s": 0.0}
+    if workers:
+        from .worker_timing import time_in_workers
+        from .workers import visible_gpus
+
+        timed, placement = time_in_workers(spec, chosen, workers, list(gpus) if gpus is not None else visible_gpus())
+        device = placement.pop("device")
+    else:
+        assert accelerator is not None
+        timed = []
+        with dtype_policy(precision_policy(spec.training.mixed_precision, accelerator)):
+            options = compile_options(spec, accelerator)
+            for values in chosen:
+                timed.append({"values": values, **_time_one(spec, resolve(spec, values), dataset, options)})
+        device = accelerator.describe()
     epochs = np.array([t["epoch_s"] for t in timed])
     # A new network's build and first epoch's excess (the first timed one also carries the process's warm-up, as
     # the search's first trial does; measured apart it was within this machine's noise, so it is not).
     excess = float(np.mean([t["first_epoch_excess_s"] + t["build_s"] for t in timed]))
     per_trial = float(np.mean([t["fit_overhead_s"] + t["checkpoint_s"] for t in timed]))
-    # A new network is built and traces (compiles) its steps once. With models reused, a trial of a network
-    # that ran before does neither: the distinct networks drawn above bound the count (an estimate: the pool
-    # keeps 8 models, so a plan with more new networks in flight rebuilds some). Without, every trial builds.
-    new_networks = min(configurations, len(networks)) if spec.training.reuse_models else trials
-    fixed = new_networks * excess + trials * per_trial
-    minutes = [(total_epochs * e + fixed) / 60 for e in (epochs.min(), epochs.mean(), epochs.max())]
+    # The plan's trials as the search hands them out, on as many processes as it trains in, each process
+    # building the networks its pool does not hold: a few replays, as the draws and promotions are random.
+    count = the_plan.distinct_configurations
+    replays: dict[str, list[schedule.Replay]] = {level: [] for level in ("low", "expected", "high")}
+    for number in range(REPLAYS):
+        draws = _draws(spec, params, shape, dataset.num_classes, count, random.Random(f"{spec.search.seed}-{number}"), network_key)
+        for level, epoch_s in zip(replays, (epochs.min(), epochs.mean(), epochs.max())):
+            costs = schedule.Costs(epoch_s=float(epoch_s), per_trial_s=per_trial, new_network_s=excess)
+            replays[level].append(
+                schedule.replay(
+                    the_plan.rounds,
+                    draws,
+                    costs,
+                    workers=max(1, workers),
+                    max_trials=spec.search.max_trials,
+                    reuse_models=spec.training.reuse_models,
+                    max_models=MAX_MODELS,
+                    max_params=MAX_PARAMS,
+                    seed=number,
+                )
+            )
+    minutes = {level: (placement["worker_start_s"] + float(np.mean([r.seconds for r in runs]))) / 60 for level, runs in replays.items()}
+    expected = replays["expected"]
     return {
         "timed": timed,
-        "epochs": total_epochs,
+        "epochs": round(float(np.mean([r.epochs for r in expected]))) if workers else total_epochs,
         "trials": trials,
         "planned_trials": the_plan.total_trials,
         "configurations": configurations,
-        "new_networks": new_networks,
+        "new_networks": float(np.mean([r.builds for r in expected])),
         "epoch_s": {"min": float(epochs.min()), "mean": float(epochs.mean()), "max": float(epochs.max())},
         "first_epoch_excess_s": excess,
         "per_trial_s": per_trial,
-        "minutes": {"low": minutes[0], "expected": minutes[1], "high": minutes[2]},
+        "minutes": minutes,
+        "idle_fraction": float(np.mean([r.idle_fraction for r in expected])),
+        **placement,
         "time_budget_s": spec.search.time_budget_seconds,
-        "device": accelerator.describe(),
+        "device": device,
         "train_images": int(len(dataset.y_train)),
         "validation_images": int(len(dataset.y_val)),
     }
+
+
+def _draws(spec: Any, params: Any, shape: Any, num_classes: int, count: int, rng: random.Random, network_key: Any) -> list[tuple[str, int]]:
+    """`count` distinct buildable configurations drawn at random, as the oracle draws a plan's first rounds:
+    each as its network and its weights (what the model pool keys and weighs)."""
+    from . import feasibility
+    from .space import resolve
+
+    draws: list[tuple[str, int]] = []
+    seen: set[str] = set()
+    for _ in range(MAX_DRAWS):
+        if len(draws) == count:
+            break
+        values = feasibility.random_values(params, rng)
+        key = repr(sorted(values.items()))
+        config = resolve(spec, values)
+        if key in seen or feasibility.check(config, shape, num_classes, spec.search.max_params) is not None:
+            continue
+        seen.add(key)
+        draws.append((network_key(config), feasibility.count_params(config, shape, num_classes)))
+    while draws and len(draws) < count:  # a space used up (the plan is cut to what it holds): repeat the drawn
+        draws.append(draws[len(draws) % len(seen)])
+    return draws
 
 
 def _spread(candidates: list[tuple[float, dict[str, Any]]], samples: int) -> list[dict[str, Any]]:
@@ -214,14 +279,21 @@ TIMING_NEUTRAL = ("learning_rate", "momentum", "weight_decay", "label_smoothing"
 
 
 def describe_estimate(result: dict[str, Any], took: float) -> str:
-    """The text of `validate --time`: each timed configuration, then the plan priced."""
+    """The text of `validate --time`: where and how it timed, each timed configuration, then the plan priced."""
     from .domains import format_value
     from .results import text_table
 
-    timed = result["timed"]
+    timed, workers = result["timed"], result.get("workers", 0)
+    where, how = "one process", ""
+    if workers:
+        on_cpu = result["threads"] is not None
+        share = f"{counted(result['threads'], 'thread')} each, of {counted(result['cpus'], 'core')}" if on_cpu else f"GPUs {','.join(result['gpus'])}"
+        where = f"{counted(workers, 'worker process', 'worker processes')}, {share}"
+        at_once = result["timed_at_once"]
+        how = f" in {at_once} processes at once, as {at_once} workers share {'the CPU' if on_cpu else 'a GPU'}" if at_once > 1 else " in a worker's own process"
     lines = [
-        f"Time on this machine ({result['device']}, one process), from {counted(len(timed), 'configuration')} of the space "
-        f"trained for {TIMED_EPOCHS} short epochs each ({took:.0f} s); an epoch is {result['train_images']:,} training and "
+        f"Time on this machine ({result['device']}, {where}), from {counted(len(timed), 'configuration')} of the space "
+        f"trained for {TIMED_EPOCHS} short epochs each{how} ({took:.0f} s); an epoch is {result['train_images']:,} training and "
         f"{result['validation_images']:,} validation images:"
     ]
     # One column per tuned value that can change an epoch's time (the learning rate and its kin cannot).
@@ -234,9 +306,15 @@ def describe_estimate(result: dict[str, Any], took: float) -> str:
     minutes = result["minutes"]
     lines.append(
         f"a new network's first epoch takes {result['first_epoch_excess_s']:.1f} s more (tracing or compiling its steps); "
-        f"about {counted(result['new_networks'], 'new network')} in the plan"
+        f"about {counted(round(result['new_networks']), 'new network')} in the plan" + (" (each worker builds the networks it trains)" if workers else "")
     )
     lines.append(f"each trial also sets up its training and writes its weights: {result['per_trial_s']:.2f} s, {counted(result['trials'], 'trial')}")
+    if workers:
+        lines.append(
+            f"each worker starts in {result['worker_start_s']:.1f} s (Keras, KerasTuner, the data) before its first trial; Hyperband leaves "
+            f"the workers idle {result['idle_fraction']:.0%} of the time (waiting for a round's results to promote, or for the last "
+            f"trials), the oracle's hand-out replayed {counted(REPLAYS, 'time')}"
+        )
     capped = (
         f" (max_trials stops it after {result['trials']} of the {result['planned_trials']} planned trials)"
         if result["trials"] < result["planned_trials"]
@@ -247,9 +325,11 @@ def describe_estimate(result: dict[str, Any], took: float) -> str:
         if _minutes(minutes["low"]) != _minutes(minutes["high"])
         else ""
     )
+    with_workers = f" with {counted(workers, 'worker')}, their start included" if workers else ""
+    own = "the search process's own " if workers else ""
     lines.append(
-        f"the plan's {counted(result['epochs'], 'epoch')}{capped}: about {_minutes(minutes['expected'])}{spread}; early stopping only shortens it; "
-        "start-up, data loading and the report come on top"
+        f"the plan's {counted(result['epochs'], 'epoch')}{capped}: about {_minutes(minutes['expected'])}{with_workers}{spread}; "
+        f"early stopping only shortens it; {own}start-up, data loading and the report come on top"
     )
     budget = result["time_budget_s"]
     if budget is not None and budget < minutes["expected"] * 60:

@@ -6,9 +6,9 @@ import difflib
 from collections.abc import Sequence
 
 
-def counted(count: int, noun: str) -> str:
-    """A count with its noun, singular for one."""
-    return f"{count:,} {noun if count == 1 else noun + 's'}"
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """A count with its noun, singular for one (`plural`: the noun's plural when it is not noun + 's')."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
 
 
 def closest(word: str, options: Sequence[str]) -> str | None:
