@@ -18,6 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
+import yaml
 
 import tuning
 from tuning import DataError, RunError, SearchAborted, load_spec, open_run, search
@@ -844,6 +845,8 @@ def test_out_of_memory_is_retried_once_at_half_the_batch(tmp_path, monkeypatch):
     assert outcome[64].status == "completed" and outcome[64].batch_size == 32
     assert outcome[64].reason == "out of memory at batch size 64; retried at 32"
     assert outcome[128].status == "out_of_memory" and outcome[128].reason.startswith("out of memory at batch size 128; retried at 64, which failed too")
+    config = run.export(trial=outcome[64].trial_id, formats=["keras"])["config"]
+    assert yaml.safe_load(config.read_text())["training"]["batch_size"] == 32  # what it trained with, for `tuning train`
     no_retry = search({**spec, "search": {**spec["search"], "halve_batch_on_oom": False}}, name="no_retry", out=tmp_path, quiet=True)
     assert set(no_retry.trials["status"]) == {"out_of_memory"}
 

@@ -81,6 +81,8 @@ class TrialModel:
         self.data_dir = data_dir(manifest)
         self.data = manifest["data"]
         self.config = resolve(self.spec, self.record.values)
+        if self.record.batch_size and self.record.batch_size != self.config.batch_size:  # halved after running out of memory
+            self.config = dataclasses.replace(self.config, batch_size=self.record.batch_size)
         # `tuning.search(spec, data=(x, y))` records its data's origin as "arrays": the spec's source is not what it trained on.
         self.searched_on_arrays = self.data.get("origin") == "arrays"
 
@@ -210,6 +212,7 @@ def export(
     write_json(out_dir / "model_card.json", card)
     write_atomic(out_dir / "model_card.md", _card_markdown(card))
     config = fixed_spec(chosen.spec, chosen.record.values, int(chosen.record.best_epoch or 1), chosen.data_dir, chosen.record.seed)
+    config["training"]["batch_size"] = chosen.config.batch_size  # the size it trained with (halved if it ran out of memory)
     suffix = f"-trial{chosen.record.trial_id}"
     config = {"version": config.pop("version"), "name": chosen.run.manifest["name"][: MAX_NAME - len(suffix)] + suffix, **config}
     note = ""
