@@ -232,6 +232,26 @@ def test_max_trials_is_what_the_search_plans_in_results_progress_and_report(tmp_
     assert "| 2 (2) | 2 |" in compare_runs([tmp_path / "cut"])  # trials (planned), epochs trained
 
 
+def test_the_eta_of_a_resumed_search_prices_only_what_is_left(monkeypatch):
+    """A resumed run kept 3 trials (30 of its 40 planned epochs): one 5-epoch trial in 50 s leaves 5 epochs, ~50 s,
+    not the 35 epochs a count of this session's alone would leave."""
+    import io
+
+    from tuning.progress import SearchProgress
+    from tuning.records import TrialRecord
+
+    now = [1000.0]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    out = io.StringIO()
+    view = SearchProgress(planned_trials=4, planned_epochs=40, metric="val_accuracy", direction="max", done_trials=3, done_epochs=30, stream=out, live=False)
+    record = TrialRecord("3", {}, {"epochs": 9, "initial_epoch": 4})
+    view.trial_started(record, 5)
+    now[0] += 50.0
+    record.status, record.score, record.history = "completed", 0.9, [{"epoch": e} for e in range(5, 10)]
+    view.trial_finished(record)
+    assert out.getvalue().splitlines()[-1].endswith("ETA <=0:50")
+
+
 def test_a_search_with_augmentation_shows_what_its_layers_do(tmp_path):
     run = search(tiny(model={"blocks": 1, "filters": {"choice": [8, 16]}, "augment": {"rotation": 0.2, "contrast": 0.5}}), name="aug", out=tmp_path, quiet=True)
     with np.load(run.path / "best" / "analysis.npz") as arrays:

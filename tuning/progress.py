@@ -30,6 +30,7 @@ class SearchProgress:
         metric: str,
         direction: str,
         done_trials: int = 0,
+        done_epochs: int = 0,
         best: float | None = None,
         stream: TextIO | None = None,
         live: bool | None = None,
@@ -43,7 +44,8 @@ class SearchProgress:
         self.stream = stream or sys.stdout
         self.quiet = quiet
         self.start = time.time()
-        self.budget_consumed = 0
+        self.budget_consumed = 0  # this session's: the ETA's pace is this session's, over what is left of the plan
+        self.budget_before = done_epochs  # the planned epochs of the trials a resumed run kept
         self.epoch_budget = 0
         self.epoch = 0
         self.trial_id = ""
@@ -71,7 +73,7 @@ class SearchProgress:
         done = self.budget_consumed + self.epoch  # planned epochs of finished trials, plus the running one's
         if done <= 0:
             return "?"
-        return "<=" + _clock(elapsed / done * max(0, self.planned_epochs - done))
+        return "<=" + _clock(elapsed / done * max(0, self.planned_epochs - self.budget_before - done))
 
     def _status(self) -> str:
         best = "-" if self.best is None else f"{self.best:.4f}"

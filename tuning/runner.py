@@ -615,11 +615,17 @@ def _progress(spec: SearchSpec, the_plan: Plan, store: RunStore, live: bool | No
         metric=spec.search.objective.metric,
         direction=spec.search.objective.direction,
         done_trials=len(done),
+        done_epochs=sum(_planned_epochs(r, spec.search.max_epochs) for r in done),
         best=best,
         live=live,
         quiet=quiet,
         data=data,
     )
+
+
+def _planned_epochs(record: Any, max_epochs: int) -> int:
+    """The epochs the plan gave a trial (its Hyperband round's, less those its parent trained; early stopping aside)."""
+    return int(record.hyperband.get("epochs", max_epochs)) - int(record.hyperband.get("initial_epoch", 0))
 
 
 def _stop_reason(spec: SearchSpec, the_plan: Plan, store: RunStore) -> str:
