@@ -154,7 +154,9 @@ print('TF', 'tensorflow' in sys.modules, 'keras' in sys.modules)
     assert list((tmp_path / "0000").glob("events.out.tfevents.*"))
 
 
-def test_board_command_serves_runs_side_by_side_and_stops_on_ctrl_c(run, tmp_path):
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_board_command_serves_runs_side_by_side_and_stops_on_ctrl_c_or_sigterm(run, tmp_path, stop):
+    """SIGTERM (`timeout`, systemd) stops TensorBoard too: it once ended the command alone, TensorBoard serving on."""
     import signal
 
     from tuning.board import logdir_spec
@@ -173,7 +175,7 @@ def test_board_command_serves_runs_side_by_side_and_stops_on_ctrl_c(run, tmp_pat
         runs = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=30).read())
         assert set(runs) >= set(run.trials["trial_id"])
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(getattr(signal, stop))
         assert process.wait(timeout=30) == 0
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5)

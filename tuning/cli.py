@@ -484,16 +484,28 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _board(args: argparse.Namespace) -> int:
+    import signal
+
     from .board import start_board
 
-    board = start_board(args.runs, host=args.host, port=args.port)
-    print(f"TensorBoard: {board.url}#hparams  (Ctrl-C to stop)", flush=True)
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM (`timeout`, systemd, a notebook kernel's stop) and SIGHUP (a closed terminal) stop TensorBoard as
+    # Ctrl-C does: by default they would end this process alone and leave TensorBoard serving.
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        board.wait()
-    except KeyboardInterrupt:
-        print("stopping TensorBoard")
+        board = start_board(args.runs, host=args.host, port=args.port)
+        print(f"TensorBoard: {board.url}#hparams  (Ctrl-C to stop)", flush=True)
+        try:
+            board.wait()
+        except KeyboardInterrupt:
+            print("stopping TensorBoard", flush=True)
+        finally:
+            board.stop()
     finally:
-        board.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 
