@@ -141,6 +141,18 @@ def test_max_train_samples_cuts_a_validation_folder_in_proportion(tmp_path):
     assert set(np.unique(quick.y_val)) == {0, 1, 2}
 
 
+def test_a_class_with_too_few_images_to_split_is_named_with_its_count(tmp_path):
+    """Two images of a class cannot give one each to training, validation and test: said by the class's name and
+    the count the user sees in the folder, not by a label index after a split took one away."""
+    for kind, name in enumerate(("a", "b")):
+        (tmp_path / "few" / name).mkdir(parents=True)
+        for i in range(2 if name == "a" else 6):
+            Image.fromarray(shape_image(kind, seed=i)).save(tmp_path / "few" / name / f"{i}.png")
+    with pytest.raises(DataError) as error:
+        load_data(folder_spec(tmp_path / "few"), tmp_path, seed=0)
+    assert "too few images in class 'a' (2 images): each class needs at least 3, one to train on and one to validate and one to test" in str(error.value)
+
+
 def test_mostly_unreadable_folder_is_refused_before_training(tmp_path):
     for name in ("a", "b"):
         (tmp_path / "bad" / name).mkdir(parents=True)

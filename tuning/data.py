@@ -259,6 +259,7 @@ def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.nda
         raise DataError(f"{raw.origin}: only one class ({', '.join(map(repr, raw.class_names))}); {_one_class}")
     rng = np.random.default_rng(seed)
     x_train, y_train = _standardize(raw.x_train, raw.y_train, raw.origin, "train", raw.class_names)
+    _enough_to_split(y_train, raw)
     if raw.x_test is not None and raw.y_test is not None:
         x_test, y_test = _standardize(raw.x_test, raw.y_test, raw.origin, "test", raw.class_names)
         _same_shape(x_test, x_train, raw.origin, "test")
@@ -287,6 +288,21 @@ def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.nda
     if isinstance(x_train, LazyImages) and not _stream(data_spec, x_train.nbytes + x_val.nbytes + x_test.nbytes):
         x_train, x_val, x_test = np.asarray(x_train), np.asarray(x_val), np.asarray(x_test)
     return Dataset(x_train, y_train, x_val, y_val, x_test, y_test, raw.class_names, raw.origin, value_max, tuple(raw.skipped))
+
+
+def _enough_to_split(y_train: np.ndarray, raw: RawData) -> None:
+    """Every class needs an image for each set held out of its training images (validation, test) and one to
+    train on; said before splitting, by the class's name and its count as the user sees it."""
+    held_out = [part for part, given in (("validate", raw.x_val is not None), ("test", raw.x_test is not None)) if not given]
+    needed = 1 + len(held_out)
+    counts = np.bincount(y_train, minlength=len(raw.class_names))
+    few = [f"{raw.class_names[i]!r} ({counted(int(n), 'image')})" for i, n in enumerate(counts) if 0 < n < needed]
+    if few:
+        raise DataError(
+            f"{raw.origin}: too few images in class{'es' if len(few) > 1 else ''} {', '.join(few)}: each class needs at least {needed}, "
+            f"one to train on and one to {' and one to '.join(held_out)} (validation_split and test_split hold images out of every class). "
+            "Add images, or give the held-out images separately (a test/ or validation/ folder, data.test_path)"
+        )
 
 
 def _same_shape(x: Any, x_train: Any, origin: str, part: str) -> None:
