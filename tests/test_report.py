@@ -232,6 +232,20 @@ def test_max_trials_is_what_the_search_plans_in_results_progress_and_report(tmp_
     assert "| 2 (2) | 2 |" in compare_runs([tmp_path / "cut"])  # trials (planned), epochs trained
 
 
+def test_the_time_axis_leaves_out_the_hours_between_sessions():
+    """A run searched 100 s, stopped, and resumed the next day: a trial ending 20 s into the second session is at
+    120 s of search, as run.json's elapsed_s counts it, not at a day and 2 minutes."""
+    from tuning.report import _search_seconds
+
+    sessions = [
+        {"started_at": "2026-11-01T10:00:00.000+00:00", "elapsed_before_s": 0.0},
+        {"started_at": "2026-11-02T09:00:00.000+00:00", "elapsed_before_s": 100.0},
+    ]
+    assert _search_seconds("2026-11-01T10:01:00.000+00:00", sessions, "") == 60.0
+    assert _search_seconds("2026-11-02T09:00:20.000+00:00", sessions, "") == 120.0
+    assert _search_seconds("2026-11-01T10:01:00.000+00:00", [], "2026-11-01T10:00:30.000+00:00") == 30.0  # an older run
+
+
 def test_the_eta_of_a_resumed_search_prices_only_what_is_left(monkeypatch):
     """A resumed run kept 3 trials (30 of its 40 planned epochs): one 5-epoch trial in 50 s leaves 5 epochs, ~50 s,
     not the 35 epochs a count of this session's alone would leave."""

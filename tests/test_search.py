@@ -883,9 +883,22 @@ def test_extend_or_a_raised_max_trials_adds_trials_to_a_random_search(tmp_path):
     assert grown.trials.set_index("trial_id").loc[first.index, "score"].tolist() == first["score"].tolist()  # kept, not retrained
     assert grown.trials["learning_rate"].nunique() == 4  # new configurations drawn, none again
     assert main(command) == 0 and len(open_run(tmp_path / "more").trials) == 4  # a plain resume keeps the extension
+    sessions = open_run(tmp_path / "more").manifest["session_log"]
+    assert len(sessions) == 3 and sessions[1]["elapsed_before_s"] > 0 and sessions[1]["backend"] == keras.backend.backend()
     write_spec(tmp_path, tiny(search={**spec["search"], "max_trials": 3}), "more.yaml")
     assert main(command) == 0
     assert len(open_run(tmp_path / "more").trials) == 5  # 3 in the spec, and the 2 added
+
+
+def test_a_run_continued_on_another_backend_says_so(tmp_path, capsys):
+    spec = tiny(search={"algorithm": "random", "max_trials": 1, "max_epochs": 1})
+    search(spec, name="moved", out=tmp_path, quiet=True)
+    manifest = json.loads((tmp_path / "moved" / "run.json").read_text())
+    other = "jax" if keras.backend.backend() != "jax" else "tensorflow"
+    (tmp_path / "moved" / "run.json").write_text(json.dumps({**manifest, "backend": other}))  # as if begun there
+    capsys.readouterr()
+    search({**spec, "search": {**spec["search"], "max_trials": 2}}, name="moved", out=tmp_path, quiet=True)
+    assert f"warning: this run trained on {other} before and goes on with {keras.backend.backend()}" in capsys.readouterr().err
 
 
 def test_extend_refuses_a_grid_search_that_runs_its_whole_space_already(tmp_path):

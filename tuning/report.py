@@ -120,7 +120,8 @@ def _figures(run: Run, results: dict[str, Any], top: int) -> dict[str, bytes]:
         figures["learning_curves"] = plots.learning_curves(_curves(results, metric, top), metric)
         records = sorted((r for r in run.records() if r.status == "completed" and r.score is not None), key=lambda r: r.finished_at)
         start = min((r.started_at for r in run.records() if r.started_at), default="")
-        points = [(_seconds(start, r.finished_at), float(r.score)) for r in records]  # type: ignore[arg-type]
+        sessions = run.manifest.get("session_log") or []
+        points = [(_search_seconds(r.finished_at, sessions, start), float(r.score)) for r in records]  # type: ignore[arg-type]
         sign = 1.0 if results["objective"]["direction"] == "max" else -1.0
         figures["score_over_time"] = plots.score_over_time(points, metric, sign)
     if results["importance"]["values"]:
@@ -151,6 +152,16 @@ def _figures(run: Run, results: dict[str, Any], top: int) -> dict[str, bytes]:
                 figures["feature_maps"] = plots.feature_maps(arrays["feature_image"], maps, analysis["feature_map_layers"])
             figures["pca"] = plots.feature_scatter(arrays["pca_coords"], arrays["pca_labels"], names, analysis["pca_explained_variance"])
     return figures
+
+
+def _search_seconds(moment: str, sessions: list[dict[str, Any]], start: str) -> float:
+    """The run's search time at `moment`: the session it fell in, from its start plus the time searched before it,
+    so the hours between a stopped run and its resumption are not counted (run.json `elapsed_s` counts likewise).
+    Runs from before `session_log` count from their first trial's start."""
+    began = [s for s in sessions if s["started_at"] <= moment]
+    if not began:
+        return _seconds(start, moment)
+    return float(began[-1]["elapsed_before_s"]) + _seconds(began[-1]["started_at"], moment)
 
 
 def _seconds(start: str, end: str) -> float:

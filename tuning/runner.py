@@ -165,6 +165,21 @@ def search(
         store.unlock()
 
 
+def _warn_of_another_backend(previous: dict[str, Any]) -> None:
+    """A run continued on another Keras backend: its checkpoints load there, but the same trial scores differently on
+    each (other kernels, other random streams), so trials from before and after are not strictly comparable."""
+    from .runtime import backend
+
+    earlier = previous.get("backend")
+    if earlier and earlier != backend():
+        print(
+            f"warning: this run trained on {earlier} before and goes on with {backend()} (KERAS_BACKEND): the same trial scores "
+            f"differently on each, so trials from before and after are not strictly comparable (each session's backend is in "
+            f"run.json, session_log); set KERAS_BACKEND={earlier} to continue as it began",
+            file=sys.stderr,
+        )
+
+
 def _data_changes(before: dict[str, Any], now: dict[str, Any]) -> dict[str, str]:
     """What differs between the data a resumed run started with and what loads now (images added to a folder,
     a different subset), key -> "old -> new": the spec is the same, so nothing else would tell."""
@@ -247,6 +262,7 @@ def _search_locked(
             file=sys.stderr,
         )
         previous = {**previous, "best": None}  # its test metrics were measured on the old test images: evaluate the best again
+    _warn_of_another_backend(previous)
     elapsed_before = float(previous.get("elapsed_s", 0.0))
     manifest = _manifest(spec, run_dir.name, the_plan, dataset, accelerator.describe(), previous)
     if changed or previous.get("data_changes"):
@@ -595,6 +611,12 @@ def _manifest(spec: SearchSpec, name: str, the_plan: Plan, dataset: Any, device:
             for p in the_plan.params
         ],
         "sessions": int(previous.get("sessions", 0)) + 1,
+        # When each session began, with the run's search time before it (the report's time axis leaves out the
+        # hours between sessions) and what it trained on (a run may be continued on another backend or machine).
+        "session_log": [
+            *previous.get("session_log", []),
+            {"started_at": utc_now(), "elapsed_before_s": float(previous.get("elapsed_s", 0.0)), "backend": backend(), "device": device},
+        ],
         "elapsed_s": float(previous.get("elapsed_s", 0.0)),
         "best": previous.get("best"),
     }
