@@ -127,6 +127,10 @@ search:
         ("version: 1\nsearch:\n  max_trials: 3\n  trial_seed: 7\n", "but this search runs up to 3 trials, each seeded from search.seed and its id; set"),
         ("version: 1\nsearch:\n  max_trials: 1\n  trial_seed: -1\n", ":4: search.trial_seed: expected greater than or equal to 0. Received: -1"),
         ("version: 1\nname: ../evil\n", "name: expected letters, digits"),
+        (
+            "version: 1\nsearch:\n  objective: {metric: val_loss, direction: max}\n",
+            ":3: search.objective: direction 'max' would rank the worst model first: val_loss is minimised (direction: min, or leave direction out)",
+        ),
         ("version: 1\nmodel:\n  blocks: {int: [1, 3]}\n  filters: [16, 32]\n", "model.filters: lists 2 per-block values but blocks can be 3"),
         (
             "version: 1\nmodel:\n  blocks: 2\n  kernel_size: [5, 3, 3]\n",
@@ -146,6 +150,15 @@ search:
 def test_error_kinds(spec_file, text, expected):
     path = spec_file(text=text)
     assert any(expected in p for p in problems_of(path)), problems_of(path)
+
+
+@pytest.mark.parametrize(("metric", "direction"), [("val_loss", "min"), ("loss", "min"), ("val_accuracy", "max"), ("accuracy", "max")])
+def test_the_objective_direction_follows_its_metric(metric, direction):
+    """`metric: val_loss` alone kept the default `max`, and the search ranked its worst model first."""
+    from tuning import load_spec
+
+    spec = {"version": 1, "search": {"objective": {"metric": metric}}, "training": {"early_stopping": False}}
+    assert load_spec(spec).search.objective.direction == direction
 
 
 def test_a_setting_written_in_none_of_its_forms_is_one_problem_at_its_yaml_path(spec_file):

@@ -169,6 +169,22 @@ class ObjectiveSpec(Frozen):
     metric: Literal["val_accuracy", "val_loss", "accuracy", "loss"] = "val_accuracy"
     direction: Literal["max", "min"] = "max"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _direction_of_the_metric(cls, data: Any) -> Any:
+        """A loss is minimised and an accuracy maximised: left out, the direction follows the metric (`metric:
+        val_loss` alone once kept the default `max` and ranked the worst model first); given against it, refused."""
+        if not isinstance(data, dict) or data.get("metric", "val_accuracy") not in ("val_accuracy", "val_loss", "accuracy", "loss"):
+            return data
+        right = "min" if str(data.get("metric", "val_accuracy")).endswith("loss") else "max"
+        if data.get("direction") is None:
+            return {**data, "direction": right}
+        if data["direction"] != right and data["direction"] in ("max", "min"):
+            raise ValueError(
+                f"direction {data['direction']!r} would rank the worst model first: {data.get('metric', 'val_accuracy')} is {'minimised' if right == 'min' else 'maximised'} (direction: {right}, or leave direction out)"
+            )
+        return data
+
 
 class SearchSection(Frozen):
     algorithm: Literal["hyperband", "random", "bayesian", "grid"] = "hyperband"
