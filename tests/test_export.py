@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import tuning
-from tuning import DataError, search
+from tuning import DataError, RunError, search
 from tuning.cli import main
 from tuning.export import export
 from tuning.predict import load_predictor, predict, read_image
@@ -30,6 +30,20 @@ def exported(tmp_path_factory):
     run = search(tiny(), name="export", out=folder, quiet=True)
     paths = export(run.path, quantize=True)
     return run, paths
+
+
+def test_exporting_a_trial_that_did_not_complete_says_what_became_of_it(exported, tmp_path):
+    run, _ = exported
+    shutil.copytree(run.path, tmp_path / "copy")
+    trial = sorted((tmp_path / "copy" / "trials").glob("*.json"))[-1]
+    record = json.loads(trial.read_text())
+    trial.write_text(json.dumps({**record, "status": "infeasible", "reason": "the feature map shrinks to 0x0 after block 3"}))
+    with pytest.raises(
+        RunError, match=rf"trial '{trial.stem}' of .* did not complete \(infeasible: the feature map shrinks to 0x0 after block 3\), so it left no model"
+    ):
+        export(tmp_path / "copy", trial=trial.stem)
+    with pytest.raises(RunError, match=r"trial '999' of .* is not a trial; completed trials: "):
+        export(tmp_path / "copy", trial="999")
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,9 @@ class TrialModel:
             raise RunError(f"{run.path} has no completed trial to export yet")
         if trial_id not in records or records[trial_id].status != "completed":
             known = ", ".join(r for r, rec in records.items() if rec.status == "completed")
-            raise RunError(f"trial {trial_id!r} is not a completed trial of {run.path}; completed: {known or 'none'}")
+            found = records.get(trial_id)
+            what = f"did not complete ({found.status}: {found.reason or 'no reason recorded'}), so it left no model to export" if found else "is not a trial"
+            raise RunError(f"trial {trial_id!r} of {run.path} {what}; completed trials: {known or 'none'}")
         self.record = records[trial_id]
         # The trials whose checkpoints this one continued from (Hyperband promotions), its parent first.
         self.lineage: list[TrialRecord] = []
