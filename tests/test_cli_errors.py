@@ -131,9 +131,14 @@ def test_a_manifest_moved_away_from_its_images_names_them_and_where_they_were_lo
     moved = tmp_path / "moved"
     moved.mkdir()
     (moved / "images.csv").write_text("path,label\n" + "".join(f"{label}/{i}.png,{CLASSES[int(label)]}\n" for label in "01" for i in range(2)))
-    assert main(["evaluate", str(exported), str(moved / "images.csv")]) == 2
-    assert "a manifest needs --label-column (one column of class names) or --label-columns (one-hot columns); neither is given" in capsys.readouterr().err
+    (moved / "kinds.csv").write_text("path,kind\n0/0.png,zero\n")
+    assert main(["evaluate", str(exported), str(moved / "kinds.csv")]) == 2
+    assert (
+        "a manifest needs --label-column (one column of class names) or --label-columns (one-hot columns); neither is given, "
+        "and it has no `label` column (its columns: path, kind)"
+    ) in capsys.readouterr().err
     for command in (
+        ["evaluate", str(exported), str(moved / "images.csv")],  # its `label` column is taken, as `path` is
         ["evaluate", str(exported), str(moved / "images.csv"), "--label-column", "label"],
         ["features", str(exported), str(moved / "images.csv"), "--out", str(tmp_path / "f")],
     ):

@@ -248,10 +248,15 @@ def evaluate(
             files, labels = [listing.files[i] for i in chosen], [listing.labels[i] for i in chosen]
             listing = dataclasses.replace(listing, files=files, labels=labels, splits=["test"] * len(chosen), origin=f"{data / 'test'}")
     else:
+        from .manifests import read_table
+
+        frame = read_table(data)
+        if not label_column and not label_columns and "label" in frame.columns:
+            label_column = "label"  # as `path` is the default path column
         if bool(label_column) == bool(label_columns):
-            which = "not both" if label_column else "neither is given"
+            which = "not both" if label_column else f"neither is given, and it has no `label` column (its columns: {', '.join(map(str, frame.columns))})"
             raise DataError(f"{data}: a manifest needs --label-column (one column of class names) or --label-columns (one-hot columns); {which}")
-        listing = read_labelled_manifest(data, path_column, label_column, label_columns)
+        listing = read_labelled_manifest(data, path_column, label_column, label_columns, frame)
     if not listing.files:
         raise DataError(f"{listing.origin}: no image files found")
     predictor = load_predictor(model)
