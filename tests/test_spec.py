@@ -109,6 +109,10 @@ search:
         ("version: 1\ndata:\n  source: digits\n  image_size: 180\n", "data.image_size: expected [height, width], e.g. [180, 180] (the channels"),
         ("version: 1\ndata:\n  source: digits\n  classes: [3]\n", ":4: data.classes: expected at least 2 items. Received: ['3']"),
         (
+            "version: 1\ndata:\n  source: arrays\n  path: digits.npz\n",
+            ":4: data.path: the arrays source reads no file: its images are the numpy arrays passed from Python as data=; remove path",
+        ),
+        (
             "version: 1\ntraining:\n  optimizer: SGD\n",
             ":3: training.optimizer: expected 'adam', 'sgd', 'rmsprop' or 'adamw'. Received: 'SGD'. Did you mean 'sgd'?",
         ),
@@ -223,6 +227,16 @@ def test_hash_ignores_formatting_but_not_content(spec_file):
 
 def test_the_largest_image_size_is_accepted():
     assert load_spec({"version": 1, "data": {"source": "digits", "image_size": [4096, 4096]}}).data.image_size == [4096, 4096]
+
+
+def test_every_data_source_has_a_loader():
+    """A source the spec accepts and `load_data` cannot find would fail with a KeyError after the spec was called valid."""
+    from typing import get_args
+
+    from tuning.data import LOADERS
+    from tuning.spec import DataSpec
+
+    assert sorted(get_args(DataSpec.model_fields["source"].annotation)) == sorted(LOADERS)
 
 
 def test_tiny_fixture_is_valid():

@@ -205,12 +205,20 @@ def register(name: str) -> Callable[[Loader], Loader]:
 
 
 def describe(
-    data_spec: Any, base_dir: Path, arrays: Sequence[np.ndarray] | None = None, class_names: Sequence[str] | None = None
+    data_spec: Any,
+    base_dir: Path,
+    arrays: Sequence[np.ndarray] | None = None,
+    class_names: Sequence[str] | None = None,
+    *,
+    spec_file: str | None = None,
 ) -> tuple[tuple[int, int, int], int]:
     """Input shape the model sees (after `image_size`) and class count, cheaply (for `validate`); `arrays`
-    replace the spec's source, as in `load_data`."""
+    replace the spec's source, as in `load_data`. `spec_file` names the spec in the refusal of `source: arrays`
+    without arrays (`arrays_needed`)."""
     names: Sequence[str] | None = None  # the class names, where they are known without loading the images
     origin = str(data_spec.source)
+    if arrays is None and data_spec.source == "arrays":
+        raise arrays_needed(spec_file)
     if arrays is not None:
         raw = from_arrays(arrays, class_names)
         shape, names, origin = _image_shape(raw.x_train.shape, raw.origin, "train"), raw.class_names, raw.origin
@@ -460,6 +468,25 @@ def _image_shape(shape: tuple[int, ...], origin: str, part: str) -> tuple[int, i
     return int(shape[1]), int(shape[2]), int(shape[3])
 
 
+# The data settings that apply to arrays passed from Python; the others say how to read files.
+ARRAY_SETTINGS = ("validation_split", "test_split", "image_size", "classes", "class_weight", "max_train_samples", "max_test_samples")
+
+
+def arrays_needed(spec_file: str | None = None) -> DataError:
+    """The refusal of a spec whose `data.source` is `arrays` when no arrays were passed, worded once for every
+    command and function that reads data (`validate`, `train`, `search`, `plan`, `estimate`)."""
+    where = spec_file or "the spec"
+    call = repr(str(spec_file)) if spec_file else "spec"
+    sources = ", ".join(name for name in LOADERS if name != "arrays")
+    return DataError(
+        f"{where}: data.source is `arrays`: this spec trains on numpy arrays passed from Python, which no file holds (`tuning export` "
+        f"writes it into the best_config.yaml of a run searched on arrays, so that the file cannot be trained on other images by "
+        f"mistake). From Python, pass the same arrays: tuning.train({call}, data=(x_train, y_train, ...)) (or with x_test, y_test too; "
+        f"tuning.search, tuning.plan and tuning.estimate take data= as well); or replace the data section with a source that reads "
+        f"images ({sources}; see the README's spec reference)"
+    )
+
+
 def from_arrays(arrays: Sequence[np.ndarray], class_names: Sequence[str] | None = None, origin: str = "arrays") -> RawData:
     """Arrays `(x_train, y_train)` or `(x_train, y_train, x_test, y_test)` as a source."""
     if len(arrays) not in (2, 4):
@@ -508,6 +535,12 @@ def _resolve(path: str | None, base_dir: Path, field_name: str) -> Path:
     if not resolved.exists():
         raise DataError(f"{field_name}: {resolved} does not exist")
     return resolved
+
+
+@register("arrays")
+def _arrays(data_spec: Any, base_dir: Path) -> RawData:
+    # The arrays come as `data=`, which `load_data` takes before any loader: reaching this means none were passed.
+    raise arrays_needed()
 
 
 @register("digits")

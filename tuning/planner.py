@@ -165,7 +165,7 @@ def plan(spec: Any, *, data: Any = None, class_names: Any = None) -> Plan:
     if search.algorithm == "hyperband" and not params:
         raise SpecError([Problem("", NOTHING_TO_TUNE, spec.file)])
     space_size = count_configurations(params)
-    input_shape, num_classes = data_module.describe(spec.data, spec.base_dir, arrays=data, class_names=class_names)
+    input_shape, num_classes = data_module.describe(spec.data, spec.base_dir, arrays=data, class_names=class_names, spec_file=spec.file)
     warnings: list[str] = []
     feasibility = scan(spec, input_shape, num_classes, seed=search.seed)
     trainable = _trainable(spec, params, space_size, feasibility, input_shape, num_classes)

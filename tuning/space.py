@@ -297,6 +297,13 @@ def cross_check(spec: Any) -> list[tuple[tuple[str | int, ...], str]]:
             )
         if not data.image_size:
             problems.append((("data", "image_size"), "image files need [height, width]: every image is decoded and resized to it once"))
+    if data.source == "arrays" and data.path:
+        problems.append(
+            (
+                ("data", "path"),
+                "the arrays source reads no file: its images are the numpy arrays passed from Python as data=; remove path, or name the source that reads it (npz, folder, ...)",
+            )
+        )
     if data.source == "manifest" and not data.label_column and not data.label_columns:
         problems.append(
             (("data", "label_column"), "a manifest needs label_column (one column of class names) or label_columns (one-hot columns); neither is given")

@@ -49,7 +49,9 @@ SHORTHANDS = {"directory": "folder", "manifest": "manifest"}
 class DataSpec(Frozen):
     """Where the images come from and how they are split (see README, "data")."""
 
-    source: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "npz", "folder", "manifest"] = "digits"
+    # `arrays`: numpy arrays passed from Python (`data=`), which no file holds; the best_config.yaml of a run searched on
+    # arrays says so, so that `tuning train` cannot train it on another source's images by mistake.
+    source: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "npz", "folder", "manifest", "arrays"] = "digits"
     path: str | None = None
     test_path: str | None = None
     validation_split: Annotated[float, Field(gt=0, lt=1)] = 0.2
