@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 import tuning
@@ -225,6 +226,39 @@ def test_a_run_searched_on_arrays_exports_with_its_own_test_metrics(tmp_path, ca
     assert card["data_source"] == "arrays passed to export(data=...)"
     trained = tuning.train(paths["config"], out=tmp_path, data=(x, y), quiet=True)
     assert trained.path.name == trained_name and trained.best["test"]["accuracy"] > 0.3
+
+
+def test_best_config_of_a_run_searched_on_arrays_trains_only_on_those_arrays(tmp_path, capsys):
+    """Its data section once kept the spec's `source: digits` under a comment, and `tuning train` trained an 8x8 network
+    on scikit-learn's digits; now it says `source: arrays`, which the CLI refuses and Python takes with `data=`."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = np.kron((digits.images[:300] * 15).astype("uint8"), np.ones((2, 2), "uint8"))  # 16x16, as the search's network
+    y = digits.target[:300]
+    spec = tiny(search={"algorithm": "random", "max_trials": 1, "max_epochs": 1})
+    run = search(spec, name="arr", out=tmp_path, data=(x, y), quiet=True)
+    config = run.export(formats="keras")["config"]
+    data = yaml.safe_load(config.read_text())["data"]
+    assert data == {"source": "arrays", "validation_split": 0.2, "test_split": 0.2, "max_train_samples": 480, "max_test_samples": 200}
+
+    for command in ("train", "validate"):
+        assert main([command, str(config), *(["--out", str(tmp_path / "cli")] if command == "train" else [])]) == 2
+        out, err = capsys.readouterr()
+        assert err.startswith(f"error: {config}: data.source is `arrays`: this spec trains on numpy arrays passed from Python") and err.count("\n") == 1
+        assert f"tuning.train({str(config)!r}, data=(x_train, y_train, ...))" in err and "or replace the data section with a source" in err
+        assert "Traceback" not in out + err
+    assert not (tmp_path / "cli").exists()  # refused before anything was trained or written
+    with pytest.raises(DataError, match=r"data.source is `arrays`: .* tuning.train\('.*best_config.yaml', data="):
+        tuning.estimate(config)
+
+    assert tuning.plan(config, data=(x, y)).input_shape == (16, 16, 1)
+    estimated = tuning.estimate(config, samples=1, data=(x, y))
+    assert estimated["trials"] == 1 and estimated["train_images"] + estimated["validation_images"] == 240  # 300, less the 20% test split
+    trained = tuning.train(config, out=tmp_path, data=(x, y), quiet=True)
+    assert trained.manifest["data"]["origin"] == "arrays" and trained.manifest["data"]["image_shape"] == [16, 16, 1]
+    assert trained.best_model().input_shape == run.best_model().input_shape == (None, 16, 16, 1)
+    assert trained.best_model().count_params() == run.best_model().count_params()
 
 
 def test_retrain_on_train_and_validation(exported, tmp_path):

@@ -24,15 +24,30 @@ from .wording import counted
 FORMATS = ("keras", "savedmodel", "tflite")
 
 
-def fixed_spec(spec: SearchSpec, values: dict[str, Any], epochs: int, base_dir: Path | None = None, trial_seed: int | None = None) -> dict[str, Any]:
+def fixed_spec(
+    spec: SearchSpec,
+    values: dict[str, Any],
+    epochs: int,
+    base_dir: Path | None = None,
+    trial_seed: int | None = None,
+    *,
+    on_arrays: bool = False,
+) -> dict[str, Any]:
     """The spec with every tunable value fixed to `values`: `tuning train` rebuilds exactly this model.
 
     A relative `data.path` (and `test_path`) is made absolute against `base_dir` (the folder the search resolved it from), as the
     written file lives elsewhere, in the run's export folder. `trial_seed`, the trial's own seed, becomes `search.trial_seed`:
     its one trial then draws the search trial's initial weights, dropout, augmentation and epoch orders (`search.seed` stays,
-    as it also splits the data), so it trains as the search trained it.
+    as it also splits the data), so it trains as the search trained it. `on_arrays`: the search trained on arrays passed
+    from Python, not on the spec's source: the data section becomes `source: arrays` with the settings that apply to
+    arrays (the split, image size, classes...), which `tuning train` refuses without those arrays instead of training on
+    the spec's source.
     """
     data = spec.to_dict()
+    if on_arrays:
+        from .data import ARRAY_SETTINGS
+
+        data["data"] = {"source": "arrays", **{key: data["data"][key] for key in ARRAY_SETTINGS if key in data["data"]}}
     for key in ("path", "test_path"):
         if base_dir is not None and data["data"].get(key) and not Path(data["data"][key]).expanduser().is_absolute():
             data["data"][key] = str((base_dir / data["data"][key]).resolve())
@@ -213,15 +228,17 @@ def export(
     card["test_note"] = None if test else untested or "the search did not test this trial; --retrain or the best trial has test metrics"
     write_json(out_dir / "model_card.json", card)
     write_atomic(out_dir / "model_card.md", _card_markdown(card))
-    config = fixed_spec(chosen.spec, chosen.record.values, int(chosen.record.best_epoch or 1), chosen.data_dir, chosen.record.seed)
+    config = fixed_spec(
+        chosen.spec, chosen.record.values, int(chosen.record.best_epoch or 1), chosen.data_dir, chosen.record.seed, on_arrays=chosen.searched_on_arrays
+    )
     config["training"]["batch_size"] = chosen.config.batch_size  # the size it trained with (halved if it ran out of memory)
     suffix = f"-trial{chosen.record.trial_id}"
     config = {"version": config.pop("version"), "name": chosen.run.manifest["name"][: MAX_NAME - len(suffix)] + suffix, **config}
     note = ""
     if chosen.searched_on_arrays:
         note += (
-            "# This run was searched on arrays passed to tuning.search(data=...): the data section below is the spec's, not\n"
-            "# those arrays. Train this configuration on them from Python: tuning.train(this_file, data=(x_train, y_train, ...))\n"
+            "# This run was searched on arrays passed to tuning.search(data=...), which no file holds (data.source: arrays).\n"
+            "# Train this configuration on them from Python: tuning.train(this_file, data=(x_train, y_train, ...))\n"
         )
     if chosen.not_reproduced:
         note += "".join(
@@ -380,10 +397,13 @@ def _model_card(chosen: TrialModel, source: str, test: dict[str, float] | None, 
 
 def _rebuild(chosen: TrialModel) -> str:
     """What `tuning train best_config.yaml` gives back: the trial as the search trained it, or why not."""
+    command = "`tuning train best_config.yaml`"
+    if chosen.searched_on_arrays:  # its data section says `source: arrays`, which only Python can pass
+        command = "`tuning.train('best_config.yaml', data=(x_train, y_train, ...))` on the arrays it was searched on"
     if chosen.not_reproduced:
-        return f"`tuning train best_config.yaml` rebuilds this configuration, but the retrained model will not reproduce the score exactly: {chosen.not_reproduced}."
+        return f"{command} rebuilds this configuration, but the retrained model will not reproduce the score exactly: {chosen.not_reproduced}."
     seeded = f", seeded as the search seeded it (search.trial_seed: {chosen.record.seed})" if chosen.record.seed is not None else ""
-    return f"Rebuild it with `tuning train best_config.yaml`{seeded}."
+    return f"Rebuild it with {command}{seeded}."
 
 
 def _card_markdown(card: dict[str, Any]) -> str:
