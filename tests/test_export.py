@@ -238,9 +238,12 @@ def test_best_config_of_a_run_searched_on_arrays_trains_only_on_those_arrays(tmp
     y = digits.target[:300]
     spec = tiny(search={"algorithm": "random", "max_trials": 1, "max_epochs": 1})
     run = search(spec, name="arr", out=tmp_path, data=(x, y), quiet=True)
-    config = run.export(formats="keras")["config"]
+    paths = run.export(formats="keras")
+    config = paths["config"]
     data = yaml.safe_load(config.read_text())["data"]
     assert data == {"source": "arrays", "validation_split": 0.2, "test_split": 0.2, "max_train_samples": 480, "max_test_samples": 200}
+    rebuild = json.loads(paths["card_json"].read_text())["rebuild"]
+    assert rebuild.startswith("Rebuild it with `tuning.train('best_config.yaml', data=(x_train, y_train, ...))` on the arrays it was searched on")
 
     for command in ("train", "validate"):
         assert main([command, str(config), *(["--out", str(tmp_path / "cli")] if command == "train" else [])]) == 2
