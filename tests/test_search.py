@@ -1304,3 +1304,93 @@ def test_a_run_stopped_by_its_time_budget_goes_on_when_the_budget_is_raised(tmp_
     assert after.manifest["spec"]["search"]["time_budget"] == "10m"
     assert before < set(after.trials["trial_id"])
     assert all((tmp_path / "budget" / "trials" / name).read_text() == text for name, text in records.items())  # kept, not retrained
+
+
+class _JumpingClock:
+    """The wall clock of the engine and the runner, which `jump` moves an hour on: a time budget then runs out at
+    a chosen epoch's end on any machine, and the run's elapsed time counts the hour."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+        self.perf_counter, self.monotonic = time.perf_counter, time.monotonic
+
+    def time(self) -> float:
+        return time.time() + self.ahead
+
+    def jump(self) -> None:
+        self.ahead += 3600.0
+
+
+def _budget_runs_out_after(epochs: int, monkeypatch) -> _JumpingClock:
+    """The time budget runs out as the search's `epochs`-th epoch ends (an hour passes during that epoch)."""
+    import tuning.engine as engine
+    import tuning.runner as runner
+
+    clock, seen, epoch_end = _JumpingClock(), [], engine._EpochLog.on_epoch_end
+    monkeypatch.setattr(engine, "time", clock)
+    monkeypatch.setattr(runner, "time", clock)
+
+    def on_epoch_end(log, epoch, logs=None):
+        seen.append(epoch)
+        if len(seen) == epochs:
+            clock.jump()
+        epoch_end(log, epoch, logs)
+
+    monkeypatch.setattr(engine._EpochLog, "on_epoch_end", on_epoch_end)
+    return clock
+
+
+def test_a_trial_cut_by_the_time_budget_continues_when_the_budget_is_raised(tmp_path, monkeypatch, capsys):
+    """The budget runs out after the first of trial 0004's three epochs. While it stays used up, the trial counts
+    with that epoch's score, marked `stopped_by_budget` in trials.csv and results.json; once it is raised, the trial
+    continues from where it stopped (same id, its saved weights, optimizer, early-stopping and random state) and
+    ends as in a search that was never stopped, and Hyperband goes on from there: every trial's score and the best
+    trial are those of the uninterrupted search."""
+    spec = tiny(
+        model={"block_dropout": 0.3, "augment": {"flip": "horizontal"}},
+        search={"resume_every": 0, "keep_checkpoints": 1},  # the cut trial keeps its weights, whatever its rank
+    )
+    whole = search(spec, name="whole", out=tmp_path, quiet=True)
+    assert len(whole.records()) == 6
+
+    spec["search"]["time_budget"] = "30m"
+    path = write_spec(tmp_path, spec, "cut.yaml")
+    _budget_runs_out_after(6, monkeypatch)  # trials 0000-0002 train 1 epoch, promoted 0003 2 more, then 0004's first
+    assert main(["search", str(path), "--out", str(tmp_path), "--quiet"]) == 0
+    first = open_run(tmp_path / "cut")
+    cut = {r.trial_id: r for r in first.records()}["0004"]
+    assert first.manifest["stop_reason"] == "time budget reached" and sorted(r.trial_id for r in first.records()) == ["0000", "0001", "0002", "0003", "0004"]
+    assert cut.status == "completed" and cut.stopped_by_budget and len(cut.history) == 1 and "time_budget" in cut.reason
+    rows = {row["trial_id"]: row for row in json.loads((first.path / "results.json").read_text())["trials"]}
+    assert rows["0004"]["stopped_by_budget"] is True and rows["0003"]["stopped_by_budget"] is False
+    with open(first.path / "trials.csv", newline="") as handle:
+        assert {row["trial_id"]: row["stopped_by_budget"] for row in csv.DictReader(handle)}["0004"] == "True"
+    assert (first.path / "kerastuner" / "trial_0004" / "checkpoint.weights.h5").exists()
+
+    records = {p.name: p.read_text() for p in (first.path / "trials").glob("*.json")}
+    capsys.readouterr()
+    assert main(["search", str(path), "--out", str(tmp_path), "--quiet"]) == 0  # the budget is still used up: nothing changes
+    assert "search.time_budget (30m) is used up" in capsys.readouterr().err
+    assert {p.name: p.read_text() for p in (first.path / "trials").glob("*.json")} == records
+    assert open_run(tmp_path / "cut").manifest["stop_reason"] == "time budget reached"
+
+    spec["search"]["time_budget"] = "1d"
+    write_spec(tmp_path, spec, "cut.yaml")
+    assert main(["search", str(path), "--out", str(tmp_path), "--quiet"]) == 0
+    after, reference = open_run(tmp_path / "cut"), {r.trial_id: r for r in whole.records()}
+    resumed = {r.trial_id: r for r in after.records()}
+    assert sorted(resumed) == sorted(reference) and after.manifest["stop_reason"] == "plan complete"
+    continued = resumed["0004"]
+    assert continued.resumed_from_epoch == 1 and not continued.stopped_by_budget and continued.reason == ""
+    assert len(continued.history) == len(reference["0004"].history) == 3
+    oracle_trial = json.loads((after.path / "kerastuner" / "trial_0004" / "trial.json").read_text())
+    assert oracle_trial["status"] == "COMPLETED" and oracle_trial["score"] == continued.score  # what Hyperband promotes by
+    for mine, theirs in zip(continued.history, reference["0004"].history, strict=True):
+        for metric in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert mine[metric] == pytest.approx(theirs[metric], rel=1e-6, abs=1e-7), (mine["epoch"], metric)
+    for trial_id, record in reference.items():
+        assert resumed[trial_id].values == record.values and resumed[trial_id].hyperband == record.hyperband, trial_id
+        assert resumed[trial_id].score == pytest.approx(record.score, rel=1e-6, abs=1e-7), trial_id
+    assert after.best["trial_id"] == whole.best["trial_id"] and after.best["score"] == pytest.approx(whole.best["score"], rel=1e-6, abs=1e-7)
+    assert after.best["test"]["accuracy"] == pytest.approx(whole.best["test"]["accuracy"], abs=1e-6)
+    assert not list((after.path / "kerastuner").glob("trial_*/resume*"))

@@ -8,7 +8,9 @@ What this module changes in KerasTuner, and why (everything else is KerasTuner's
 - infeasible configurations are redrawn instead of taking a Hyperband slot, and recorded;
 - no failure is retried (they are deterministic); NaN losses make a trial `diverged`; only runs of
   `failed` trials stop the search, after the limit in the spec;
-- `seed: 0` is honoured (KerasTuner reads 0 as "no seed"); `max_trials` and `time_budget` stop cleanly;
+- `seed: 0` is honoured (KerasTuner reads 0 as "no seed"); `max_trials` and `time_budget` stop cleanly, and a
+  trial the time budget cut short runs again under its id when the budget is raised (`run_again`), continuing
+  from its resume point;
 - a space smaller than a Hyperband bracket's first round is promoted from, not abandoned (KerasTuner stops
   the search when it cannot draw a new configuration), a small space is drawn to the last configuration
   (KerasTuner gives up after 20 repeated draws), and each trial carries its own bracket with several workers.
@@ -33,6 +35,7 @@ import keras
 import keras_tuner as kt
 import numpy as np
 from keras_tuner.src.engine import conditions as kerastuner_conditions
+from keras_tuner.src.engine import metrics_tracking
 
 from . import batches, feasibility
 from .data import network_shape
@@ -159,7 +162,8 @@ class _SearchOracleMixin:
     def reload(self) -> None:
         super().reload()  # type: ignore[misc]  # KerasTuner queues every trial that was running to run again
         # ... but oracle.json is written before end_trial forgets the trial, so a finished one may be among them.
-        ended = set(self.end_order)  # type: ignore[attr-defined]
+        # One that ended once and was queued again (`run_again`) is RUNNING in its trial file until it ends again.
+        ended = {t for t in self.end_order if t in self.trials and self.trials[t].status != "RUNNING"}  # type: ignore[attr-defined]
         self._retry_queue = [t for t in self._retry_queue if t not in ended]  # type: ignore[attr-defined,has-type]
         self.interrupted = {tuner: trial for tuner, trial in self.interrupted.items() if trial not in ended}
 
@@ -195,11 +199,31 @@ class _SearchOracleMixin:
             self._retry_queue.remove(trial.trial_id)  # type: ignore[attr-defined]
         return super().end_trial(trial)  # type: ignore[misc]
 
-    def populate_space(self, trial_id: str) -> dict[str, Any]:
-        if self.deadline is not None and time.time() >= self.deadline:
+    @kt.synchronized
+    def run_again(self, trial_ids: list[str]) -> None:
+        """Queue ended trials to run again under their ids, ahead of new trials (KerasTuner's retry queue): the
+        trials the time budget cut short, once it is raised. Each is RUNNING again and forgets its score, so
+        Hyperband promotes from its round only once it ends again, and KerasTuner records the new score: it
+        would otherwise keep a trial's first report (`_run_and_update_trial`) or average two reports of one step."""
+        queued = {*self._retry_queue, *(t.trial_id for t in self.ongoing_trials.values())}  # type: ignore[attr-defined]
+        again = [t for t in trial_ids if t not in queued and t in self.trials]  # type: ignore[attr-defined]
+        for trial_id in again:
+            trial = self.trials[trial_id]  # type: ignore[attr-defined]
+            trial.status, trial.score, trial.best_step = "RUNNING", None, 0
+            trial.metrics = metrics_tracking.MetricsTracker()
+            self._save_trial(trial)
+            self._retry_queue.insert(0, trial_id)  # type: ignore[attr-defined]  # popped from the end: after any queued before
+        if again:
+            self.save()
+
+    def create_trial(self, tuner_id: str) -> Any:
+        # Past the deadline no trial starts, not even one queued to run again (KerasTuner hands those out before it
+        # asks `populate_space`): a resume with the budget used up trains nothing.
+        if self.deadline is not None and time.time() >= self.deadline and tuner_id not in self.ongoing_trials:  # type: ignore[attr-defined]
             self.stop_reason = "time budget reached"
-            return {"status": "STOPPED"}
-        return super().populate_space(trial_id)  # type: ignore[misc]
+            self.tuner_ids.discard(tuner_id)  # type: ignore[attr-defined]
+            return kt.engine.trial.Trial(self.get_space(), status="STOPPED")  # type: ignore[attr-defined]
+        return super().create_trial(tuner_id)  # type: ignore[misc]
 
 
 class _FewConfigurationsHyperband:
@@ -446,7 +470,9 @@ class _EpochLog(keras.callbacks.Callback):
         row["seconds"] = time.perf_counter() - self._start
         self.epochs.append(row)
         self.on_epoch(epoch + 1, row)
-        if self.deadline is not None and time.time() >= self.deadline:
+        # Cut short only if epochs were left and early stopping (called before this) had not ended the trial: a trial
+        # that ends at the deadline anyway is whole, and one cut short continues when the budget is raised.
+        if self.deadline is not None and time.time() >= self.deadline and not self.model.stop_training and epoch + 1 < (self.params or {}).get("epochs", 0):
             self.budget_hit = True
             self.model.stop_training = True
 
@@ -455,7 +481,8 @@ class _ResumePoint(keras.callbacks.Callback):
     """Weights, optimizer state and callback state, so a killed trial continues from its last resume point.
 
     Written at the end of an epoch once `every` seconds have passed since the trial started or since the
-    last one (0: after every epoch), and whenever a stop is requested. Trials of a few short epochs then
+    last one (0: after every epoch), whenever a stop is requested, and when the time budget cuts the trial
+    short (kept after it ends: it continues from there when the budget is raised). Trials of a few short epochs then
     write none: a kill loses at most `every` seconds of training, and the search does not pay ~60 ms of
     checkpoint per epoch. The weights file is named by its epoch and written before `resume.json` points at
     it, so a kill at any moment leaves a consistent pair (the previous one, or the new one).
@@ -485,7 +512,7 @@ class _ResumePoint(keras.callbacks.Callback):
                     setattr(callback, key, math.inf if value == "inf" else -math.inf if value == "-inf" else value)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self.log.stop.requested or time.monotonic() - self._last >= self.every:
+        if self.log.stop.requested or self.log.budget_hit or time.monotonic() - self._last >= self.every:
             self._write(epoch)
             self._last = time.monotonic()
         else:
@@ -500,7 +527,7 @@ class _ResumePoint(keras.callbacks.Callback):
             "trial_id": self.trial_id,
             "epoch": epoch + 1,
             "weights": weights.name,
-            "stopped": bool(self.model.stop_training),
+            "stopped": bool(self.model.stop_training) and not self.log.budget_hit,  # the budget's cut is no end: it continues
             "batch_size": self.batch_size,
             "history": self.log.epochs,
             "random_state": random_state(self.model),
@@ -546,6 +573,17 @@ def read_resume_point(folder: Path, trial_id: str) -> dict[str, Any] | None:
     if state.get("trial_id") != trial_id or not (folder / str(state.get("weights"))).exists():
         return None
     return state
+
+
+def cut_by_the_budget(store: Any) -> list[str]:
+    """Ids of the trials the time budget stopped before their last epoch that can continue from their resume point
+    (`kerastuner/trial_<id>/`), in order: they run again when the run resumes with budget left."""
+    folders = store.dir / "kerastuner"
+    return [
+        r.trial_id
+        for r in store.read_trials()
+        if r.status == "completed" and r.stopped_by_budget and read_resume_point(folders / f"trial_{r.trial_id}", r.trial_id) is not None
+    ]
 
 
 def clear_resume_point(folder: Path) -> None:
@@ -666,15 +704,15 @@ class SpecTuner(kt.Tuner):
         values = active_values(hp)
         hyperband = {k[6:]: v for k, v in hp.values.items() if k.startswith("tuner/")}
         seed = self._seed(trial.trial_id)
+        folder = Path(self.get_trial_dir(trial.trial_id))
+        resume = read_resume_point(folder, trial.trial_id)
         finished = self._finished_before_a_kill(trial.trial_id, values, hyperband)
-        if finished is not None:
+        if finished is not None and not (finished.stopped_by_budget and resume is not None):  # a cut trial continues
             return finished.metrics
         record = TrialRecord(trial_id=trial.trial_id, values=values, hyperband=hyperband, seed=seed, started_at=utc_now())
         start = time.perf_counter()
         epochs = int(hyperband.get("epochs", self.spec.search.max_epochs))
         initial_epoch = int(hyperband.get("initial_epoch", 0))
-        folder = Path(self.get_trial_dir(trial.trial_id))
-        resume = read_resume_point(folder, trial.trial_id)
         log = _EpochLog(self.events.epoch_done, self.deadline, self.stop)
         if resume is not None:
             log.epochs = record.history = list(resume["history"])
@@ -706,6 +744,9 @@ class SpecTuner(kt.Tuner):
                 bad = next((row["epoch"] for row in log.epochs if not math.isfinite(row.get("loss", math.nan))), initial_epoch + 1)
                 raise _TrialOutcome("diverged", f"training loss became NaN or infinite in epoch {bad}")
             record.finish_completed(self.spec.search.objective, budget_hit=log.budget_hit)
+            if log.budget_hit:
+                cut = f"stopped by search.time_budget after epoch {log.epochs[-1]['epoch']} of {epochs}: raise it and run the same command to finish the trial"
+                record.reason = f"{record.reason}; {cut}" if record.reason else cut
             return dict(record.metrics)  # the best epoch of the whole trial, resumed part included
         except _TrialOutcome as outcome:
             record.history = log.epochs
@@ -727,7 +768,8 @@ class SpecTuner(kt.Tuner):
                 # logs a fresh session), never a finished trial whose session never ends.
                 self.events.trial_finished(record)
                 self.store.write_trial(record)
-                clear_resume_point(folder)
+                if not record.stopped_by_budget:  # one the budget cut short continues from it when the budget is raised
+                    clear_resume_point(folder)
                 self._last_record = record
 
     def _seed(self, trial_id: str) -> int:
@@ -817,13 +859,15 @@ class SpecTuner(kt.Tuner):
     def prune_checkpoints(self, final: bool = False) -> list[str]:
         """Delete the weights of trials that Hyperband can no longer promote and that are not among the best
         `search.keep_checkpoints`; returns the trial ids whose weights were deleted. A failed promotion's parent
-        keeps its weights: `--retry-failed` runs that promotion again from them."""
+        keeps its weights: `--retry-failed` runs that promotion again from them; so does a trial the time budget
+        cut short, which continues when the budget is raised."""
         from .results import rank
 
         records = self.store.read_trials()
         ranked = [r for r in rank(records, self.spec.search.objective.direction) if r.status == "completed"]
         keep = {r.trial_id for r in ranked[: self.spec.search.keep_checkpoints]}
         keep |= {r.parent for r in records if r.parent is not None and r.status in ("failed", "out_of_memory")}
+        keep |= set(cut_by_the_budget(self.store))  # they continue from their best epoch's weights too
         deleted = []
         for trial_id in self.oracle.trials_without_a_future(keep, final):
             path = Path(self._get_checkpoint_fname(trial_id))

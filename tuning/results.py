@@ -53,6 +53,7 @@ def trial_rows(records: Sequence[TrialRecord], param_names: Sequence[str], direc
             parent_trial=record.parent,
             best_epoch=record.best_epoch,
             epochs_trained=record.epochs_trained,
+            stopped_by_budget=record.stopped_by_budget,  # its score is partial: cut short by search.time_budget
             score=record.score,
         )
         last = record.history[-1] if record.history else {}
@@ -93,7 +94,7 @@ def write_trials_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[s
 def columns(param_names: Sequence[str]) -> list[str]:
     return [
         "rank", "trial_id", "status", "reason", *param_names, "iteration", "bracket", "round", "epochs", "initial_epoch",
-        "parent_trial", "best_epoch", "epochs_trained", "score", *METRIC_COLUMNS, "params", "wall_time_s", "seed",
+        "parent_trial", "best_epoch", "epochs_trained", "stopped_by_budget", "score", *METRIC_COLUMNS, "params", "wall_time_s", "seed",
     ]  # fmt: skip
 
 
@@ -114,6 +115,8 @@ def leaderboard_markdown(rows: list[dict[str, Any]], param_names: Sequence[str],
         ]
     header, body, others = leaderboard_table(rows, param_names, top)
     lines += markdown_table(header, body)
+    cut = [f"Trial `{row['trial_id']}` has a partial score: {row['reason']}." for row in rows if row.get("stopped_by_budget")]
+    lines += ["", *cut] if cut else []
     if others:
         lines += ["", "## Trials without a score", "", *markdown_table(["trial", "status", "reason"], others)]
     return "\n".join(lines) + "\n"

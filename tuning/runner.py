@@ -245,7 +245,7 @@ def _search_locked(
     options = compile_options(spec, accelerator)  # first: a setting this backend refuses fails before the data loads
     dataset = load_data(spec.data, spec.base_dir, seed=spec.search.seed, arrays=data, class_names=class_names)
 
-    from .engine import SpecHyperModel, SpecTuner, make_oracle
+    from .engine import SpecHyperModel, SpecTuner, cut_by_the_budget, make_oracle
 
     previous = store.read_manifest() if resumed else {}
     dataset = _with_earlier_class_names(dataset, (previous.get("data") or {}).get("classes"))
@@ -285,7 +285,10 @@ def _search_locked(
     brackets = brackets_of(spec, the_plan)
     board_log = HParamsLog(run_dir / "logs", list(the_plan.params), spec.search.objective.metric, max_epochs=spec.search.max_epochs, brackets=brackets)
     board_log.write_experiment()
-    view = _progress(spec, the_plan, store, progress, quiet, dataset.summary(), retry_failed)
+    budget = spec.search.time_budget_seconds
+    # Trials the time budget cut short continue from where it stopped them once it has time left (raised, or removed).
+    cut = cut_by_the_budget(store) if budget is None or elapsed_before < budget else []
+    view = _progress(spec, the_plan, store, progress, quiet, dataset.summary(), retry_failed, cut)
     started = time.time()
     clock = _ElapsedTime(store, elapsed_before, started)
     events = Events(view, board_log, clock)
@@ -294,13 +297,15 @@ def _search_locked(
     # state is saved before it learns of a new trial, so a restarted chief would fail to print that trial's end)
     if spec.search.algorithm == "hyperband":
         oracle.hyperband_iterations = iterations  # reloaded from oracle.json; --extend raises it
+    oracle.run_again(cut)
+    if cut and not quiet:
+        print(f"resuming: the trials search.time_budget cut short continue from their last epoch: {', '.join(cut)}", flush=True)
     if retry_failed:
         again = [r.trial_id for r in store.read_trials() if r.status in ("failed", "out_of_memory") and r.trial_id in oracle.trials]
         oracle._retry_queue.extend(t for t in again if t not in oracle._retry_queue)  # KerasTuner runs these first
     oracle.is_feasible = lambda values: feasibility.check(resolve(spec, values), model_shape, dataset.num_classes, spec.search.max_params)
     recorded = {_values_key(r.values) for r in store.read_trials() if r.status in ("infeasible", "oversized")}
     oracle.on_infeasible = lambda values, reason: _record_infeasible(store, board_log, values, reason, recorded)
-    budget = spec.search.time_budget_seconds
     if budget is not None and elapsed_before >= budget:
         print(
             f"warning: search.time_budget ({spec.search.time_budget}) is used up: this run has searched for {elapsed_before:.0f} s, so nothing more "
@@ -622,12 +627,14 @@ def _manifest(spec: SearchSpec, name: str, the_plan: Plan, dataset: Any, device:
     }
 
 
-def _progress(spec: SearchSpec, the_plan: Plan, store: RunStore, live: bool | None, quiet: bool, data: dict[str, Any], retry_failed: bool = False) -> Any:
+def _progress(
+    spec: SearchSpec, the_plan: Plan, store: RunStore, live: bool | None, quiet: bool, data: dict[str, Any], retry_failed: bool = False, cut: Sequence[str] = ()
+) -> Any:
     from .progress import SearchProgress
     from .results import rank
 
     again = ("failed", "out_of_memory") if retry_failed else ()  # they run again, and are counted when they do
-    done = [r for r in store.read_trials() if not r.trial_id.startswith("infeasible-") and r.status not in again]
+    done = [r for r in store.read_trials() if not r.trial_id.startswith("infeasible-") and r.status not in again and r.trial_id not in cut]
     ranked = rank(done, spec.search.objective.direction)
     best = ranked[0].score if ranked and ranked[0].status == "completed" else None
     planned, epochs, _ = the_plan.up_to(spec.search.max_trials)  # the ETA prices what runs, not what max_trials cuts
