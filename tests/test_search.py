@@ -1394,3 +1394,14 @@ def test_a_trial_cut_by_the_time_budget_continues_when_the_budget_is_raised(tmp_
     assert after.best["trial_id"] == whole.best["trial_id"] and after.best["score"] == pytest.approx(whole.best["score"], rel=1e-6, abs=1e-7)
     assert after.best["test"]["accuracy"] == pytest.approx(whole.best["test"]["accuracy"], abs=1e-6)
     assert not list((after.path / "kerastuner").glob("trial_*/resume*"))
+
+
+def test_a_hyperband_search_stopped_by_its_time_budget_keeps_the_weights_its_rounds_promote_from(tmp_path, monkeypatch):
+    """Raised, the budget lets the run go on, and Hyperband promotes from the rounds it had begun: their trials keep
+    their weights when the search stops, beyond `search.keep_checkpoints` (a finished search's are deleted)."""
+    spec = tiny(search={"time_budget": "30m", "keep_checkpoints": 1})
+    _budget_runs_out_after(2, monkeypatch)  # two of the first round's three 1-epoch trials
+    run = search(spec, name="rounds", out=tmp_path, quiet=True)
+    assert run.manifest["stop_reason"] == "time budget reached" and sorted(r.trial_id for r in run.records()) == ["0000", "0001"]
+    assert (run.path / "kerastuner" / "trial_0000" / "checkpoint.weights.h5").exists()
+    assert (run.path / "kerastuner" / "trial_0001" / "checkpoint.weights.h5").exists()

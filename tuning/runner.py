@@ -329,7 +329,9 @@ def _search_locked(
         # Once the search is over no trial will be promoted, so their weights can go, unless a failed trial may be
         # run again (`--retry-failed`): its round then fills, and promotes from the trials beside it.
         retryable = any(r.status in ("failed", "out_of_memory") for r in store.read_trials())
-        tuner.prune_checkpoints(final=not retryable)
+        # Nor when time_budget or max_trials stopped it: raised, the run goes on, and Hyperband promotes from its rounds.
+        limited = oracle.stop_reason is not None or stop_reason.startswith("max_trials")
+        tuner.prune_checkpoints(final=not retryable and not limited)
     except SearchAborted as exc:
         status, stop_reason, error = "aborted", str(exc), exc
     except KeyboardInterrupt:
