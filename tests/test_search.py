@@ -1405,3 +1405,21 @@ def test_a_hyperband_search_stopped_by_its_time_budget_keeps_the_weights_its_rou
     assert run.manifest["stop_reason"] == "time budget reached" and sorted(r.trial_id for r in run.records()) == ["0000", "0001"]
     assert (run.path / "kerastuner" / "trial_0000" / "checkpoint.weights.h5").exists()
     assert (run.path / "kerastuner" / "trial_0001" / "checkpoint.weights.h5").exists()
+
+
+def test_a_best_trial_that_continued_after_a_budget_cut_is_evaluated_again(tmp_path, monkeypatch):
+    """The best trial is the same one before and after it continues, with another score and weights: run.json's best
+    (score, epoch, test metrics) and best_model.keras are those of the finished trial, not of its first epoch."""
+    spec = tiny(
+        model={"blocks": 1, "filters": 8},
+        training={"learning_rate": 0.005, "early_stopping": False},
+        search={"algorithm": "random", "max_trials": 1, "max_epochs": 3, "resume_every": 0, "time_budget": "30m"},
+    )
+    _budget_runs_out_after(1, monkeypatch)
+    first = dict(search(spec, name="best", out=tmp_path, quiet=True).best)
+    assert first["best_epoch"] == 1
+    spec["search"]["time_budget"] = None
+    after = search(spec, name="best", out=tmp_path, quiet=True)
+    [record] = after.records()
+    assert record.best_epoch > 1 and [after.best[key] for key in ("trial_id", "best_epoch", "score")] == [record.trial_id, record.best_epoch, record.score]
+    assert after.best["trial_id"] == first["trial_id"] and after.best["test"] != first["test"]  # evaluated again

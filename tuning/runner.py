@@ -700,7 +700,9 @@ def _finish(store: RunStore, spec: SearchSpec, tuner: Any, dataset: Any, status:
     ranked = rank(records, direction)
     best = ranked[0] if ranked and ranked[0].status == "completed" else None
     manifest = store.read_manifest()
-    if best is not None and (manifest.get("best") or {}).get("trial_id") != best.trial_id:
+    before = manifest.get("best") or {}
+    # A trial the time budget cut short and that continued since is the same trial with another score and weights.
+    if best is not None and (before.get("trial_id"), before.get("best_epoch"), before.get("score")) != (best.trial_id, best.best_epoch, best.score):
         from .evaluation import analyze_best
 
         model = tuner.load_trained(best.trial_id)
