@@ -901,6 +901,19 @@ def test_a_run_continued_on_another_backend_says_so(tmp_path, capsys):
     assert f"warning: this run trained on {other} before and goes on with {keras.backend.backend()}" in capsys.readouterr().err
 
 
+def test_a_run_that_ranked_val_loss_by_max_is_told_why_it_cannot_resume(tmp_path):
+    """An earlier version's default direction (max) for `metric: val_loss`: the run's ranking was its worst first."""
+    spec = tiny(search={"algorithm": "random", "max_trials": 1, "max_epochs": 1, "objective": {"metric": "val_loss"}})
+    search(spec, name="maxed", out=tmp_path, quiet=True)
+    manifest = json.loads((tmp_path / "maxed" / "run.json").read_text())
+    manifest["spec"]["search"]["objective"]["direction"] = "max"  # as the earlier version stored it (and hashed)
+    manifest["spec_hash"] = "hash of that spec"
+    (tmp_path / "maxed" / "run.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunError, match=r"search.objective.direction: 'max' -> 'min'\) \(this run ranked val_loss by direction 'max'"):
+        search(spec, name="maxed", out=tmp_path, quiet=True)
+    assert open_run(tmp_path / "maxed").export(formats=["keras"])["keras"].exists()  # its models still export
+
+
 def test_extend_refuses_a_grid_search_that_runs_its_whole_space_already(tmp_path):
     spec = tiny(model={"blocks": 1, "filters": {"choice": [8, 16]}}, training={"learning_rate": 3e-3}, search={"algorithm": "grid", "max_epochs": 1})
     search(spec, name="grid", out=tmp_path, quiet=True)

@@ -165,6 +165,16 @@ def test_the_objective_direction_follows_its_metric(metric, direction):
     assert load_spec(spec).search.objective.direction == direction
 
 
+def test_a_run_stored_with_val_loss_maximised_stays_exportable():
+    """An earlier version stored `direction: max` for `metric: val_loss` (its default); this one refuses that in a
+    spec, but a stored one is mended so the run's models still export (run.json's objective keeps how it ranked)."""
+    from tuning.spec import load_stored_spec
+
+    stored = load_spec({"version": 1}).to_dict()
+    stored["search"]["objective"] = {"metric": "val_loss", "direction": "max"}
+    assert load_stored_spec(stored).search.objective.direction == "min"
+
+
 def test_a_setting_written_in_none_of_its_forms_is_one_problem_at_its_yaml_path(spec_file):
     path = spec_file(
         text="""version: 1

@@ -41,7 +41,7 @@ from .runtime import (
 )
 from .space import parameters as the_params
 from .space import resolve
-from .spec import MAX_NAME, RUN_NAME, SearchSpec, load_spec
+from .spec import MAX_NAME, RUN_NAME, SearchSpec, load_spec, wrong_direction
 
 DEFAULT_OUT = "reports"
 
@@ -541,8 +541,15 @@ def _prepare_directory(store: RunStore, spec: SearchSpec, overwrite: bool) -> bo
             # The first changes in full; any others by their field, so that every changed field is named.
             more = [change.split(":", 1)[0] for change in changes[6:]]
             listed = "; ".join(changes[:6]) + (f"; and {len(more)} more: {', '.join(more)}" if more else "")
+            objective = ((stored["spec"].get("search") or {}).get("objective")) or {}
+            wrong = (
+                f" (this run ranked {objective.get('metric')} by direction {objective.get('direction')!r}, the default before the direction "
+                "followed the metric: its best trial and promotions were its worst)"
+                if isinstance(objective, dict) and wrong_direction(objective)
+                else ""
+            )
             raise RunError(
-                f"{store.dir} was started with a different spec ({listed or 'content differs'}). "
+                f"{store.dir} was started with a different spec ({listed or 'content differs'}){wrong}. "
                 "Resuming would mix two searches: pass --overwrite to start over, or --name NEW to keep both"
             )
         return True

@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args
 
 from pydantic import Discriminator, Field, PrivateAttr, Tag, ValidationError, field_validator, model_validator
 
@@ -176,16 +176,27 @@ class ObjectiveSpec(Frozen):
     def _direction_of_the_metric(cls, data: Any) -> Any:
         """A loss is minimised and an accuracy maximised: left out, the direction follows the metric (`metric:
         val_loss` alone once kept the default `max` and ranked the worst model first); given against it, refused."""
-        if not isinstance(data, dict) or data.get("metric", "val_accuracy") not in ("val_accuracy", "val_loss", "accuracy", "loss"):
+        if not isinstance(data, dict) or data.get("metric", "val_accuracy") not in get_args(cls.model_fields["metric"].annotation):
             return data
-        right = "min" if str(data.get("metric", "val_accuracy")).endswith("loss") else "max"
+        right = direction_of(str(data.get("metric", "val_accuracy")))
         if data.get("direction") is None:
             return {**data, "direction": right}
-        if data["direction"] != right and data["direction"] in ("max", "min"):
+        if wrong_direction(data):
             raise ValueError(
-                f"direction {data['direction']!r} would rank the worst model first: {data.get('metric', 'val_accuracy')} is {'minimised' if right == 'min' else 'maximised'} (direction: {right}, or leave direction out)"
+                f"direction {data['direction']!r} would rank the worst model first: {data.get('metric', 'val_accuracy')} is "
+                f"{'minimised' if right == 'min' else 'maximised'} (direction: {right}, or leave direction out)"
             )
         return data
+
+
+def direction_of(metric: str) -> str:
+    """The direction an objective metric is optimised in: a loss down, an accuracy up."""
+    return "min" if metric.endswith("loss") else "max"
+
+
+def wrong_direction(objective: Mapping[str, Any]) -> bool:
+    """An objective written (or stored by an earlier version) with the direction against its metric."""
+    return objective.get("direction") in ("max", "min") and objective["direction"] != direction_of(str(objective.get("metric", "val_accuracy")))
 
 
 class SearchSection(Frozen):
@@ -209,10 +220,8 @@ class SearchSection(Frozen):
     @field_validator("objective", mode="before")
     @classmethod
     def _objective_shorthand(cls, value: Any) -> Any:
-        # `objective: val_loss` is short for {metric: val_loss, direction: min}.
-        if isinstance(value, str):
-            return {"metric": value, "direction": "min" if value.endswith("loss") else "max"}
-        return value
+        # `objective: val_loss` is short for {metric: val_loss}, whose direction follows the metric.
+        return {"metric": value} if isinstance(value, str) else value
 
     @field_validator("time_budget")
     @classmethod
@@ -316,14 +325,19 @@ def load_spec(source: str | Path | Mapping[str, Any] | SearchSpec) -> SearchSpec
 def load_stored_spec(stored: Mapping[str, Any]) -> SearchSpec:
     """A run's spec as `run.json` keeps it, validated by this version. A spec that an earlier version accepted
     and this one refuses is mended where the refusal changes no trial (so the run's models stay exportable):
-    with `blocks: 0`, a tuned block setting (used by no layer) is fixed to its first value, and a range whose
-    step goes past its high end (only its low value was ever drawn) is fixed to that value."""
+    with `blocks: 0`, a tuned block setting (used by no layer) is fixed to its first value, a range whose
+    step goes past its high end (only its low value was ever drawn) is fixed to that value, and an objective
+    direction against its metric (`val_loss` kept the old default `max`) follows the metric (run.json's
+    `objective` still says how the run ranked)."""
     try:
         return load_spec(stored)
     except SpecError:
         from .space import BLOCK_SETTINGS
 
         mended = _single_step_ranges_fixed(stored)
+        search = dict(mended.get("search") or {})
+        if isinstance(search.get("objective"), Mapping) and wrong_direction(search["objective"]):
+            mended = {**mended, "search": {**search, "objective": {"metric": search["objective"].get("metric")}}}
         model = dict(mended.get("model") or {})
         if model.get("blocks") == 0:
             for name in BLOCK_SETTINGS:
