@@ -914,6 +914,20 @@ def test_a_run_that_ranked_val_loss_by_max_is_told_why_it_cannot_resume(tmp_path
     assert open_run(tmp_path / "maxed").export(formats=["keras"])["keras"].exists()  # its models still export
 
 
+def test_extend_says_what_stops_it_adding_trials(tmp_path, capsys):
+    """A Hyperband run stopped by max_trials gains nothing from more iterations; a run of an exported
+    best_config.yaml (search.trial_seed: one trial) takes no more trials."""
+    capped = tiny(search={"max_epochs": 3, "max_trials": 2})
+    search(capped, name="capped", out=tmp_path, quiet=True)
+    capsys.readouterr()
+    search(capped, name="capped", out=tmp_path, extend=1, quiet=True)
+    assert "warning: --extend 1 adds no trials: search.max_trials (2) stops the run before them: raise it" in capsys.readouterr().err
+    one = tiny(search={"algorithm": "random", "max_trials": 1, "max_epochs": 1, "trial_seed": 7})
+    search(one, name="one", out=tmp_path, quiet=True)
+    with pytest.raises(RunError, match="--extend adds trials, but search.trial_seed seeds the one trial of"):
+        search(one, name="one", out=tmp_path, extend=1, quiet=True)
+
+
 def test_extend_refuses_a_grid_search_that_runs_its_whole_space_already(tmp_path):
     spec = tiny(model={"blocks": 1, "filters": {"choice": [8, 16]}}, training={"learning_rate": 3e-3}, search={"algorithm": "grid", "max_epochs": 1})
     search(spec, name="grid", out=tmp_path, quiet=True)

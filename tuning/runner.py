@@ -122,9 +122,13 @@ def search(
     if workers and data is not None:
         raise RunError("worker processes load the data from the spec; arrays passed as `data=` need workers=0")
     if extend and overwrite:
-        raise RunError(f"--extend adds iterations to the search in {store.dir}, which --overwrite would delete first; use one of them")
+        raise RunError(f"--extend adds to the search in {store.dir}, which --overwrite would delete first; use one of them")
     if extend and not store.exists():
-        raise RunError(f"--extend adds iterations to an existing search, and {store.dir} has none; run the search first")
+        raise RunError(f"--extend adds to an existing search, and {store.dir} has none; run the search first")
+    if extend and spec.search.trial_seed is not None:
+        raise RunError(
+            f"--extend adds trials, but search.trial_seed seeds the one trial of {store.dir} (a run of an exported best_config.yaml); run a search instead"
+        )
     if data is not None and not isinstance(data, (tuple, list)):
         raise DataError(f"data: expected a tuple of numpy arrays, (x_train, y_train) or (x_train, y_train, x_test, y_test); received a {type(data).__name__}")
     iterations, extended_trials, unextended = spec.search.iterations, 0, None
@@ -147,8 +151,13 @@ def search(
             extended_trials += extend
     spec = with_max_trials(spec, _run_max_trials(spec, extended_trials))
     the_plan = make_plan(with_iterations(spec, iterations), data=data, class_names=class_names)
-    if unextended is not None and the_plan.total_trials == unextended.total_trials:
-        print(f"warning: --extend {extend} adds no trials: the space has no configuration left to draw (see `tuning validate`)", file=sys.stderr)
+    if unextended is not None and the_plan.up_to(spec.search.max_trials)[0] == unextended.up_to(spec.search.max_trials)[0]:
+        why = (
+            f"search.max_trials ({spec.search.max_trials}) stops the run before them: raise it"
+            if the_plan.total_trials > unextended.total_trials
+            else "the space has no configuration left to draw (see `tuning validate`)"
+        )
+        print(f"warning: --extend {extend} adds no trials: {why}", file=sys.stderr)
     require_feasible(spec, the_plan)
 
     resumed = _prepare_directory(store, spec, overwrite)
@@ -202,6 +211,8 @@ def _run_max_trials(spec: SearchSpec, extended: int) -> int | None:
     all of it), plus the trials `--extend` added to it in earlier sessions and this one. Like `time_budget`, it
     limits the whole run and may be changed in the spec when the run resumes."""
     limit = spec.search.max_trials
+    if not extended:
+        return limit  # the spec's own (None: the algorithm's default), as written
     if limit is None and spec.search.algorithm in ("random", "bayesian"):
         limit = 10
     return limit + extended if limit is not None else None
