@@ -150,7 +150,12 @@ def test_a_class_with_too_few_images_to_split_is_named_with_its_count(tmp_path):
             Image.fromarray(shape_image(kind, seed=i)).save(tmp_path / "few" / name / f"{i}.png")
     with pytest.raises(DataError) as error:
         load_data(folder_spec(tmp_path / "few"), tmp_path, seed=0)
-    assert "too few images in class 'a' (2 images): each class needs at least 3, one to train on and one to validate and one to test" in str(error.value)
+    assert (
+        "too few images in class 'a' (2 images): each class needs at least 3, some held out to test on and to validate on "
+        "(test_split 0.2 and validation_split 0.2 of every class, at least one image each) and one to train on"
+    ) in str(error.value)
+    with pytest.raises(DataError, match=r"class 'a' \(2 images\): each class needs at least 4, .*\(test_split 0.5 and validation_split 0.2"):
+        load_data(folder_spec(tmp_path / "few", test_split=0.5), tmp_path, seed=0)
 
 
 def test_mostly_unreadable_folder_is_refused_before_training(tmp_path):

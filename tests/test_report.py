@@ -246,6 +246,22 @@ def test_the_time_axis_leaves_out_the_hours_between_sessions():
     assert _search_seconds("2026-11-01T10:01:00.000+00:00", [], "2026-11-01T10:00:30.000+00:00") == 30.0  # an older run
 
 
+def test_a_run_begun_before_the_session_log_is_timed_by_the_wall_clock_throughout(tmp_path, monkeypatch):
+    """Two sessions before `session_log`, one after: mixing the two clocks drew the best-so-far line backwards."""
+    from tuning import open_run, report
+
+    run = search(tiny(search={"algorithm": "random", "max_trials": 2, "max_epochs": 1}), name="old", out=tmp_path, quiet=True)
+    manifest = json.loads((run.path / "run.json").read_text())
+    manifest["sessions"], manifest["session_log"][0]["elapsed_before_s"] = 3, 500.0  # as if two sessions came before it
+    (run.path / "run.json").write_text(json.dumps(manifest))
+    seen: list[float] = []
+    drawn = report.plots.score_over_time
+    monkeypatch.setattr(report.plots, "score_over_time", lambda points, *rest: seen.extend(x for x, _ in points) or drawn(points, *rest))
+    reopened = open_run(run.path)
+    report._figures(reopened, collect(reopened), top=5)
+    assert len(seen) == 2 and seen == sorted(seen) and max(seen) < 500
+
+
 def test_the_eta_of_a_resumed_search_prices_only_what_is_left(monkeypatch):
     """A resumed run kept 3 trials (30 of its 40 planned epochs): one 5-epoch trial in 50 s leaves 5 epochs, ~50 s,
     not the 35 epochs a count of this session's alone would leave."""

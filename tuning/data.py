@@ -267,7 +267,7 @@ def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.nda
         raise DataError(f"{raw.origin}: only one class ({', '.join(map(repr, raw.class_names))}); {_one_class}")
     rng = np.random.default_rng(seed)
     x_train, y_train = _standardize(raw.x_train, raw.y_train, raw.origin, "train", raw.class_names)
-    _enough_to_split(y_train, raw)
+    _enough_to_split(y_train, raw, data_spec)
     if raw.x_test is not None and raw.y_test is not None:
         x_test, y_test = _standardize(raw.x_test, raw.y_test, raw.origin, "test", raw.class_names)
         _same_shape(x_test, x_train, raw.origin, "test")
@@ -298,19 +298,34 @@ def load_data(data_spec: Any, base_dir: Path, seed: int, arrays: Sequence[np.nda
     return Dataset(x_train, y_train, x_val, y_val, x_test, y_test, raw.class_names, raw.origin, value_max, tuple(raw.skipped))
 
 
-def _enough_to_split(y_train: np.ndarray, raw: RawData) -> None:
+def _enough_to_split(y_train: np.ndarray, raw: RawData, data_spec: Any) -> None:
     """Every class needs an image for each set held out of its training images (validation, test) and one to
     train on; said before splitting, by the class's name and its count as the user sees it."""
-    held_out = [part for part, given in (("validate", raw.x_val is not None), ("test", raw.x_test is not None)) if not given]
-    needed = 1 + len(held_out)
+    splits = [
+        (part, fraction)
+        for part, fraction, given in (("test", data_spec.test_split, raw.x_test), ("validate", data_spec.validation_split, raw.x_val))
+        if given is None
+    ]
+    needed = next(n for n in range(1, 10_000) if _left_to_train(n, [fraction for _, fraction in splits]) >= 1)
     counts = np.bincount(y_train, minlength=len(raw.class_names))
     few = [f"{raw.class_names[i]!r} ({counted(int(n), 'image')})" for i, n in enumerate(counts) if 0 < n < needed]
     if few:
+        held = " and ".join(f"to {part} on" for part, _ in splits)
+        shares = " and ".join(f"{'test_split' if part == 'test' else 'validation_split'} {fraction}" for part, fraction in splits)
         raise DataError(
             f"{raw.origin}: too few images in class{'es' if len(few) > 1 else ''} {', '.join(few)}: each class needs at least {needed}, "
-            f"one to train on and one to {' and one to '.join(held_out)} (validation_split and test_split hold images out of every class). "
-            "Add images, or give the held-out images separately (a test/ or validation/ folder, data.test_path)"
+            f"some held out {held} ({shares} of every class, at least one image each) and one to train on. Add images, or give the "
+            "held-out images separately (a test/ or validation/ folder, data.test_path)"
         )
+
+
+def _left_to_train(images: int, fractions: Sequence[float]) -> int:
+    """A class's training images after `stratified_split` held out each fraction in turn (0 if a split refuses)."""
+    for fraction in fractions:
+        if images < 2:
+            return 0
+        images -= min(images - 1, max(1, int(round(images * fraction))))
+    return images
 
 
 def _same_shape(x: Any, x_train: Any, origin: str, part: str) -> None:

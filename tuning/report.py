@@ -121,6 +121,8 @@ def _figures(run: Run, results: dict[str, Any], top: int) -> dict[str, bytes]:
         records = sorted((r for r in run.records() if r.status == "completed" and r.score is not None), key=lambda r: r.finished_at)
         start = min((r.started_at for r in run.records() if r.started_at), default="")
         sessions = run.manifest.get("session_log") or []
+        if int(run.manifest.get("sessions", 0)) > len(sessions):
+            sessions = []  # begun before the log: its earlier sessions' moments are unknown, so all by the wall clock
         points = [(_search_seconds(r.finished_at, sessions, start), float(r.score)) for r in records]  # type: ignore[arg-type]
         sign = 1.0 if results["objective"]["direction"] == "max" else -1.0
         figures["score_over_time"] = plots.score_over_time(points, metric, sign)
@@ -157,7 +159,7 @@ def _figures(run: Run, results: dict[str, Any], top: int) -> dict[str, bytes]:
 def _search_seconds(moment: str, sessions: list[dict[str, Any]], start: str) -> float:
     """The run's search time at `moment`: the session it fell in, from its start plus the time searched before it,
     so the hours between a stopped run and its resumption are not counted (run.json `elapsed_s` counts likewise).
-    Runs from before `session_log` count from their first trial's start."""
+    Without a log of every session (a run begun before `session_log`), from its first trial's start."""
     began = [s for s in sessions if s["started_at"] <= moment]
     if not began:
         return _seconds(start, moment)
