@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import DataError, Problem, RunError, SearchAborted, SpecError, TuningError
@@ -49,7 +50,7 @@ def plan(spec: Any, *, data: Any = None, class_names: Any = None) -> Plan:
     return _plan(spec, data=data, class_names=class_names)
 
 
-def estimate(spec: Any, *, samples: int = 4, data: Any = None, class_names: Any = None, workers: int = 0, gpus: Any = None) -> dict[str, Any]:
+def estimate(spec: Any, *, samples: int = 4, data: Any = None, class_names: Any = None, workers: int = 0, gpus: Sequence[str] | None = None) -> dict[str, Any]:
     """How long the spec's search will take, from `samples` configurations timed on this machine (see
     `tuning.timing.estimate`); `data`, `class_names`, `workers` and `gpus` as for `search`."""
     from .timing import estimate as _estimate

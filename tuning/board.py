@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .errors import RunError
@@ -81,6 +83,22 @@ def start_board(runs: Sequence[str | Path], *, host: str = "127.0.0.1", port: in
             time.sleep(0.5)
     board.stop(keep_log=True)
     raise RunError(f"TensorBoard did not answer on {url} within {timeout:.0f}s; its output is in {log}")
+
+
+@contextlib.contextmanager
+def stops_like_ctrl_c() -> Iterator[None]:
+    """Inside the block SIGTERM (`timeout`, systemd, a notebook kernel's stop) and SIGHUP (a closed terminal) raise
+    KeyboardInterrupt, as Ctrl-C does: by default they end this process at once, and TensorBoard serves on."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _free_port(host: str) -> int:

@@ -140,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model", metavar="MODEL", help="model.keras, a SavedModel folder or model.tflite")
     evaluate.add_argument("data", metavar="FOLDER_OR_MANIFEST", help="a folder of class sub-folders, or a CSV/Excel file of image paths and labels")
     evaluate.add_argument("--path-column", default="path", help="manifest: the column of image paths (default: path)")
-    evaluate.add_argument("--label-column", help="manifest: the column of class names")
+    evaluate.add_argument("--label-column", help="manifest: the column of class names (default: its column named label)")
     evaluate.add_argument("--label-columns", help="manifest: comma-separated one-hot columns, e.g. Cats,Dogs")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of text")
     evaluate.set_defaults(handler=_evaluate)
@@ -484,17 +484,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _board(args: argparse.Namespace) -> int:
-    import signal
+    from .board import start_board, stops_like_ctrl_c
 
-    from .board import start_board
-
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    # SIGTERM (`timeout`, systemd, a notebook kernel's stop) and SIGHUP (a closed terminal) stop TensorBoard as
-    # Ctrl-C does: by default they would end this process alone and leave TensorBoard serving.
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
+    with stops_like_ctrl_c():
         board = start_board(args.runs, host=args.host, port=args.port)
         print(f"TensorBoard: {board.url}#hparams  (Ctrl-C to stop)", flush=True)
         try:
@@ -503,9 +495,6 @@ def _board(args: argparse.Namespace) -> int:
             print("stopping TensorBoard", flush=True)
         finally:
             board.stop()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     return 0
 
 

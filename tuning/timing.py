@@ -120,7 +120,7 @@ def estimate(
         with dtype_policy(precision_policy(spec.training.mixed_precision, accelerator)):
             options = compile_options(spec, accelerator)
             for values in chosen:
-                timed.append({"values": values, **_time_one(spec, resolve(spec, values), dataset, options)})
+                timed.append({"values": values, **time_one(spec, resolve(spec, values), dataset, options)})
         device = accelerator.describe()
     epochs = np.array([t["epoch_s"] for t in timed])
     # A new network's build and first epoch's excess (the first timed one also carries the process's warm-up, as
@@ -203,7 +203,7 @@ def _spread(candidates: list[tuple[float, dict[str, Any]]], samples: int) -> lis
     return [candidates[p][1] for p in positions]
 
 
-def _time_one(spec: Any, config: Any, dataset: Any, options: dict[str, Any]) -> dict[str, Any]:
+def time_one(spec: Any, config: Any, dataset: Any, options: dict[str, Any]) -> dict[str, Any]:
     """Three short epochs of one configuration, as a trial trains it (same builder, compile options, input
     pipelines and precision): its steady epoch time scaled to the full data, the first epoch's excess, the
     build, and the time `fit` spends outside its epochs (pipelines, callbacks)."""

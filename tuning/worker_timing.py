@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .timing import _time_one
+from .timing import time_one
 
 
 def time_in_workers(spec: Any, chosen: list[dict[str, Any]], workers: int, gpus: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -79,17 +79,21 @@ def _say(child: Any, line: str) -> None:
     child.stdin.flush()
 
 
+PREFIX = "tuning-timing "  # marks the protocol's lines: a library may print to stdout in the timing process too
+
+
 def _hear(child: Any, log: Any) -> str:
-    """The next line a timing process writes; if it ended instead, the end of what it wrote on stderr."""
+    """The next protocol line a timing process writes (others skipped); if it ended instead, the end of what it
+    wrote on stderr."""
     from .errors import RunError
 
-    line = child.stdout.readline().decode()
-    if not line:
-        child.wait()
-        log.seek(0)
-        tail = log.read().decode(errors="replace").strip().splitlines()[-3:]
-        raise RunError(f"timing in a worker's environment failed (exit code {child.returncode}): {' / '.join(tail) or 'no output'}")
-    return line
+    while line := child.stdout.readline().decode():
+        if line.startswith(PREFIX):
+            return line[len(PREFIX) :]
+    child.wait()
+    log.seek(0)
+    tail = log.read().decode(errors="replace").strip().splitlines()[-3:]
+    raise RunError(f"timing in a worker's environment failed (exit code {child.returncode}): {' / '.join(tail) or 'no output'}")
 
 
 def timing_process() -> None:
@@ -109,12 +113,12 @@ def timing_process() -> None:
 
     spec = load_spec(request["spec"])
     dataset = load_data(spec.data, Path(request["base_dir"]), seed=spec.search.seed)
-    print("ready", time.time(), flush=True)
+    print(f"{PREFIX}ready", time.time(), flush=True)
     sys.stdin.readline()
     with dtype_policy(precision_policy(spec.training.mixed_precision, accelerator)):
         options = compile_options(spec, accelerator)
-        timed = [{"values": values, **_time_one(spec, resolve(spec, values), dataset, options)} for values in request["chosen"]]
-    print(json.dumps({"timed": timed, "device": accelerator.describe()}), flush=True)
+        timed = [{"values": values, **time_one(spec, resolve(spec, values), dataset, options)} for values in request["chosen"]]
+    print(PREFIX + json.dumps({"timed": timed, "device": accelerator.describe()}), flush=True)
 
 
 if __name__ == "__main__":
