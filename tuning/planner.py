@@ -110,6 +110,31 @@ def stored_budget(stored_plan: Mapping[str, Any], max_trials: int | None) -> tup
     return trials, epochs
 
 
+@dataclass(frozen=True)
+class RunBudget:
+    """What a run plans as its run.json says: the trials and epochs it runs before early stopping, `max_trials`
+    cutting the plan's (kept whole in `plan_trials`), and the note saying so."""
+
+    trials: int | None
+    epochs: int | None
+    max_trials: int | None
+    plan_trials: int | None
+
+    @property
+    def cut(self) -> str:
+        """` (max_trials = 5 of the plan's 23)` when max_trials stops the run before its plan ends; else nothing."""
+        if self.trials is None or self.plan_trials is None or self.trials >= self.plan_trials:
+            return ""
+        return f" (max_trials = {self.max_trials} of the plan's {self.plan_trials})"
+
+
+def run_budget(manifest: Mapping[str, Any]) -> RunBudget:
+    plan = manifest.get("plan") or {}
+    max_trials = ((manifest.get("spec") or {}).get("search") or {}).get("max_trials")
+    trials, epochs = stored_budget(plan, max_trials)
+    return RunBudget(trials, epochs, max_trials, plan.get("trials"))
+
+
 def hyperband_rounds(max_epochs: int, factor: int, iterations: int, configurations: int | None = None) -> list[Round]:
     """Every round KerasTuner's Hyperband runs, in order, before early stopping and failures.
 

@@ -14,7 +14,7 @@ import numpy as np
 from . import plots
 from .data import data_text, skipped_text
 from .importance import hyperparameter_importance
-from .planner import stored_budget
+from .planner import RunBudget, run_budget
 from .records import STATUSES, utc_now, write_atomic, write_json
 from .results import RANKING_RULE, _fmt, leaderboard_table, markdown_table
 from .run import Run
@@ -46,8 +46,7 @@ def collect(run: Run, top: int = 10, status: str | None = None) -> dict[str, Any
     records = run.records()
     trials = [r for r in rows if not str(r["trial_id"]).startswith("infeasible-")]
     plan = manifest.get("plan", {})
-    max_trials = _max_trials(manifest)
-    planned_trials, planned_epochs = stored_budget(plan, max_trials)
+    planned = run_budget(manifest)
     analysis_path = run.path / "best" / "analysis.json"
     best = dict(run.best or {})
     if best.get("test") and analysis_path.exists():  # evaluated: the analysis is this trial's
@@ -64,10 +63,10 @@ def collect(run: Run, top: int = 10, status: str | None = None) -> dict[str, Any
         "space": manifest.get("space", []),
         "plan": plan,
         "budget": {
-            "planned_trials": planned_trials,  # what the search runs: `max_trials` may cut the plan's ("plan" has it whole)
+            "planned_trials": planned.trials,  # what the search runs: `max_trials` may cut the plan's ("plan" has it whole)
             "trials": len(trials),
-            "planned_epochs": planned_epochs,
-            "max_trials": max_trials,
+            "planned_epochs": planned.epochs,
+            "max_trials": planned.max_trials,
             "epochs_trained": int(sum(r["epochs_trained"] or 0 for r in trials)),
             "wall_time_s": manifest.get("elapsed_s"),
             "stop_reason": manifest.get("stop_reason"),
@@ -84,11 +83,6 @@ def collect(run: Run, top: int = 10, status: str | None = None) -> dict[str, Any
         "backend": manifest.get("backend"),
         "precision": manifest.get("precision", "float32"),
     }
-
-
-def _max_trials(manifest: dict[str, Any]) -> int | None:
-    """The run's `search.max_trials`, which may stop it before its plan ends."""
-    return ((manifest.get("spec") or {}).get("search") or {}).get("max_trials")
 
 
 def _curves(results: dict[str, Any], metric: str, top: int) -> dict[str, list[tuple[int, float, str]]]:
@@ -196,7 +190,7 @@ def _summary_lines(results: dict[str, Any]) -> list[tuple[str, str]]:
         ("space", ", ".join(f"{s['name']} {s['domain']}" for s in results["space"]) or "-"),
         (
             "budget",
-            f"{budget['trials']} of {counted(budget['planned_trials'], 'planned trial')}{_cut(results)}; {counted(budget['epochs_trained'], 'epoch')} trained of {budget['planned_epochs']} planned before early stopping; {(budget['wall_time_s'] or 0) / 60:.1f} min",
+            f"{budget['trials']} of {counted(budget['planned_trials'], 'planned trial')}{RunBudget(budget['planned_trials'], budget['planned_epochs'], budget.get('max_trials'), results['plan'].get('trials')).cut}; {counted(budget['epochs_trained'], 'epoch')} trained of {budget['planned_epochs']} planned before early stopping; {(budget['wall_time_s'] or 0) / 60:.1f} min",
         ),
         ("trials", ", ".join(f"{n} {k}" for k, n in results["counts"].items())),
     ]
@@ -228,15 +222,6 @@ def _summary_lines(results: dict[str, Any]) -> list[tuple[str, str]]:
     if budget.get("disk_mb") is not None:
         lines.append(("run folder", f"{budget['disk_mb']:.1f} MB on disk besides its reports (weights kept for the best search.keep_checkpoints trials)"))
     return lines
-
-
-def _cut(results: dict[str, Any]) -> str:
-    """` (max_trials = 5 of the plan's 23)` when max_trials stops the search before its plan ends, so the plan's
-    full count stays in sight; else nothing."""
-    budget, whole = results["budget"], results["plan"].get("trials")
-    if whole is None or budget["planned_trials"] is None or budget["planned_trials"] >= whole:
-        return ""
-    return f" (max_trials = {budget['max_trials']} of the plan's {whole})"
 
 
 def _leaderboard(results: dict[str, Any], top: int) -> tuple[list[str], list[list[str]], list[list[str]]]:
@@ -358,7 +343,7 @@ def compare_runs(run_dirs: list[str | Path]) -> str:
         objective = manifest.get("objective", {})
         rows.append([
             run.name, str(manifest.get("status")), f"{objective.get('metric')} ({objective.get('direction')})", str(best.get("trial_id", "-")),
-            _fmt(best.get("score")), _fmt((best.get("test") or {}).get("accuracy")), f"{len(trials)} ({stored_budget(manifest.get('plan', {}), _max_trials(manifest))[0]})",
+            _fmt(best.get("score")), _fmt((best.get("test") or {}).get("accuracy")), f"{len(trials)} ({run_budget(manifest).trials})",
             str(sum(r["epochs_trained"] or 0 for r in trials)), f"{(manifest.get('elapsed_s') or 0) / 60:.1f}",
         ])  # fmt: skip
     return "\n".join(markdown_table(header, rows)) + "\n"

@@ -151,7 +151,7 @@ class Run:
         """Notebook view: status, plan and the top 5 trials."""
         import html
 
-        from .planner import stored_budget
+        from .planner import run_budget
         from .results import _fmt
 
         manifest, plan = self.manifest, self.plan
@@ -162,13 +162,11 @@ class Run:
         body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(key)))}</td>" for _, key in columns) + "</tr>" for r in rows)
         best = self.best or {}
         test = (best.get("test") or {}).get("accuracy")
-        max_trials = ((manifest.get("spec") or {}).get("search") or {}).get("max_trials")
-        trials, epochs = stored_budget(plan, max_trials)  # what runs: max_trials may stop the plan early
-        cut = f" (max_trials = {max_trials} of the plan's {plan.get('trials')})" if trials is not None and trials < (plan.get("trials") or 0) else ""
+        budget = run_budget(manifest)  # what runs: max_trials may stop the plan early
         return (
             f"<div><strong>tuning run {html.escape(self.name)}</strong>: {html.escape(self.status)}"
             f" ({html.escape(str(manifest.get('stop_reason') or ''))})<br>"
-            f"plan: {plan.get('algorithm')} with {trials} trials{cut}, {epochs} epochs before early stopping; "
+            f"plan: {plan.get('algorithm')} with {budget.trials} trials{budget.cut}, {budget.epochs} epochs before early stopping; "
             f"objective {html.escape(str(objective.get('metric')))} ({objective.get('direction')})"
             + (f"; best trial {best.get('trial_id')}, test accuracy {test:.4f}" if test is not None else "")
             + "<table><thead><tr>"
