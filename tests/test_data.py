@@ -42,6 +42,20 @@ def test_subsets_keep_every_class(tmp_path):
     assert set(np.unique(data.y_train)) == set(range(10)) == set(np.unique(data.y_val))
 
 
+def test_capped_training_validation_and_test_images_never_overlap(tmp_path):
+    """Each image numbered in its pixels: the sets drawn with max_train_samples are disjoint, and proportioned."""
+    index = np.arange(900)
+    x = np.zeros((900, 8, 8), np.uint8)
+    x[:, 0, 0], x[:, 0, 1] = index % 256, index // 256
+    data = load_data(data_spec(max_train_samples=200), tmp_path, seed=0, arrays=(x, index % 3))
+    number = {
+        name: set((part[:, 0, 0, 0].astype(int) + 256 * part[:, 0, 1, 0].astype(int)).tolist())
+        for name, part in (("train", data.x_train), ("val", data.x_val), ("test", data.x_test))
+    }
+    assert (len(number["train"]), len(number["val"]), len(number["test"])) == (200, 50, 180)
+    assert not number["train"] & number["val"] and not number["train"] & number["test"] and not number["val"] & number["test"]
+
+
 def test_max_train_samples_is_the_number_of_images_trained_on(tmp_path):
     """300 gives 300 training images, and validation images in the split's proportion beside them (75 at 0.2)."""
     data = load_data(data_spec(max_train_samples=300, validation_split=0.2), tmp_path, seed=0)
