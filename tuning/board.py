@@ -90,15 +90,13 @@ def stops_like_ctrl_c() -> Iterator[None]:
     """Inside the block SIGTERM (`timeout`, systemd, a notebook kernel's stop) and SIGHUP (a closed terminal) raise
     KeyboardInterrupt, as Ctrl-C does: by default they end this process at once, and TensorBoard serves on."""
 
+    from .runtime import signals_handled
+
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
+    with signals_handled(interrupt, signal.SIGTERM, signal.SIGHUP):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _free_port(host: str) -> int:

@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import sys
-import threading
 import time
 import types
 from collections.abc import Iterator, Mapping, Sequence
@@ -438,9 +437,7 @@ def _graceful_stop(stop: Any, quiet: bool, notice: str = "stopping after the cur
 
     Either way every finished trial is already on disk; the interrupted one runs again on resume.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    from .runtime import signals_handled
 
     def request(signum: int, frame: Any) -> None:
         if stop.requested and signum == signal.SIGINT:
@@ -449,12 +446,8 @@ def _graceful_stop(stop: Any, quiet: bool, notice: str = "stopping after the cur
         if not quiet:
             print(f"\n{notice}", file=sys.stderr, flush=True)
 
-    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with signals_handled(request, signal.SIGINT, signal.SIGTERM):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def train(

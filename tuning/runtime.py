@@ -121,6 +121,24 @@ def saving_without_tensorflow() -> Iterator[None]:
         lazy._available = None
 
 
+@contextlib.contextmanager
+def signals_handled(handler: Any, *signals: int) -> Iterator[None]:
+    """`handler` for `signals` inside the block, the previous handlers back after it. Off the main thread, where
+    Python refuses signal handlers, the block runs with the process's own."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, earlier in previous.items():
+            signal.signal(sig, earlier)
+
+
 def exit_without_final_collections(code: int) -> NoReturn:
     """Exit with `code`, leaving out Python's last garbage collections over the ~10^6 objects of TensorFlow's
     and Keras' modules (1.3-1.4 s on 2 cores, for a process that imported them); the operating system frees
