@@ -635,6 +635,31 @@ def test_a_workbook_whose_manifest_is_not_its_first_sheet_says_which_sheet_was_r
         load_data(folder_spec(tmp_path / "book.xlsx", source="manifest", label_column="label"), tmp_path, seed=0)
 
 
+def test_data_sheet_reads_the_named_sheet_of_each_workbook(tmp_path):
+    """A workbook that keeps notes first: `data.sheet` names the manifest's sheet, in the train and test workbooks."""
+    import pandas as pd
+
+    make_tree(tmp_path / "pets", per_class=4)
+    files = sorted(p for p in (tmp_path / "pets").rglob("*.*") if p.stem.isdigit())
+    rows = pd.DataFrame({"path": [str(p.relative_to(tmp_path)) for p in files], "label": [p.parent.name for p in files]})
+    for name, part in (("train.xlsx", rows[[p.stem != "0" for p in files]]), ("test.xlsx", rows[[p.stem == "0" for p in files]])):
+        with pd.ExcelWriter(tmp_path / name) as book:
+            pd.DataFrame({"notes": ["read me"]}).to_excel(book, sheet_name="About", index=False)
+            part.to_excel(book, sheet_name="2024", index=False)
+    data_section = {"manifest": "train.xlsx", "test_path": "test.xlsx", "label_column": "label", "image_size": [16, 16]}
+    spec = load_spec({"version": 1, "data": {**data_section, "sheet": 2024}})  # a year as a sheet name, written as a number
+    assert spec.data.sheet == "2024"
+    data = load_data(spec.data, tmp_path, seed=0)
+    assert np.bincount(data.y_test).tolist() == [1, 1, 1] and len(data.y_train) + len(data.y_val) == 9
+    misspelled = load_spec({"version": 1, "data": {**data_section, "sheet": "2042"}})
+    with pytest.raises(
+        DataError, match=r"train.xlsx: data.sheet names '2042' \(did you mean '2024'\?\), which the workbook does not have; its sheets are 'About', '2024'"
+    ):
+        load_data(misspelled.data, tmp_path, seed=0)
+    with pytest.raises(SpecError, match=r"data.sheet: sheet names the sheet of an Excel manifest"):
+        load_spec({"version": 1, "data": {"manifest": "train.csv", "label_column": "label", "image_size": [16, 16], "sheet": "Images"}})
+
+
 def test_a_new_cache_version_replaces_the_entry_an_earlier_one_made(tmp_path, monkeypatch):
     """Each version bump re-decodes once; the superseded entry of the same files must not stay on the disk."""
     import tuning.images as images

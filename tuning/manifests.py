@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import DataError
 from .images import Listing
-from .wording import counted
+from .wording import counted, hinted
 
 
 def read_manifests(path: Path, test_path: Path | None, data_spec: Any) -> Listing:
@@ -33,29 +33,47 @@ def read_manifests(path: Path, test_path: Path | None, data_spec: Any) -> Listin
     )
 
 
-def read_table(path: Path) -> Any:
-    """A manifest's rows as a pandas DataFrame: Excel by its suffix, else CSV."""
+def is_workbook(path: Path) -> bool:
+    return path.suffix.lower() in (".xlsx", ".xls")
+
+
+def read_table(path: Path, sheet: str | None = None) -> Any:
+    """A manifest's rows as a pandas DataFrame: Excel by its suffix (its first sheet, or `sheet`), else CSV."""
     import pandas as pd
 
+    if sheet is not None and is_workbook(path):
+        sheets = _sheet_names(path)
+        if sheets is not None and sheet not in sheets:
+            raise DataError(
+                f"{path}: data.sheet names {hinted(sheet, sheets)}, which the workbook does not have; its sheets are {', '.join(map(repr, sheets))}"
+            )
     try:
-        return pd.read_excel(path) if path.suffix.lower() in (".xlsx", ".xls") else pd.read_csv(path)
+        return pd.read_excel(path, sheet_name=sheet if sheet is not None else 0) if is_workbook(path) else pd.read_csv(path)
     except Exception as exc:  # noqa: BLE001 - any unreadable manifest gets the same message
         raise DataError(f"{path}: cannot read the manifest ({type(exc).__name__}: {exc}); expected a CSV or .xlsx file") from None
 
 
-def _first_sheet_note(path: Path) -> str:
-    """For a workbook of several sheets: that only the first is read (the columns sought may be on another)."""
-    if path.suffix.lower() not in (".xlsx", ".xls"):
-        return ""
+def _sheet_names(path: Path) -> list[str] | None:
+    """A workbook's sheets, or None when it cannot be opened (reading it then says why)."""
     import pandas as pd
 
     try:
-        sheets = pd.ExcelFile(path).sheet_names
-    except Exception:  # noqa: BLE001 - a note for an error already being raised
+        return [str(name) for name in pd.ExcelFile(path).sheet_names]
+    except Exception:  # noqa: BLE001 - read_excel reports an unreadable file
+        return None
+
+
+def _sheet_note(path: Path, sheet: str | None) -> str:
+    """For a workbook: which sheet was read, when the columns sought may be on another."""
+    if sheet is not None and is_workbook(path):
+        return f" in its sheet {sheet!r}, the one data.sheet names"
+    sheets = _sheet_names(path) if is_workbook(path) else None
+    if not sheets or len(sheets) < 2:
         return ""
-    if len(sheets) < 2:
-        return ""
-    return f" in its first sheet, {sheets[0]!r}, the one read (the workbook has {len(sheets)}: {', '.join(map(repr, sheets))}; put the manifest first)"
+    return (
+        f" in its first sheet, {sheets[0]!r}, the one read (the workbook has {len(sheets)}: {', '.join(map(repr, sheets))}; "
+        "name the sheet to read with data.sheet, or put the manifest first)"
+    )
 
 
 def read_labelled_manifest(path: Path, path_column: str, label_column: str | None, label_columns: Sequence[str] | None, frame: Any = None) -> Listing:
@@ -86,7 +104,8 @@ def read_manifest(path: Path, data_spec: Any, advice: str = SPEC_COLUMNS_ADVICE,
     """A CSV or Excel file: a path column, and a label column or one-hot label columns; optional split column.
     `advice` says how to name other columns where the manifest was given (a spec, or the command line);
     `frame` is its rows when the caller has read them already."""
-    frame = read_table(path) if frame is None else frame
+    sheet = getattr(data_spec, "sheet", None)
+    frame = read_table(path, sheet) if frame is None else frame
     columns = list(frame.columns)
     wanted = [
         data_spec.path_column,
@@ -97,7 +116,7 @@ def read_manifest(path: Path, data_spec: Any, advice: str = SPEC_COLUMNS_ADVICE,
     missing = [c for c in wanted if c not in columns]
     if missing:
         raise DataError(
-            f"{path}: no column {', '.join(map(repr, missing))}; the manifest has {', '.join(map(repr, columns))}{_first_sheet_note(path)} ({advice})"
+            f"{path}: no column {', '.join(map(repr, missing))}; the manifest has {', '.join(map(repr, columns))}{_sheet_note(path, sheet)} ({advice})"
         )
     if data_spec.label_columns:
         onehot = one_hot_rows(path, frame, list(data_spec.label_columns))

@@ -314,6 +314,8 @@ def cross_check(spec: Any) -> list[tuple[tuple[str | int, ...], str]]:
         )
     if data.source != "manifest" and (data.label_column or data.label_columns or data.split_column):
         problems.append((("data", "label_column"), "label_column, label_columns and split_column only apply to `source: manifest`"))
+    if data.sheet is not None and not any(str(p or "").lower().endswith((".xlsx", ".xls")) for p in (data.path, data.test_path)):
+        problems.append((("data", "sheet"), "sheet names the sheet of an Excel manifest (.xlsx, .xls) to read; the data names none: remove it"))
     if data.test_path and data.source != "manifest":
         problems.append(
             (("data", "test_path"), "test_path is a second manifest of test images; a folder takes train/ and test/ sub-folders, an .npz x_test and y_test")

@@ -62,6 +62,7 @@ class DataSpec(Frozen):
     label_column: str | None = None
     label_columns: Annotated[list[str], Field(min_length=2)] | None = None
     split_column: str | None = None
+    sheet: str | None = None  # manifest: the Excel sheet to read (in `path` and `test_path`); the first sheet when not given
     classes: Annotated[list[str], Field(min_length=2)] | None = None
     class_weight: Literal["balanced"] | None = None
     max_train_samples: PosInt | None = None
@@ -77,6 +78,9 @@ class DataSpec(Frozen):
             for key, source in SHORTHANDS.items():
                 if key in value and "path" not in value and value.get("source", source) == source:
                     value = {**{k: v for k, v in value.items() if k != key}, "source": source, "path": value[key]}
+            # A sheet named `2024` is a sheet name, written as a number in YAML.
+            if isinstance(value.get("sheet"), int) and not isinstance(value.get("sheet"), bool):
+                value = {**value, "sheet": str(value["sheet"])}
             # `classes: [3, 8]` names digits' (and MNIST's) classes "3" and "8": class names are text.
             if isinstance(value.get("classes"), list):
                 value = {**value, "classes": [str(c) if isinstance(c, int) and not isinstance(c, bool) else c for c in value["classes"]]}
