@@ -157,9 +157,12 @@ def test_each_trial_in_its_own_process(tmp_path):
     run = search(tiny(search={"algorithm": "random", "max_trials": 2, "max_epochs": 1}), name="fresh", out=tmp_path, trials_per_process=1, quiet=True)
     assert len(run.trials) == 2 and set(run.trials["status"]) == {"completed"}
     log = (tmp_path / "fresh" / "workers" / "worker0.log").read_text()
-    assert log.count(": joined ") == 3 and log.count("exiting for a fresh process") == 2  # the 3rd is told the search is over
+    # The first process leaves holding the second trial, which its successor runs; that one is told the search is
+    # over and exits for good: no third process starts only to learn it.
+    assert log.count(": joined ") == 2 and log.count("exiting for a fresh process") == 1 and log.count("the search is over") == 1
     ids = {line.split()[1] for line in log.splitlines() if line.startswith("worker ") and ": joined " in line}
-    assert len(ids) == 3  # three distinct worker ids, one per process
+    assert len(ids) == 2  # two distinct worker ids, one per process
+    assert sorted(r.trial_id for r in run.records()) == ["0", "1"]  # the trial handed on ran once, under its id
 
 
 def test_a_restarted_search_keeps_its_records_and_a_remote_worker_carries_on(tmp_path):

@@ -359,8 +359,11 @@ def _work(
     board_log = HParamsLog(store.dir / "logs", params, spec.search.objective.metric, max_epochs=spec.search.max_epochs, brackets=brackets)
     tuner = SpecTuner(spec=spec, oracle=make_oracle(spec, params), hypermodel=hypermodel, directory=str(store.dir), events=Events(board_log), store=store)
     tuner.deadline = manifest.get("deadline")
-    tuner.trials_per_process = trials_per_process
     _pace_idle_requests(tuner.oracle)
+    if trials_per_process and os.environ.get(PARENT_PID):
+        _recycle_holding_the_next_trial(tuner, trials_per_process)
+    else:
+        tuner.trials_per_process = trials_per_process
     one_hot = np.eye(dataset.num_classes, dtype="float32")
     weights = dataset.class_weights() if spec.data.class_weight == "balanced" else None
     print(f"worker {tuner_id}: joined {chief} for {store.dir}", flush=True)
@@ -402,6 +405,24 @@ def _leave_once_the_search_is_over(store: Any, chief: str, tuner_id: str) -> Non
                     os._exit(0)  # the main thread is blocked in a gRPC call that would wait for ever
 
     threading.Thread(target=watch, name="chief-watch", daemon=True).start()
+
+
+def _recycle_holding_the_next_trial(tuner: Any, limit: int) -> None:
+    """A worker the search started leaves after `limit` trials only once it has been handed another, which the
+    search gives to the fresh process it starts in its place (`Chief.hand_out_again`); told that the search is
+    over, it exits for good, instead of being replaced by a process that would import Keras only to learn it.
+    A worker started by hand leaves before asking (`SpecTuner.pre_create_trial`): nothing would pass its trial on."""
+    from .engine import ProcessRecycle
+
+    ask = tuner.oracle.create_trial
+
+    def create_trial(tuner_id: str) -> Any:
+        trial = ask(tuner_id)
+        if trial.status == "RUNNING" and tuner.trials_done >= limit:
+            raise ProcessRecycle(tuner.trials_done)
+        return trial
+
+    tuner.oracle.create_trial = create_trial
 
 
 def _pace_idle_requests(client: Any) -> None:
