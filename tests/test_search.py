@@ -1320,9 +1320,11 @@ def test_a_run_stopped_by_its_time_budget_goes_on_when_the_budget_is_raised(tmp_
     records = {p.name: p.read_text() for p in (tmp_path / "budget" / "trials").glob("*.json")}
     assert first.manifest["stop_reason"] == "time budget reached" and len(before) < 4
     capsys.readouterr()
-    assert main(["search", str(path), "--out", str(tmp_path), "--quiet"]) == 0
+    assert main(["search", str(path), "--out", str(tmp_path), "--quiet", "--workers", "1"]) == 0
     assert "search.time_budget (1s) is used up" in capsys.readouterr().err
     assert set(open_run(tmp_path / "budget").trials["trial_id"]) == before
+    assert not (tmp_path / "budget" / "workers").exists()  # no worker process was started only to be told so
+    assert open_run(tmp_path / "budget").manifest["stop_reason"] == "time budget reached"
     spec["search"]["time_budget"] = "10m"
     write_spec(tmp_path, spec, "budget.yaml")
     assert main(["search", str(path), "--out", str(tmp_path), "--quiet"]) == 0

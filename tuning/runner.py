@@ -331,7 +331,9 @@ def _search_locked(
     try:
         with _graceful_stop(tuner.stop, quiet), long_lived_objects_frozen():
             weights = dataset.class_weights() if spec.data.class_weight == "balanced" else None
-            if parallel["workers"]:
+            if parallel["workers"] and budget is not None and elapsed_before >= budget:
+                oracle.stop_reason = "time budget reached"  # as the oracle would tell each worker, without starting them
+            elif parallel["workers"]:
                 _serve_workers(tuner, store, Events(view, clock), parallel, quiet)
             else:
                 tuner.search(train=(dataset.x_train, one_hot[dataset.y_train]), validation=(dataset.x_val, one_hot[dataset.y_val]), class_weight=weights)
