@@ -501,6 +501,26 @@ def test_features_of_a_train_sheet_and_a_test_sheet_together(exported, labelled,
     assert "train.xlsx is a manifest and " in capsys.readouterr().err
 
 
+def test_features_take_a_filled_label_column_as_evaluate_does(exported, labelled, tmp_path, capsys):
+    """No --label-column: a `label` column filled in every row labels the images (accuracy, colours); a test
+    sheet whose `label` cells are still blank leaves the table unlabelled rather than refused."""
+    import pandas as pd
+
+    from tuning.features import extract_features
+
+    _, paths = exported
+    table = pd.read_csv(labelled / "labels.csv").rename(columns={"file": "path", "digit": "label"})
+    table["path"] = [str(labelled / f) for f in table["path"]]
+    table.to_csv(tmp_path / "train.csv", index=False)
+    result = extract_features(paths["keras"], tmp_path / "train.csv", out=tmp_path / "labelled")
+    assert result["labelled_images"] == 120 and result["accuracy"] > 0.5
+    written = pd.read_csv(tmp_path / "labelled" / "features.csv")
+    assert "true_label" not in written.columns and list(written["label"]) == list(table["label"])
+    table.assign(label="").to_csv(tmp_path / "test.csv", index=False)
+    both = extract_features(paths["keras"], [tmp_path / "train.csv", tmp_path / "test.csv"], out=tmp_path / "both")
+    assert both["images"] == 240 and "accuracy" not in both  # one sheet unlabelled: none is taken as labelled
+
+
 def test_feature_maps_of_one_image_for_chosen_layers(exported, labelled, tmp_path, capsys):
     """The tutorials' "peer inside the model": every filter of each convolution for one image."""
     import keras

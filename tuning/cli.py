@@ -150,7 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     features.add_argument("data", metavar="DATA", nargs="+", help="a folder of class sub-folders, CSV/Excel manifests, or image files and folders of images")
     features.add_argument("--out", help="output folder (default: features/ beside the model)")
     features.add_argument("--path-column", default="path", help="manifest: the column of image paths (default: path)")
-    features.add_argument("--label-column", help="manifest: the column of class names (colours the plot)")
+    features.add_argument(
+        "--label-column", help="manifest: the column of class names, which colours the plot (default: its column named label, if no cell is blank)"
+    )
     features.add_argument("--label-columns", help="manifest: comma-separated one-hot columns, e.g. Cats,Dogs")
     features.add_argument("--tsne", action="store_true", help="also a t-SNE projection (slower; scikit-learn)")
     features.add_argument("--json", action="store_true", help="print JSON instead of text")

@@ -34,6 +34,7 @@ class _Images:
     named: frozenset[Path] = frozenset()  # files named on the command line: they must be images
     group_column: str = "split"  # what `splits` holds: train/validation/test, or the folder each file came from
     manifests: tuple[Path, ...] = ()  # the manifest the paths came from (relative paths start at its folder)
+    label_column: str | None = None  # the manifest column the labels came from
 
 
 def _keras_model(predictor: Predictor, path: Path) -> Any:
@@ -132,10 +133,19 @@ def _class_folders(folder: Path) -> bool:
 
 
 def _manifests(paths: list[Path], path_column: str, label_column: str | None, label_columns: Sequence[str] | None) -> _Images:
-    """One manifest, or several read as one table (a train and a test sheet), each row with the manifest it came from."""
+    """One manifest, or several read as one table (a train and a test sheet), each row with the manifest it came from.
+    Without --label-column(s), a `label` column filled in every manifest's every row labels the images, as
+    `evaluate` takes it; one with blank cells (a test sheet to be labelled) leaves them unlabelled."""
     import pandas as pd
 
-    parts = [_manifest(path, path_column, label_column, label_columns) for path in paths]
+    from .manifests import read_table
+
+    if label_column and label_columns:
+        raise DataError(f"{', '.join(map(str, paths))}: give --label-column (one column of class names) or --label-columns (one-hot columns), not both")
+    frames = [read_table(path) for path in paths]
+    if not label_column and not label_columns and all(_filled(frame, "label") for frame in frames):
+        label_column = "label"
+    parts = [_manifest(path, frame, path_column, label_column, label_columns) for path, frame in zip(paths, frames)]
     if len(parts) == 1:
         return parts[0]
     labelled = [part.labels for part in parts if part.labels is not None]  # all or none: the same columns name them
@@ -147,15 +157,20 @@ def _manifests(paths: list[Path], path_column: str, label_column: str | None, la
         ", ".join(map(str, paths)),
         group_column="manifest",
         manifests=tuple(paths),
+        label_column=label_column,
     )
 
 
-def _manifest(path: Path, path_column: str, label_column: str | None, label_columns: Sequence[str] | None) -> _Images:
-    from .manifests import manifest_paths, read_labelled_manifest, read_table
+def _filled(frame: Any, column: str) -> bool:
+    if column not in frame.columns:
+        return False
+    cells = frame[column]
+    return not (cells.isna().to_numpy() | (cells.astype(str).str.strip() == "").to_numpy()).any()
 
-    if label_column and label_columns:
-        raise DataError(f"{path}: give --label-column (one column of class names) or --label-columns (one-hot columns), not both")
-    frame = read_table(path)
+
+def _manifest(path: Path, frame: Any, path_column: str, label_column: str | None, label_columns: Sequence[str] | None) -> _Images:
+    from .manifests import manifest_paths, read_labelled_manifest
+
     labels = None
     if label_column or label_columns:
         listing = read_labelled_manifest(path, path_column, label_column, label_columns, frame)
@@ -166,7 +181,7 @@ def _manifest(path: Path, path_column: str, label_column: str | None, label_colu
                 f"{path}: no column {path_column!r}; the manifest has {', '.join(map(repr, frame.columns))} (name the image paths with --path-column)"
             )
         files = manifest_paths(path, frame, path_column)
-    return _Images(files, labels, None, frame, str(path), manifests=(path,))
+    return _Images(files, labels, None, frame, str(path), manifests=(path,), label_column=label_column)
 
 
 def extract_features(
@@ -184,7 +199,7 @@ def extract_features(
 
     `data` is a folder of class sub-folders (labels from the folder names), CSV/Excel manifests (their
     columns are kept, several as one table with a `manifest` column; labels from `label_column` or one-hot
-    `label_columns` when given), or image files and folders of loose images. Writes to `out` (default: `features/` beside the model) `features.csv` (each
+    `label_columns` when given, else from a `label` column filled in every row), or image files and folders of loose images. Writes to `out` (default: `features/` beside the model) `features.csv` (each
     image with its label, predicted class, probability and PCA position, `tsne_1`/`tsne_2` with `tsne`; also
     `features.xlsx` for an Excel manifest), `features.npy` (the full feature vectors, rows as in the CSV) and
     `pca.png` (and `tsne.png`), coloured by label, else by predicted class. Unreadable files are skipped
@@ -218,7 +233,7 @@ def extract_features(
     table = images.rows.iloc[kept].reset_index(drop=True) if images.rows is not None else pd.DataFrame({"image": [str(images.files[i]) for i in kept]})
     if images.labels is not None:
         # The labels used (for colours and accuracy); a manifest's own "label" column, if it is another, is kept as it is.
-        used = "label" if "label" not in table.columns or label_column == "label" else "true_label"
+        used = "label" if "label" not in table.columns or images.label_column == "label" else "true_label"
         table[used] = [images.labels[i] for i in kept]
     if images.splits is not None:
         table[images.group_column] = [images.splits[i] for i in kept]
