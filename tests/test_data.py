@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from tuning import DataError
-from tuning.data import describe, load_data, stratified_subset
+from tuning.data import describe, load_data
+from tuning.splits import stratified_subset
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

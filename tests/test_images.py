@@ -339,7 +339,7 @@ def test_per_operation_augmentation_ranges_are_hyperparameters():
 @pytest.mark.slow
 def test_a_streamed_folder_is_read_batch_by_batch_never_whole(tmp_path, monkeypatch):
     """`in_memory: false` (or data larger than half the free memory) trains from the cache without loading it."""
-    from tuning.data import LazyImages
+    from tuning.lazy_images import LazyImages
 
     make_tree(tmp_path / "pets", per_class=40)
     reads: list[int] = []

@@ -243,7 +243,7 @@ def test_every_data_source_has_a_loader():
     """A source the spec accepts and `load_data` cannot find would fail with a KeyError after the spec was called valid."""
     from typing import get_args
 
-    from tuning.data import LOADERS
+    from tuning.sources import LOADERS
     from tuning.spec import DataSpec
 
     assert sorted(get_args(DataSpec.model_fields["source"].annotation)) == sorted(LOADERS)

@@ -15,7 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from .data import LazyImages
+from .lazy_images import LazyImages
 
 
 def epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:

@@ -45,7 +45,7 @@ def fixed_spec(
     """
     data = spec.to_dict()
     if on_arrays:
-        from .data import ARRAY_SETTINGS
+        from .sources import ARRAY_SETTINGS
 
         data["data"] = {"source": "arrays", **{key: data["data"][key] for key in ARRAY_SETTINGS if key in data["data"]}}
     for key in ("path", "test_path"):
@@ -151,7 +151,7 @@ class TrialModel:
         keras.utils.set_random_seed(self.spec.search.seed)
         model = self.build()
         from .batches import fit_data
-        from .data import concat
+        from .lazy_images import concat
 
         x = concat(dataset.x_train, dataset.x_val)
         y = np.eye(dataset.num_classes, dtype="float32")[np.concatenate([dataset.y_train, dataset.y_val])]

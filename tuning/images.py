@@ -295,7 +295,7 @@ def load_images(listing: Listing, data_spec: Any) -> dict[str, Any]:
     if empty:
         raise DataError(f"{listing.origin}: classes {empty} have no readable image; remove them or add images")
     index = {name: i for i, name in enumerate(listing.class_names)}
-    from .data import LazyImages
+    from .lazy_images import LazyImages
 
     return {
         "x": LazyImages(images[: len(kept)]),
