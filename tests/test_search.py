@@ -115,14 +115,14 @@ def test_infeasible_draws_are_recorded_never_trained(finished):
 
 
 def test_an_unbuildable_configuration_drawn_again_is_recorded_once(tmp_path):
+    from tuning.events import record_infeasible
     from tuning.records import RunStore
-    from tuning.runner import _record_infeasible
 
     store, logged = RunStore(tmp_path / "run"), []
     board = type("Board", (), {"infeasible": lambda self, record: logged.append(record.trial_id)})()
     recorded: set[str] = set()
     for values in ({"blocks": 3, "padding": "valid"}, {"padding": "valid", "blocks": 3}, {"blocks": 2, "padding": "valid"}):
-        _record_infeasible(store, board, values, "feature maps shrink below 1 pixel", recorded)
+        record_infeasible(store, board, values, "feature maps shrink below 1 pixel", recorded)
     assert [r.values for r in store.read_trials()] == [{"blocks": 3, "padding": "valid"}, {"blocks": 2, "padding": "valid"}]
     assert logged == ["infeasible-001", "infeasible-002"]
 
@@ -381,16 +381,16 @@ def test_a_short_hyperband_search_says_what_would_fill_it():
     """`--retry-failed` is advised only for failed trials it would run again; diverged ones need a narrower space."""
     from types import SimpleNamespace
 
+    from tuning.outcome import stop_reason
     from tuning.planner import plan
-    from tuning.runner import _stop_reason
 
     spec = load_spec(tiny())
     the_plan = plan(spec)
 
     def reason(*statuses: str) -> str:
         trials = [SimpleNamespace(trial_id=f"{i:04d}", status=status) for i, status in enumerate(statuses)]
-        store: Any = SimpleNamespace(read_trials=lambda: trials)  # what _stop_reason reads of a RunStore
-        return _stop_reason(spec, the_plan, store)
+        store: Any = SimpleNamespace(read_trials=lambda: trials)  # what stop_reason reads of a RunStore
+        return stop_reason(spec, the_plan, store)
 
     diverged = reason("completed", "diverged", "completed")
     assert "and 1 diverged, so later rounds had too few" in diverged and "--retry-failed" not in diverged
@@ -1207,14 +1207,14 @@ def test_extending_a_space_with_nothing_left_says_so(tmp_path, capsys):
 def test_a_run_begun_with_whole_number_labels_named_as_floats_keeps_those_names():
     """Before whole-number labels were named as integers a CSV's `2.0` made class '2.0': resuming keeps it."""
     from tuning.data import load_data
-    from tuning.runner import _with_earlier_class_names
+    from tuning.resume import with_earlier_class_names
 
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), np.arange(60) % 3
     dataset = load_data(load_spec({"version": 1}).data, ROOT, seed=0, arrays=(x, y))
     assert dataset.class_names == ("0", "1", "2")
-    assert _with_earlier_class_names(dataset, ["0.0", "1.0", "2.0"]).class_names == ("0.0", "1.0", "2.0")
-    assert _with_earlier_class_names(dataset, ["a", "b", "c"]) is dataset  # other classes: refused as before, by the caller
+    assert with_earlier_class_names(dataset, ["0.0", "1.0", "2.0"]).class_names == ("0.0", "1.0", "2.0")
+    assert with_earlier_class_names(dataset, ["a", "b", "c"]) is dataset  # other classes: refused as before, by the caller
 
 
 def test_arrays_resized_by_image_size_are_judged_at_that_size_in_every_trial(tmp_path):
@@ -1292,16 +1292,16 @@ def test_a_killed_search_keeps_the_time_it_used_for_its_time_budget(tmp_path):
 def test_run_json_says_finished_only_once_the_results_are_written(tmp_path, monkeypatch):
     """A process killed while it writes the results leaves a run that the same command resumes, not a `finished`
     run without its tables, best model or reports."""
-    import tuning.runner as runner
+    import tuning.outcome as outcome
 
     seen = []
-    real = runner._finish
+    real = outcome.finish
 
     def finish(store, *args):
         seen.append(store.read_manifest()["status"])
         real(store, *args)
 
-    monkeypatch.setattr(runner, "_finish", finish)
+    monkeypatch.setattr(outcome, "finish", finish)
     run = search(tiny(search={"algorithm": "random", "max_trials": 2, "max_epochs": 1}), name="order", out=tmp_path, quiet=True)
     assert seen == ["running"] and run.manifest["status"] == "finished"
     results = json.loads((run.path / "results.json").read_text())
@@ -1336,7 +1336,7 @@ def test_a_run_stopped_by_its_time_budget_goes_on_when_the_budget_is_raised(tmp_
 
 
 class _JumpingClock:
-    """The wall clock of the engine and the runner, which `jump` moves an hour on: a time budget then runs out at
+    """The wall clock of the engine and the runner (and its elapsed-time listener), which `jump` moves an hour on: a time budget then runs out at
     a chosen epoch's end on any machine, and the run's elapsed time counts the hour."""
 
     def __init__(self) -> None:
@@ -1353,11 +1353,13 @@ class _JumpingClock:
 def _budget_runs_out_after(epochs: int, monkeypatch) -> _JumpingClock:
     """The time budget runs out as the search's `epochs`-th epoch ends (an hour passes during that epoch)."""
     import tuning.engine as engine
+    import tuning.events as events
     import tuning.runner as runner
 
     clock, seen, epoch_end = _JumpingClock(), [], engine._EpochLog.on_epoch_end
     monkeypatch.setattr(engine, "time", clock)
     monkeypatch.setattr(runner, "time", clock)
+    monkeypatch.setattr(events, "time", clock)
 
     def on_epoch_end(log, epoch, logs=None):
         seen.append(epoch)

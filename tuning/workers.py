@@ -347,8 +347,10 @@ def _work(
     import numpy as np
 
     from .engine import SpecHyperModel, SpecTuner, make_oracle
+    from .events import Events, graceful_stop
     from .hparams import HParamsLog
-    from .runner import Events, _graceful_stop, brackets_of, with_iterations
+    from .resume import with_iterations
+    from .runner import brackets_of
     from .runtime import long_lived_objects_frozen
     from .space import parameters
 
@@ -371,7 +373,7 @@ def _work(
     from .engine import ProcessRecycle
 
     try:
-        with _graceful_stop(tuner.stop, quiet), long_lived_objects_frozen():
+        with graceful_stop(tuner.stop, quiet), long_lived_objects_frozen():
             tuner.search(train=(dataset.x_train, one_hot[dataset.y_train]), validation=(dataset.x_val, one_hot[dataset.y_val]), class_weight=weights)
     except ProcessRecycle as done:
         print(f"worker {tuner_id}: ran {done} trials; exiting for a fresh process", flush=True)
