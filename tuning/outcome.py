@@ -16,9 +16,18 @@ from .runtime import saving_without_tensorflow
 from .spec import SearchSpec
 
 
+def max_trials_reached(spec: SearchSpec, store: RunStore) -> bool:
+    """Whether the run has as many trials as `search.max_trials` allows: raised, the run goes on."""
+    return bool(spec.search.max_trials) and len(_trials(store)) >= int(spec.search.max_trials or 0)
+
+
+def _trials(store: RunStore) -> list[Any]:
+    return [r for r in store.read_trials() if not r.trial_id.startswith("infeasible-")]
+
+
 def stop_reason(spec: SearchSpec, the_plan: Plan, store: RunStore) -> str:
-    trials = [r for r in store.read_trials() if not r.trial_id.startswith("infeasible-")]
-    if spec.search.max_trials and len(trials) >= spec.search.max_trials:
+    trials = _trials(store)
+    if max_trials_reached(spec, store):
         return f"max_trials = {spec.search.max_trials} reached"
     planned = the_plan.up_to(spec.search.max_trials)[0]
     if len(trials) < planned:

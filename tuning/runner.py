@@ -272,7 +272,7 @@ def _search_locked(
         # run again (`--retry-failed`): its round then fills, and promotes from the trials beside it.
         retryable = any(r.status in ("failed", "out_of_memory") for r in store.read_trials())
         # Nor when time_budget or max_trials stopped it: raised, the run goes on, and Hyperband promotes from its rounds.
-        limited = oracle.stop_reason is not None or stop_reason.startswith("max_trials")
+        limited = oracle.stop_reason is not None or outcome.max_trials_reached(spec, store)
         tuner.prune_checkpoints(final=not retryable and not limited)
     except SearchAborted as exc:
         status, stop_reason, error = "aborted", str(exc), exc
