@@ -27,7 +27,7 @@ def test_totals_match_what_kerastuner_really_trains(max_epochs, factor, trials, 
 
 def drive_oracle(spec, tmp_path):
     """Run KerasTuner's own Hyperband oracle with random scores and no training; list what it created."""
-    from tuning.engine import make_oracle
+    from tuning.oracles import make_oracle
     from tuning.space import parameters
 
     oracle = make_oracle(spec, parameters(spec))
@@ -87,7 +87,7 @@ def test_plan_reports_space_feasibility_and_warnings():
 
 def drive_oracle_in_parallel(spec, tmp_path, workers, scores=1):
     """As `drive_oracle`, with `workers` trials open at once finishing in random order, as `--workers` runs."""
-    from tuning.engine import make_oracle
+    from tuning.oracles import make_oracle
     from tuning.space import parameters
 
     oracle = make_oracle(spec, parameters(spec))
@@ -198,7 +198,7 @@ def test_buildable_configurations_are_counted_one_by_one_in_a_small_space():
 def test_hyperband_never_draws_a_configuration_twice_and_labels_its_iteration(tmp_path):
     """The iteration label (for --extend) must stay out of the hash that finds a configuration drawn before:
     with it in, 5 of 9 configurations were trained, some three times over."""
-    from tuning.engine import make_oracle
+    from tuning.oracles import make_oracle
     from tuning.space import parameters
 
     model = {"blocks": 1, "filters": {"choice": [8, 16, 32]}, "dense_units": {"choice": [16, 32, 64]}}
@@ -220,7 +220,7 @@ def test_hyperband_never_draws_a_configuration_twice_and_labels_its_iteration(tm
 
 
 def test_a_grid_without_max_trials_runs_the_whole_grid_as_planned(tmp_path):
-    from tuning.engine import make_oracle
+    from tuning.oracles import make_oracle
     from tuning.space import parameters
 
     model = {"blocks": 1, "filters": {"int": [8, 24], "step": 8}, "head_dropout": {"float": [0.0, 0.4], "step": 0.2}}

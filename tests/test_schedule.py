@@ -41,7 +41,7 @@ def test_a_round_is_promoted_from_only_once_enough_of_it_has_completed():
 def oracle_seconds(spec, tmp_path, workers: int) -> float:
     """The search's own oracle handing out trials to `workers` that each take 1 s per epoch (idle ones ask again
     `IDLE_POLL_S / 2` after a trial ends, as the replay assumes): when the last trial ends."""
-    from tuning.engine import make_oracle
+    from tuning.oracles import make_oracle
     from tuning.space import parameters
 
     oracle = make_oracle(spec, parameters(spec))

@@ -241,7 +241,8 @@ def test_a_run_begun_before_a_setting_existed_resumes_with_its_default(finished,
 def reopen(spec_path: Path, run_dir: Path):
     """The finished run's tuner, reloaded from its KerasTuner state as a resumed search reloads it."""
     from tuning.data import load_data
-    from tuning.engine import SpecHyperModel, SpecTuner, make_oracle
+    from tuning.engine import SpecHyperModel, SpecTuner
+    from tuning.oracles import make_oracle
     from tuning.space import parameters
 
     spec = load_spec(spec_path)
@@ -1354,12 +1355,12 @@ def _budget_runs_out_after(epochs: int, monkeypatch) -> _JumpingClock:
     """The time budget runs out as the search's `epochs`-th epoch ends (an hour passes during that epoch)."""
     import tuning.engine as engine
     import tuning.events as events
+    import tuning.oracles as oracles
     import tuning.runner as runner
 
     clock, seen, epoch_end = _JumpingClock(), [], engine._EpochLog.on_epoch_end
-    monkeypatch.setattr(engine, "time", clock)
-    monkeypatch.setattr(runner, "time", clock)
-    monkeypatch.setattr(events, "time", clock)
+    for module in (engine, oracles, runner, events):
+        monkeypatch.setattr(module, "time", clock)
 
     def on_epoch_end(log, epoch, logs=None):
         seen.append(epoch)

@@ -146,7 +146,7 @@ def test_kerastuner_space_and_trial_values_hold_only_active_entries(tmp_path):
     """Declared up front, with conditions: a 2-block trial never records filters_3 or filters_4."""
     import json
 
-    from tuning.engine import make_oracle
+    from tuning.oracles import make_oracle
 
     spec = load_spec({**SPEC, "search": {"algorithm": "random", "max_trials": 12, "seed": 3}})
     oracle = make_oracle(spec, parameters(spec))
@@ -172,7 +172,7 @@ def test_kerastuner_space_and_trial_values_hold_only_active_entries(tmp_path):
 
 
 def test_seed_zero_is_honoured():
-    from tuning.engine import make_oracle
+    from tuning.oracles import make_oracle
 
     def draws(seed):
         spec = load_spec({**SPEC, "search": {"algorithm": "random", "seed": seed}})
@@ -213,7 +213,8 @@ def test_a_stepped_float_is_recorded_as_written_not_as_its_binary_sum():
     """KerasTuner draws {float: [0.1, 0.5], step: 0.1} as 0.1 + 2 * 0.1 = 0.30000000000000004."""
     import keras_tuner as kt
 
-    from tuning.engine import active_values, declare
+    from tuning.engine import active_values
+    from tuning.oracles import declare
 
     spec = load_spec({"version": 1, "model": {"block_dropout": {"float": [0.1, 0.5], "step": 0.1}}})
     hp = declare(kt.HyperParameters(), parameters(spec))

@@ -1,7 +1,7 @@
 """Tagged domains of a tunable value: `{choice: [...]}`, `{int: [low, high]}`, `{float: [low, high]}`.
 
 A field of the spec is either a constant or one of these. They are plain validated data: how a domain
-becomes a KerasTuner hyperparameter lives in `engine.py`, so this module stays light.
+becomes a KerasTuner hyperparameter lives in `oracles.py`, so this module stays light.
 """
 
 from __future__ import annotations

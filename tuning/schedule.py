@@ -2,7 +2,7 @@
 
 `validate --time` prices a trial from a few timed configurations; what the plan then takes depends on how its
 trials are handed out. In one process they run one after another. With `--workers N` each worker asks the
-oracle for its next trial (`engine._FewConfigurationsHyperband`): a first-round trial of an open bracket, a
+oracle for its next trial (`oracles._FewConfigurationsHyperband`): a first-round trial of an open bracket, a
 promotion once more of the round below have completed than the next round throws out, else a new bracket; once
 the last bracket has started, a worker with nothing to take waits for a round to complete (asking twice a
 second). Hyperband's later rounds are short and few, so N workers finish sooner, but not N times sooner.

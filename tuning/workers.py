@@ -346,9 +346,10 @@ def _work(
     dataset = load_data(spec.data, data_dir(manifest), seed=spec.search.seed)
     import numpy as np
 
-    from .engine import SpecHyperModel, SpecTuner, make_oracle
+    from .engine import SpecHyperModel, SpecTuner
     from .events import Events, graceful_stop
     from .hparams import HParamsLog
+    from .oracles import make_oracle
     from .resume import with_iterations
     from .runner import brackets_of
     from .runtime import long_lived_objects_frozen
