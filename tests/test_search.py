@@ -759,7 +759,7 @@ def test_a_trial_resumed_after_ctrl_c_trains_its_remaining_epochs_as_if_never_st
     """Ctrl-C after a trial's second epoch, then the same command: the trial continues from its resume point
     and its remaining epochs see the same batches, in the same order, with the same dropout and augmentation
     draws as in a search that was never stopped, so its history (and Hyperband's promotions) are the same."""
-    import tuning.engine
+    import tuning.callbacks
 
     spec = tiny(
         model={"blocks": 1, "filters": 8, "block_dropout": 0.3, "augment": {"flip": "horizontal"}},
@@ -768,18 +768,18 @@ def test_a_trial_resumed_after_ctrl_c_trains_its_remaining_epochs_as_if_never_st
     )
     whole = search(spec, name="whole", out=tmp_path, quiet=True)
 
-    epoch_end = tuning.engine._EpochLog.on_epoch_end
+    epoch_end = tuning.callbacks.EpochLog.on_epoch_end
 
     def ctrl_c_after_the_second_epoch(log, epoch, logs=None):
         epoch_end(log, epoch, logs)
         if epoch + 1 == 2:
             os.kill(os.getpid(), signal.SIGINT)  # the handler defers it to the end of this epoch
 
-    monkeypatch.setattr(tuning.engine._EpochLog, "on_epoch_end", ctrl_c_after_the_second_epoch)
+    monkeypatch.setattr(tuning.callbacks.EpochLog, "on_epoch_end", ctrl_c_after_the_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         search(spec, name="stopped", out=tmp_path, quiet=True)
     assert open_run(tmp_path / "stopped").status == "interrupted"
-    monkeypatch.setattr(tuning.engine._EpochLog, "on_epoch_end", epoch_end)
+    monkeypatch.setattr(tuning.callbacks.EpochLog, "on_epoch_end", epoch_end)
     resumed = search(spec, name="stopped", out=tmp_path, quiet=True)
 
     [record], [reference] = resumed.records(), whole.records()
@@ -1142,7 +1142,7 @@ def test_a_trial_lets_keras_dispatch_its_steps_asynchronously(tmp_path, monkeypa
     from keras.src import backend as keras_backend
     from keras.src.callbacks.callback_list import CallbackList
 
-    from tuning.engine import NanGuard
+    from tuning.callbacks import NanGuard
 
     verdicts = []
     init = CallbackList.__init__
@@ -1353,13 +1353,14 @@ class _JumpingClock:
 
 def _budget_runs_out_after(epochs: int, monkeypatch) -> _JumpingClock:
     """The time budget runs out as the search's `epochs`-th epoch ends (an hour passes during that epoch)."""
+    import tuning.callbacks as callbacks
     import tuning.engine as engine
     import tuning.events as events
     import tuning.oracles as oracles
     import tuning.runner as runner
 
-    clock, seen, epoch_end = _JumpingClock(), [], engine._EpochLog.on_epoch_end
-    for module in (engine, oracles, runner, events):
+    clock, seen, epoch_end = _JumpingClock(), [], callbacks.EpochLog.on_epoch_end
+    for module in (engine, oracles, callbacks, runner, events):
         monkeypatch.setattr(module, "time", clock)
 
     def on_epoch_end(log, epoch, logs=None):
@@ -1368,7 +1369,7 @@ def _budget_runs_out_after(epochs: int, monkeypatch) -> _JumpingClock:
             clock.jump()
         epoch_end(log, epoch, logs)
 
-    monkeypatch.setattr(engine._EpochLog, "on_epoch_end", on_epoch_end)
+    monkeypatch.setattr(callbacks.EpochLog, "on_epoch_end", on_epoch_end)
     return clock
 
 

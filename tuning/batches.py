@@ -68,7 +68,7 @@ def fit_data(x: Any, y: np.ndarray, batch_size: int, *, seed: int = 0, callbacks
     `epoch_order(len(y), seed, epoch)`, set by a callback at the epoch's start, for arrays on TensorFlow (a
     `tf.data` pipeline without autotuning, see `_tensorflow.training_batches`) and streamed images everywhere
     (`Batches`). On JAX and PyTorch, arrays go in as they are and Keras shuffles them, from a global generator
-    that `engine._SeedEachEpoch` seeds from (trial seed, epoch) at each epoch's start: the same on resume."""
+    that `callbacks.SeedEachEpoch` seeds from (trial seed, epoch) at each epoch's start: the same on resume."""
     data: Any
     reorder: Callable[[np.ndarray], None]
     if isinstance(x, LazyImages):
