@@ -1357,10 +1357,11 @@ def _budget_runs_out_after(epochs: int, monkeypatch) -> _JumpingClock:
     import tuning.engine as engine
     import tuning.events as events
     import tuning.oracles as oracles
+    import tuning.resume_points as resume_points
     import tuning.runner as runner
 
     clock, seen, epoch_end = _JumpingClock(), [], callbacks.EpochLog.on_epoch_end
-    for module in (engine, oracles, callbacks, runner, events):
+    for module in (engine, oracles, callbacks, resume_points, runner, events):
         monkeypatch.setattr(module, "time", clock)
 
     def on_epoch_end(log, epoch, logs=None):

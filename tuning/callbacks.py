@@ -3,7 +3,7 @@
 `engine.SpecTuner` gives them to each trial's `fit`: `SaveBestEpoch` keeps what a Hyperband promotion
 continues from, `EpochLog` records each epoch and stops at the time budget or a Ctrl-C (`StopFlag`),
 `NanGuard` ends a diverging trial early, and `SeedEachEpoch` makes an epoch draw the same whether or not
-it was resumed. The resume point written beside them is `engine._ResumePoint`.
+it was resumed. The resume point written beside them lives in `resume_points`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class SaveBestEpoch(keras.callbacks.Callback):
     """Weights and optimizer state at the trial's best epoch: what a promotion continues from.
 
     Written once, when training ends, not at every improvement: an improved epoch is kept in memory until
-    then. When the epoch's resume point (`engine._ResumePoint`) is written, it holds the same state and
+    then. When the epoch's resume point (`resume_points.ResumePoint`) is written, it holds the same state and
     is linked here instead; before a resume point is written, a best epoch still in memory goes to disk, so a
     killed trial always finds the best checkpoint that matches its resume point.
     """

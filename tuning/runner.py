@@ -185,8 +185,9 @@ def _search_locked(
     options = compile_options(spec, accelerator)  # first: a setting this backend refuses fails before the data loads
     dataset = load_data(spec.data, spec.base_dir, seed=spec.search.seed, arrays=data, class_names=class_names)
 
-    from .engine import SpecHyperModel, SpecTuner, cut_by_the_budget
+    from .engine import SpecHyperModel, SpecTuner
     from .oracles import make_oracle
+    from .resume_points import cut_by_the_budget
 
     previous = store.read_manifest() if resumed else {}
     dataset = with_earlier_class_names(dataset, (previous.get("data") or {}).get("classes"))
