@@ -219,6 +219,35 @@ def test_hyperband_never_draws_a_configuration_twice_and_labels_its_iteration(tm
     assert set(iterations) == {0, 1} and iterations == sorted(iterations)
 
 
+def test_a_grid_steps_over_what_cannot_be_built_and_plans_what_it_runs(tmp_path):
+    """blocks 1-3 x padding on 8x8 digits: two `valid` configurations shrink the image to nothing. The grid
+    records them and runs the four others, the four its plan counts, none taking a trial or max_trials' room."""
+    from tuning import feasibility
+    from tuning.oracles import make_oracle
+    from tuning.space import parameters, resolve
+
+    model = {"blocks": {"int": [1, 3]}, "padding": {"choice": ["valid", "same"]}, "kernel_size": 3, "filters": 8}
+    spec = load_spec(tiny(model=model, training={"learning_rate": 1e-3}, search={"algorithm": "grid", "max_epochs": 2}))
+    the_plan = plan(spec)
+    assert (the_plan.total_trials, the_plan.total_epochs) == (4, 8)
+    oracle = make_oracle(spec, parameters(spec))
+    oracle._set_project_dir(str(tmp_path), "oracle")
+    oracle.verbose = 0
+    oracle.is_feasible = lambda values: feasibility.check(resolve(spec, values), the_plan.input_shape, 10, None)
+    passed_over: list[tuple] = []
+    oracle.on_infeasible = lambda values, reason: passed_over.append((values["blocks"], values["padding"]))
+    drawn = []
+    while (trial := oracle.create_trial("tuner0")).status != "STOPPED":
+        drawn.append((trial.hyperparameters.values["blocks"], trial.hyperparameters.values["padding"]))
+        oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5}, step=0)
+        trial.status = "COMPLETED"
+        oracle.end_trial(trial)
+    assert sorted(drawn) == [(1, "same"), (1, "valid"), (2, "same"), (3, "same")]
+    assert sorted(set(passed_over)) == [(2, "valid"), (3, "valid")]
+    capped = load_spec(tiny(model=model, training={"learning_rate": 1e-3}, search={"algorithm": "grid", "max_epochs": 2, "max_trials": 3}))
+    assert plan(capped).total_trials == 3
+
+
 def test_a_grid_without_max_trials_runs_the_whole_grid_as_planned(tmp_path):
     from tuning.oracles import make_oracle
     from tuning.space import parameters

@@ -464,6 +464,17 @@ def test_a_search_on_arrays_is_planned_on_their_images_and_classes(tmp_path):
         tuning.plan(tiny(data={"classes": ["a", "c"]}), data=(x, y), class_names=["a", "b"])
 
 
+def test_a_grid_search_trains_what_can_be_built_and_lists_the_rest(tmp_path):
+    """Two of six grid configurations cannot be built on 8x8 digits: they are listed as infeasible, the four
+    others train, and the run ends with its plan complete (it said 4 trials, and ran 4)."""
+    model = {"blocks": {"int": [1, 3]}, "padding": {"choice": ["valid", "same"]}, "kernel_size": 3, "filters": 8}
+    run = search(tiny(model=model, training={"learning_rate": 3e-3}, search={"algorithm": "grid", "max_epochs": 1}), name="grid", out=tmp_path, quiet=True)
+    table = run.trials
+    trained = table[table["status"] == "completed"]
+    assert len(trained) == 4 and sorted(table[table["status"] == "infeasible"]["blocks"]) == [2, 3]
+    assert run.manifest["plan"]["trials"] == 4 and run.manifest["stop_reason"] == "plan complete"
+
+
 def test_bad_run_names_cannot_escape_the_output_root(tmp_path, capsys):
     with pytest.raises(RunError, match="is not allowed"):
         search(tiny(), name="../outside", out=tmp_path)

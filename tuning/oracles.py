@@ -5,7 +5,8 @@ KerasTuner splits them. Each algorithm's oracle is KerasTuner's with `_SearchOra
 configurations are redrawn instead of taking a trial (and recorded), no failure is retried, a small space is
 drawn to its last configuration, `seed: 0` is honoured, the time budget stops cleanly and the trials it cut
 short run again (`run_again`), and the state files are written whole or not at all. Hyperband's also promotes
-from a bracket whose first round the space could not fill (`_FewConfigurationsHyperband`).
+from a bracket whose first round the space could not fill (`_FewConfigurationsHyperband`); the grid steps
+over the combinations that cannot be built (`_FeasibleGrid`).
 """
 
 from __future__ import annotations
@@ -105,16 +106,20 @@ class _SearchOracleMixin:
         self._retry_queue = [t for t in self._retry_queue if t not in ended]  # type: ignore[attr-defined,has-type]
         self.interrupted = {tuner: trial for tuner, trial in self.interrupted.items() if trial not in ended}
 
+    def _infeasible(self, values: dict[str, Any]) -> bool:
+        """Whether `values` cannot be built; such a configuration is recorded (`on_infeasible`) as it is passed over."""
+        reason = None if self.is_feasible is None else self.is_feasible(values)
+        if reason is not None and self.on_infeasible is not None:
+            self.on_infeasible(values, reason)
+        return reason is not None
+
     def _random_values(self) -> dict[str, Any] | None:
         for _ in range(1000):
             values = super()._random_values()  # type: ignore[misc]
             if values is None:
                 return self._an_untried_configuration()
-            reason = None if self.is_feasible is None else self.is_feasible(values)
-            if reason is None:
+            if not self._infeasible(values):
                 return values
-            if self.on_infeasible is not None:
-                self.on_infeasible(values, reason)
         return self._an_untried_configuration()
 
     def _an_untried_configuration(self) -> dict[str, Any] | None:
@@ -250,6 +255,29 @@ class _FewConfigurationsHyperband:
         return self.populate_space(trial_id)  # type: ignore[no-any-return]  # promotions now, a later bracket, or wait / stop
 
 
+class _FeasibleGrid:
+    """KerasTuner's grid walks the space from each trial's values to the next combination; a combination that
+    cannot be built is recorded (`on_infeasible`) and stepped over, so it takes no trial (a trial slot that
+    trains nothing, counted against max_trials) and the grid runs the configurations its plan counts."""
+
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
+        response = super().populate_space(trial_id)  # type: ignore[misc]
+        values = response.get("values")
+        if values is not None and self._infeasible(values):  # type: ignore[attr-defined]
+            # Only the first trial (the defaults) comes here: the others come from `_get_next_combination`.
+            values = self._get_next_combination(values)
+            if values is None:
+                return {"status": "STOPPED", "values": None}
+            response = {**response, "values": values}
+        return response
+
+    def _get_next_combination(self, values: dict[str, Any]) -> dict[str, Any] | None:
+        following = super()._get_next_combination(values)  # type: ignore[misc]
+        while following is not None and self._infeasible(following):  # type: ignore[attr-defined]
+            following = super()._get_next_combination(following)  # type: ignore[misc]
+        return following
+
+
 def _oracle_class(base: type, *extra: type) -> type:
     return type(f"Tuning{base.__name__}", (_SearchOracleMixin, *extra, base), {})
 
@@ -258,7 +286,7 @@ ORACLES: dict[str, type] = {
     "hyperband": _oracle_class(kt.oracles.HyperbandOracle, _FewConfigurationsHyperband),
     "random": _oracle_class(kt.oracles.RandomSearchOracle),
     "bayesian": _oracle_class(kt.oracles.BayesianOptimizationOracle),
-    "grid": _oracle_class(kt.oracles.GridSearchOracle),
+    "grid": _oracle_class(kt.oracles.GridSearchOracle, _FeasibleGrid),
 }
 
 

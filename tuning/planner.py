@@ -207,7 +207,8 @@ def plan(spec: Any, *, data: Any = None, class_names: Any = None) -> Plan:
     else:
         trials = search.max_trials or 10
         if search.algorithm == "grid" and space_size is not None:
-            trials = min(trials, space_size) if search.max_trials else space_size
+            runs = space_size if trainable is None else trainable  # the grid steps over what cannot be built
+            trials = max(1, min(trials, runs) if search.max_trials else runs)
         if search.algorithm in ("random", "bayesian") and trainable is not None and trainable < trials:
             asked = f"max_trials asks for {trials}" if search.max_trials else f"the default of {trials} trials asks for more"
             warnings.append(
