@@ -248,6 +248,41 @@ def test_a_grid_steps_over_what_cannot_be_built_and_plans_what_it_runs(tmp_path)
     assert plan(capped).total_trials == 3
 
 
+def test_a_grid_goes_on_after_a_kill_from_where_it_was(tmp_path):
+    """KerasTuner keeps the grid's walk in memory only: reloaded, it ran nothing more, and the trial queued again
+    failed when it ended (KeyError in its linked list). Rebuilt from the trials, the walk goes on: every
+    configuration runs once, the one the kill cut short under its own id."""
+    from tuning.oracles import make_oracle
+    from tuning.space import parameters
+
+    spec = load_spec(tiny(model={"blocks": {"int": [1, 3]}, "filters": {"choice": [8, 16]}}, training={"learning_rate": 1e-3}, search={"algorithm": "grid"}))
+
+    def oracle():
+        made = make_oracle(spec, parameters(spec))
+        made._set_project_dir(str(tmp_path), "oracle")
+        made.verbose = 0
+        return made
+
+    def run(chosen, limit=None):
+        drawn = []
+        while (limit is None or len(drawn) < limit) and (trial := chosen.create_trial("tuner0")).status != "STOPPED":
+            drawn.append(trial.trial_id)
+            chosen.update_trial(trial.trial_id, {"val_accuracy": 0.5}, step=0)
+            trial.status = "COMPLETED"
+            chosen.end_trial(trial)
+        return drawn
+
+    first = oracle()
+    assert run(first, limit=2) == ["0", "1"]
+    killed = first.create_trial("tuner0").trial_id
+    first.save()
+    again = oracle()
+    again.reload()
+    assert run(again) == [killed, "3", "4", "5"]
+    values = [tuple(sorted(t.hyperparameters.values.items())) for t in again.trials.values()]
+    assert len(values) == len(set(values)) == 6
+
+
 def test_a_grid_without_max_trials_runs_the_whole_grid_as_planned(tmp_path):
     from tuning.oracles import make_oracle
     from tuning.space import parameters

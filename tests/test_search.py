@@ -940,6 +940,20 @@ def test_extend_says_what_stops_it_adding_trials(tmp_path, capsys):
         search(one, name="one", out=tmp_path, extend=1, quiet=True)
 
 
+def test_extend_adds_the_next_configurations_of_a_grid_cut_by_max_trials(tmp_path):
+    """A grid resumed in a new process walked on from nowhere: `--extend 2` trained nothing and said the space ran out."""
+    spec = tiny(
+        model={"blocks": 1, "filters": {"choice": [8, 16]}},
+        training={"learning_rate": {"choice": [1e-3, 3e-3]}},
+        search={"algorithm": "grid", "max_trials": 2, "max_epochs": 1},
+    )
+    first = search(spec, name="grid", out=tmp_path, quiet=True)
+    assert len(first.trials) == 2 and first.manifest["stop_reason"] == "max_trials = 2 reached"
+    extended = search(spec, name="grid", out=tmp_path, extend=2, quiet=True)
+    values = {(row.filters, row.learning_rate) for row in extended.trials.itertuples()}
+    assert len(extended.trials) == 4 and len(values) == 4 and extended.manifest["stop_reason"] == "max_trials = 4 reached"
+
+
 def test_extend_refuses_a_grid_search_that_runs_its_whole_space_already(tmp_path):
     spec = tiny(model={"blocks": 1, "filters": {"choice": [8, 16]}}, training={"learning_rate": 3e-3}, search={"algorithm": "grid", "max_epochs": 1})
     search(spec, name="grid", out=tmp_path, quiet=True)
@@ -1332,6 +1346,8 @@ def test_a_run_stopped_by_its_time_budget_goes_on_when_the_budget_is_raised(tmp_
     records = {p.name: p.read_text() for p in (tmp_path / "budget" / "trials").glob("*.json")}
     assert first.manifest["stop_reason"] == "time budget reached" and len(before) < 4
     capsys.readouterr()
+    assert main(["search", str(path), "--out", str(tmp_path), "--quiet"]) == 0
+    assert "search.time_budget (1s) is used up" in capsys.readouterr().err
     assert main(["search", str(path), "--out", str(tmp_path), "--quiet", "--workers", "1"]) == 0
     assert "search.time_budget (1s) is used up" in capsys.readouterr().err
     assert set(open_run(tmp_path / "budget").trials["trial_id"]) == before

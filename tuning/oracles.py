@@ -256,15 +256,35 @@ class _FewConfigurationsHyperband:
 
 
 class _FeasibleGrid:
-    """KerasTuner's grid walks the space from each trial's values to the next combination; a combination that
-    cannot be built is recorded (`on_infeasible`) and stepped over, so it takes no trial (a trial slot that
-    trains nothing, counted against max_trials) and the grid runs the configurations its plan counts."""
+    """KerasTuner's grid walks the space from each trial's values to the next combination, with two changes.
+    A combination that cannot be built is recorded (`on_infeasible`) and stepped over rather than made a trial
+    that trains nothing and counts against max_trials, so the grid runs the configurations its plan counts.
+    And the walk survives a resume: KerasTuner keeps it (the trials in grid order, and those to step on from)
+    in memory only, so a reloaded grid could not go on (`--extend`, a raised max_trials or time budget added
+    nothing) or failed when a trial queued again ended; `reload` rebuilds it from the trials."""
+
+    def reload(self) -> None:
+        super().reload()  # type: ignore[misc]
+        from functools import cmp_to_key
+
+        from keras_tuner.src.tuners.gridsearch import LinkedList
+
+        def in_grid_order(a: Any, b: Any) -> int:
+            return int(self._compare(a.hyperparameters.values, b.hyperparameters.values))  # type: ignore[attr-defined]
+
+        ordered = sorted(self.trials.values(), key=cmp_to_key(in_grid_order))  # type: ignore[attr-defined]
+        self._ordered_ids = LinkedList()
+        for trial in ordered:
+            self._ordered_ids.insert(trial.trial_id)
+        # Step on from every trial that ended (one already followed is passed over); a queued one joins when it ends.
+        self._populate_next = [t.trial_id for t in ordered if t.status != "RUNNING"]
 
     def populate_space(self, trial_id: str) -> dict[str, Any]:
         response = super().populate_space(trial_id)  # type: ignore[misc]
         values = response.get("values")
         if values is not None and self._infeasible(values):  # type: ignore[attr-defined]
-            # Only the first trial (the defaults) comes here: the others come from `_get_next_combination`.
+            # Every value is checked; only the first trial's (the defaults) can fail here, as `_get_next_combination`
+            # steps over the others.
             values = self._get_next_combination(values)
             if values is None:
                 return {"status": "STOPPED", "values": None}
@@ -315,7 +335,7 @@ def make_oracle(spec: Any, params: list[Param]) -> kt.Oracle:
     if search.algorithm == "hyperband":
         oracle = ORACLES["hyperband"](max_epochs=search.max_epochs, factor=search.factor, hyperband_iterations=search.iterations, **common)
         oracle.max_trials = search.max_trials
-    else:  # random and Bayesian default to 10 trials; a grid to all of it, as its plan says
+    else:  # random and Bayesian default to 10 trials; a grid to all of it (it stops when its walk ends, as its plan says)
         default = count_configurations(params) if search.algorithm == "grid" else None
         oracle = ORACLES[search.algorithm](max_trials=search.max_trials or default or 10, **common)
     oracle.configurations = drawable(params, common["hyperparameters"])
