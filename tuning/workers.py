@@ -200,7 +200,11 @@ class Chief:
             slot.done = True
             return
         if code == EXIT_RECYCLE:
-            self.hand_out_again(slot.tuner_id)  # nothing to hand out: it stopped between trials
+            self.hand_out_again(slot.tuner_id)  # the trial it was handed before it left, if any: its successor's
+            deadline = getattr(self.oracle, "deadline", None)
+            if deadline is not None and time.time() >= deadline:
+                slot.done = True  # the successor would only be told the time budget is used up; the trial waits for a raised one
+                return
             self._launch(slot)
             return
         if code in (EXIT_ABORTED, EXIT_ERROR):  # deterministic: restarting would fail the same way
@@ -218,7 +222,8 @@ class Chief:
         self._launch(slot)
 
     def hand_out_again(self, tuner_id: str) -> str | None:
-        """The trial a dead worker was running goes back to KerasTuner's retry queue, ahead of new trials."""
+        """The trial a dead worker was running (or a recycled one was handed before it left) goes back to
+        KerasTuner's retry queue, ahead of new trials."""
         from keras_tuner.src.engine.oracle import LOCKS
 
         with LOCKS[self.oracle]:
