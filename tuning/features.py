@@ -162,10 +162,9 @@ def _manifests(paths: list[Path], path_column: str, label_column: str | None, la
 
 
 def _filled(frame: Any, column: str) -> bool:
-    if column not in frame.columns:
-        return False
-    cells = frame[column]
-    return not (cells.isna().to_numpy() | (cells.astype(str).str.strip() == "").to_numpy()).any()
+    from .manifests import blank_rows
+
+    return column in frame.columns and not len(blank_rows(frame, column))
 
 
 def _manifest(path: Path, frame: Any, path_column: str, label_column: str | None, label_columns: Sequence[str] | None) -> _Images:

@@ -84,9 +84,15 @@ def read_labelled_manifest(path: Path, path_column: str, label_column: str | Non
     return read_manifest(path, columns, CLI_COLUMNS_ADVICE, frame)
 
 
+def blank_rows(frame: Any, column: str) -> np.ndarray:
+    """Indices of the rows whose `column` cell is empty or only spaces."""
+    cells = frame[column]
+    return np.flatnonzero(cells.isna().to_numpy() | (cells.astype(str).str.strip() == "").to_numpy())
+
+
 def manifest_paths(path: Path, frame: Any, column: str) -> list[Path]:
     """The image paths of a manifest's rows, relative ones from the manifest's folder; blank cells refused by row."""
-    blank = np.flatnonzero(frame[column].isna().to_numpy() | (frame[column].astype(str).str.strip() == "").to_numpy())
+    blank = blank_rows(frame, column)
     if len(blank):
         rows = ", ".join(str(int(i) + 2) for i in blank[:5]) + (f" and {len(blank) - 5} more" if len(blank) > 5 else "")
         raise DataError(
@@ -124,7 +130,7 @@ def read_manifest(path: Path, data_spec: Any, advice: str = SPEC_COLUMNS_ADVICE,
         names = list(data_spec.label_columns)
     else:
         column = frame[data_spec.label_column]
-        blank = np.flatnonzero(column.isna().to_numpy() | (column.astype(str).str.strip() == "").to_numpy())
+        blank = blank_rows(frame, data_spec.label_column)
         if len(blank):
             rows = ", ".join(str(int(i) + 2) for i in blank[:5]) + (f" and {len(blank) - 5} more" if len(blank) > 5 else "")
             raise DataError(

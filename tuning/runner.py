@@ -228,8 +228,9 @@ def _search_locked(
     board_log = HParamsLog(run_dir / "logs", list(the_plan.params), spec.search.objective.metric, max_epochs=spec.search.max_epochs, brackets=brackets)
     board_log.write_experiment()
     budget = spec.search.time_budget_seconds
+    used_up = budget is not None and elapsed_before >= budget
     # Trials the time budget cut short continue from where it stopped them once it has time left (raised, or removed).
-    cut = cut_by_the_budget(store) if budget is None or elapsed_before < budget else []
+    cut = [] if used_up else cut_by_the_budget(store)
     view = progress_view(spec, the_plan, store, progress, quiet, dataset.summary(), retry_failed, cut)
     started = time.time()
     clock = ElapsedTime(store, elapsed_before, started)
@@ -248,7 +249,7 @@ def _search_locked(
     oracle.is_feasible = lambda values: feasibility.check(resolve(spec, values), model_shape, dataset.num_classes, spec.search.max_params)
     recorded = {values_key(r.values) for r in store.read_trials() if r.status in ("infeasible", "oversized")}
     oracle.on_infeasible = lambda values, reason: record_infeasible(store, board_log, values, reason, recorded)
-    if budget is not None and elapsed_before >= budget:
+    if used_up:
         print(
             f"warning: search.time_budget ({spec.search.time_budget}) is used up: this run has searched for {elapsed_before:.0f} s, so nothing more "
             "is trained; raise search.time_budget in the spec (the run resumes with it) to go on",
@@ -263,7 +264,7 @@ def _search_locked(
     try:
         with graceful_stop(tuner.stop, quiet), long_lived_objects_frozen():
             weights = dataset.class_weights() if spec.data.class_weight == "balanced" else None
-            if parallel["workers"] and budget is not None and elapsed_before >= budget:
+            if parallel["workers"] and used_up:
                 oracle.stop_reason = "time budget reached"  # as the oracle would tell each worker, without starting them
             elif parallel["workers"]:
                 _serve_workers(tuner, store, Events(view, clock), parallel, quiet)
